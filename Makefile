@@ -1,0 +1,59 @@
+# neucomp — every task a person does has a target here.
+# `make demo` and `make test` work on a fresh machine: they create .venv and install first.
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: install demo test lint format data eval-data eval bench train train-lm clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m neucomp.demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check neucomp tests
+	$(VENV)/bin/ruff format --check neucomp tests
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format neucomp tests
+	$(VENV)/bin/ruff check --fix neucomp tests
+
+# Real-audio training corpus and dev-eval clips, from Debian packages (see docs/DATA.md).
+data: $(STAMP)
+	$(PY) -m neucomp.train.corpus build --out data
+
+eval-data: $(STAMP)
+	$(PY) -m neucomp.eval.devset build --out data/deveval
+
+eval-tools:
+	@command -v opusenc >/dev/null && command -v lame >/dev/null || \
+	  (apt-get update -qq && apt-get install -y -qq opus-tools lame) || \
+	  echo "could not install opus-tools/lame: baselines will be skipped"
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[eval]'
+
+eval: $(STAMP) eval-tools
+	$(PY) -m neucomp eval data/deveval --json bench/eval.json --plot docs/rate_quality.png
+
+bench: $(STAMP)
+	$(PY) -m neucomp.eval.bench
+
+train: $(STAMP)
+	$(PY) -m neucomp.train --config configs/codec24_cpu.json
+
+train-lm: $(STAMP)
+	$(PY) -m neucomp.train.lm --config configs/lm24.json
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
