@@ -1,0 +1,453 @@
+"""The `.ecdc` container, version 1, exactly as docs/FORMAT.md describes it.
+
+A file is a header, then independent chunks of coded frames, then an end record that
+carries the totals. The totals come last so that audio of unknown length (stdin) can
+be written in one pass with bounded memory. Every part carries a CRC-32, and the
+reader only ever calls `read()` (never `seek`), so it works on pipes.
+
+The reader checks sizes against fixed limits before reading a payload, so a hostile or
+damaged file can never make it allocate more than one chunk's worth of memory.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, BinaryIO
+
+from neucomp.coding.packing import packed_size
+from neucomp.errors import CorruptDataError, FormatError, TruncatedError
+
+MAGIC = b"NCDC"
+VERSION = 1
+
+MAX_CHUNK_FRAMES = 1 << 16
+MAX_PAYLOAD_BYTES = 16 << 20
+MAX_CODEBOOKS = 32
+MAX_CODEBOOK_SIZE = 1024  # codes must fit the 10 bits of plain packing
+MAX_MODEL_NAME = 64
+HASH_BYTES = 32
+
+# Header: fixed part up to and including the name length byte, then name, then CRC.
+_HEADER_FIXED = struct.Struct("<4sBBHIHBBHIH32s32sB")  # 89 bytes
+_HEADER_MIN = _HEADER_FIXED.size + 1 + 4  # name of 1 character
+_HEADER_MAX = _HEADER_FIXED.size + MAX_MODEL_NAME + 4
+_PREFIX = struct.Struct("<4sBBH")  # magic, version, coder, header_size: first 8 bytes
+_CHUNK_HEAD = struct.Struct("<II")  # num_frames, payload_size
+_END_BODY = struct.Struct("<IQQ")  # 0 marker, model_samples, original_samples
+_CRC = struct.Struct("<I")
+CHUNK_OVERHEAD = _CHUNK_HEAD.size + _CRC.size  # 12
+END_RECORD_SIZE = _END_BODY.size + _CRC.size  # 24
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
+_ZERO_HASH = bytes(HASH_BYTES)
+
+
+class Coder(IntEnum):
+    """How chunk payloads are coded."""
+
+    PLAIN = 0  # 10-bit packing (neucomp.coding.packing)
+    LM = 1  # language-model range coder (neucomp.coding.range)
+
+
+def _check_range(label: str, value: Any, low: int, high: int) -> int:
+    """`value` as a plain int if it is an integer in [low, high], else ValueError."""
+    try:
+        number = operator.index(value)  # accepts numpy integers, rejects floats
+    except TypeError:
+        raise ValueError(f"{label} must be an integer, got {type(value).__name__}") from None
+    if isinstance(value, bool) or not low <= number <= high:
+        raise ValueError(f"{label} must be in [{low}, {high}], got {number}")
+    return number
+
+
+def _set_int(obj: object, attr: str, label: str, low: int, high: int) -> None:
+    """Validate an integer field of a frozen dataclass and store it as a plain int."""
+    object.__setattr__(obj, attr, _check_range(label, getattr(obj, attr), low, high))
+
+
+@dataclass(frozen=True)
+class Header:
+    """Everything a decoder needs before the first chunk: model identity and shapes."""
+
+    model_name: str
+    model_hash: bytes
+    coder: Coder
+    lm_hash: bytes
+    model_sample_rate: int
+    model_channels: int
+    hop_length: int
+    num_codebooks: int
+    original_sample_rate: int
+    original_channels: int
+    codebook_size: int = 1024
+
+    def __post_init__(self) -> None:
+        name = self.model_name
+        if not isinstance(name, str) or not 1 <= len(name) <= MAX_MODEL_NAME:
+            raise ValueError(f"model name must be 1 to {MAX_MODEL_NAME} characters")
+        if not _NAME_RE.fullmatch(name):
+            raise ValueError("model name may only use the characters A-Z a-z 0-9 _ . -")
+        for label, value in (("model hash", self.model_hash), ("LM hash", self.lm_hash)):
+            if not isinstance(value, bytes) or len(value) != HASH_BYTES:
+                raise ValueError(f"{label} must be {HASH_BYTES} raw bytes (a sha256 digest)")
+        if self.coder not in tuple(Coder):
+            raise ValueError(f"unknown coder {self.coder}")
+        object.__setattr__(self, "coder", Coder(self.coder))
+        if self.coder == Coder.PLAIN and self.lm_hash != _ZERO_HASH:
+            raise ValueError("LM hash must be all zero bytes when the coder is plain")
+        if self.coder == Coder.LM and self.lm_hash == _ZERO_HASH:
+            raise ValueError("LM hash must be set when the coder is the LM range coder")
+        _set_int(self, "model_sample_rate", "model sample rate", 1, 2**32 - 1)
+        _set_int(self, "model_channels", "model channels", 1, 2**8 - 1)
+        _set_int(self, "hop_length", "hop length", 1, 2**16 - 1)
+        _set_int(self, "num_codebooks", "number of codebooks", 1, MAX_CODEBOOKS)
+        _set_int(self, "original_sample_rate", "original sample rate", 1, 2**32 - 1)
+        _set_int(self, "original_channels", "original channels", 1, 2**16 - 1)
+        _set_int(self, "codebook_size", "codebook size", 2, MAX_CODEBOOK_SIZE)
+
+    @property
+    def frame_rate(self) -> float:
+        """Frames per second at the model rate (75.0 for 24 kHz with hop 320)."""
+        return self.model_sample_rate / self.hop_length
+
+    def to_bytes(self) -> bytes:
+        """The header's exact bytes, CRC included."""
+        name = self.model_name.encode("ascii")
+        size = _HEADER_FIXED.size + len(name) + _CRC.size
+        body = _HEADER_FIXED.pack(
+            MAGIC,
+            VERSION,
+            int(self.coder),
+            size,
+            self.model_sample_rate,
+            self.hop_length,
+            self.model_channels,
+            self.num_codebooks,
+            self.codebook_size,
+            self.original_sample_rate,
+            self.original_channels,
+            self.model_hash,
+            self.lm_hash,
+            len(name),
+        )
+        body += name
+        return body + _CRC.pack(zlib.crc32(body))
+
+
+@dataclass(frozen=True)
+class Trailer:
+    """The totals, stored in the end record: lengths before padding to whole frames."""
+
+    model_samples: int  # per channel, at the model rate
+    original_samples: int  # per channel, at the original rate
+
+    def __post_init__(self) -> None:
+        _set_int(self, "model_samples", "model samples", 0, 2**64 - 1)
+        _set_int(self, "original_samples", "original samples", 0, 2**64 - 1)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One chunk as read back; `payload` is None for a damaged chunk in salvage mode."""
+
+    index: int
+    num_frames: int
+    payload: bytes | None
+
+
+def _check_chunk_sizes(header: Header, num_frames: int, payload_size: int) -> str | None:
+    """Why a chunk's declared sizes are impossible, or None if they are fine."""
+    if not 1 <= num_frames <= MAX_CHUNK_FRAMES:
+        return f"declares {num_frames} frames (allowed: 1 to {MAX_CHUNK_FRAMES})"
+    if payload_size > MAX_PAYLOAD_BYTES:
+        return f"declares a payload of {payload_size} bytes (limit {MAX_PAYLOAD_BYTES})"
+    if header.coder == Coder.PLAIN:
+        expected = packed_size(num_frames, header.num_codebooks)
+        if payload_size != expected:
+            return (
+                f"declares a payload of {payload_size} bytes, but {num_frames} frames of "
+                f"{header.num_codebooks} codebooks take {expected}"
+            )
+    return None
+
+
+class EcdcWriter:
+    """Writes a `.ecdc` stream in one pass: header now, chunks as they come, then totals."""
+
+    def __init__(self, fp: BinaryIO, header: Header) -> None:
+        self._fp = fp
+        self.header = header
+        self.bytes_written = 0
+        self.num_chunks = 0
+        self.num_frames = 0
+        self._finished = False
+        self._write(header.to_bytes())
+
+    def _write(self, data: bytes) -> None:
+        self._fp.write(data)
+        self.bytes_written += len(data)
+
+    def write_chunk(self, num_frames: int, payload: bytes) -> None:
+        """Append one chunk of `num_frames` frames whose coded bytes are `payload`."""
+        if self._finished:
+            raise ValueError("cannot write a chunk after finish()")
+        payload = bytes(payload)
+        num_frames = _check_range("chunk frames", num_frames, 1, MAX_CHUNK_FRAMES)
+        problem = _check_chunk_sizes(self.header, num_frames, len(payload))
+        if problem:
+            raise ValueError(f"chunk {problem}")
+        head = _CHUNK_HEAD.pack(num_frames, len(payload))
+        crc = zlib.crc32(payload, zlib.crc32(head))
+        self._write(head + _CRC.pack(crc))
+        self._write(payload)
+        self.num_chunks += 1
+        self.num_frames += num_frames
+
+    def finish(self, trailer: Trailer) -> None:
+        """Write the end record; nothing may be written after it."""
+        if self._finished:
+            raise ValueError("finish() was already called")
+        if trailer.model_samples > self.num_frames * self.header.hop_length:
+            raise ValueError(
+                f"trailer claims {trailer.model_samples} samples, but the chunks hold only "
+                f"{self.num_frames} frames of {self.header.hop_length} samples"
+            )
+        body = _END_BODY.pack(0, trailer.model_samples, trailer.original_samples)
+        self._write(body + _CRC.pack(zlib.crc32(body)))
+        self._finished = True
+
+
+class _Source:
+    """Reads exact byte counts from any object with `read()`, counting the offset."""
+
+    def __init__(self, fp: BinaryIO) -> None:
+        self._fp = fp
+        self.offset = 0
+
+    def read(self, size: int) -> bytes:
+        """Up to `size` bytes; fewer only at end of stream (pipes may return short reads)."""
+        parts = []
+        remaining = size
+        while remaining > 0:
+            part = self._fp.read(remaining)
+            if not part:
+                break
+            parts.append(part)
+            remaining -= len(part)
+        data = b"".join(parts)
+        self.offset += len(data)
+        return data
+
+
+def _read_header(src: _Source) -> Header:
+    prefix = src.read(_PREFIX.size)
+    if not prefix:
+        raise TruncatedError("empty input: not a neucomp .ecdc file")
+    if not MAGIC.startswith(prefix[:4]):
+        raise FormatError("not a neucomp .ecdc file (bad magic)")
+    if len(prefix) <= 4:
+        raise TruncatedError("truncated .ecdc file: ended inside the header")
+    if prefix[4] != VERSION:
+        raise FormatError(f"unsupported .ecdc version {prefix[4]} (this neucomp reads {VERSION})")
+    if len(prefix) < _PREFIX.size:
+        raise TruncatedError("truncated .ecdc file: ended inside the header")
+    _, _, _, header_size = _PREFIX.unpack(prefix)
+    if not _HEADER_MIN <= header_size <= _HEADER_MAX:
+        raise FormatError(
+            f"bad .ecdc header: its size {header_size} is outside {_HEADER_MIN} to "
+            f"{_HEADER_MAX} bytes"
+        )
+    rest = src.read(header_size - _PREFIX.size)
+    if len(rest) < header_size - _PREFIX.size:
+        raise TruncatedError("truncated .ecdc file: ended inside the header")
+    raw = prefix + rest
+    body, (crc,) = raw[:-4], _CRC.unpack(raw[-4:])
+    if zlib.crc32(body) != crc:
+        raise CorruptDataError("checksum mismatch in the header at byte 0: the file is damaged")
+
+    fields = _HEADER_FIXED.unpack(body[: _HEADER_FIXED.size])
+    (_, _, coder, _, rate, hop, channels, n_q, cb_size, orig_rate, orig_ch) = fields[:11]
+    model_hash, lm_hash, name_len = fields[11:]
+    name_bytes = body[_HEADER_FIXED.size :]
+    if name_len != len(name_bytes):
+        raise FormatError(
+            f"bad .ecdc header: model name length {name_len} does not match "
+            f"the header size {header_size}"
+        )
+    if coder not in tuple(Coder):
+        raise FormatError(f"bad .ecdc header: unknown coder {coder}")
+    try:
+        return Header(
+            model_name=name_bytes.decode("ascii"),
+            model_hash=model_hash,
+            coder=Coder(coder),
+            lm_hash=lm_hash,
+            model_sample_rate=rate,
+            model_channels=channels,
+            hop_length=hop,
+            num_codebooks=n_q,
+            original_sample_rate=orig_rate,
+            original_channels=orig_ch,
+            codebook_size=cb_size,
+        )
+    except UnicodeDecodeError:
+        raise FormatError("bad .ecdc header: the model name is not ASCII") from None
+    except ValueError as err:
+        raise FormatError(f"bad .ecdc header: {err}") from None
+
+
+def read_header(fp: BinaryIO) -> Header:
+    """Read and validate only the header (e.g. for `neucomp info` before the chunks)."""
+    return _read_header(_Source(fp))
+
+
+class EcdcReader:
+    """Reads a `.ecdc` stream front to back, checking every size and checksum.
+
+    `header` is available at once; `trailer` after `iter_chunks()` is exhausted. In
+    salvage mode, damaged chunks come back with `payload=None` and `warnings` says why.
+    """
+
+    def __init__(self, fp: BinaryIO) -> None:
+        self._src = _Source(fp)
+        self.header = _read_header(self._src)
+        self.warnings: list[str] = []
+        self._trailer: Trailer | None = None
+        self._started = False
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes consumed from the stream so far."""
+        return self._src.offset
+
+    @property
+    def trailer(self) -> Trailer:
+        """The totals from the end record; only known once all chunks were read."""
+        if self._trailer is None:
+            raise RuntimeError("the trailer is only known after iter_chunks() is exhausted")
+        return self._trailer
+
+    def iter_chunks(self, salvage: bool = False) -> Iterator[Chunk]:
+        """Yield every chunk in order, then read the end record and check nothing follows.
+
+        Raises TruncatedError, CorruptDataError or FormatError on any damage; with
+        `salvage=True` a chunk whose checksum fails but whose sizes are plausible is
+        yielded with `payload=None` (and a warning) so the caller can fill in silence.
+        """
+        if self._started:
+            raise RuntimeError("iter_chunks() can only be called once per reader")
+        self._started = True
+        src = self._src
+        index = 0
+        total_frames = 0
+        while True:
+            start = src.offset
+            head = src.read(_CHUNK_HEAD.size)
+            if not head:
+                where = f"chunk {index - 1}" if index else "the header"
+                raise TruncatedError(f"truncated .ecdc file: no end record after {where}")
+            if head[:4] == bytes(len(head[:4])):  # the end marker (or a cut-off one)
+                self._read_end(head, start, total_frames, salvage)
+                return
+            if len(head) < _CHUNK_HEAD.size:
+                raise TruncatedError(f"truncated .ecdc file: ended inside chunk {index}")
+            num_frames, payload_size = _CHUNK_HEAD.unpack(head)
+            problem = _check_chunk_sizes(self.header, num_frames, payload_size)
+            if problem:
+                raise CorruptDataError(
+                    f"chunk {index} at byte {start} {problem}: the file is damaged"
+                )
+            crc_bytes = src.read(_CRC.size)
+            payload = src.read(payload_size)
+            if len(crc_bytes) < _CRC.size or len(payload) < payload_size:
+                raise TruncatedError(f"truncated .ecdc file: ended inside chunk {index}")
+            (crc,) = _CRC.unpack(crc_bytes)
+            if zlib.crc32(payload, zlib.crc32(head)) != crc:
+                message = f"checksum mismatch in chunk {index} at byte {start}"
+                if not salvage:
+                    raise CorruptDataError(f"{message}: the file is damaged")
+                self.warnings.append(f"{message}: replaced {num_frames} frames with silence")
+                yield Chunk(index, num_frames, None)
+            else:
+                yield Chunk(index, num_frames, payload)
+            index += 1
+            total_frames += num_frames
+
+    def _read_end(self, head: bytes, start: int, total_frames: int, salvage: bool) -> None:
+        """Read the rest of the end record (its first bytes are in `head`), then check EOF."""
+        rest = self._src.read(END_RECORD_SIZE - len(head))
+        record = head + rest
+        if len(record) < END_RECORD_SIZE:
+            raise TruncatedError("truncated .ecdc file: ended inside the end record")
+        if self._src.read(1):
+            raise FormatError("unexpected data after end of stream")
+        body, (crc,) = record[: _END_BODY.size], _CRC.unpack(record[_END_BODY.size :])
+        _, model_samples, original_samples = _END_BODY.unpack(body)
+        capacity = total_frames * self.header.hop_length
+        problem = None
+        if zlib.crc32(body) != crc:
+            problem = f"checksum mismatch in the end record at byte {start}"
+        elif model_samples > capacity:
+            problem = (
+                f"the end record at byte {start} claims {model_samples} samples, "
+                f"more than the {total_frames} frames hold"
+            )
+        if problem is None:
+            self._trailer = Trailer(model_samples, original_samples)
+            return
+        if not salvage:
+            raise CorruptDataError(f"{problem}: the file is damaged")
+        # The length is lost: assume the frames were full, and scale to the original rate.
+        h = self.header
+        estimate = round(capacity * h.original_sample_rate / h.model_sample_rate)
+        self.warnings.append(f"{problem}: the length was estimated from the frame count")
+        self._trailer = Trailer(capacity, estimate)
+
+
+def summarize(fp: BinaryIO) -> dict[str, Any]:
+    """Read a whole stream (checking it) and describe it as a JSON-ready dict for `info`."""
+    reader = EcdcReader(fp)
+    header_bytes = reader.bytes_read
+    chunks = frames = payload_bytes = 0
+    for chunk in reader.iter_chunks():
+        chunks += 1
+        frames += chunk.num_frames
+        payload_bytes += len(chunk.payload or b"")
+    h, t = reader.header, reader.trailer
+    duration = t.original_samples / h.original_sample_rate
+    file_bytes = reader.bytes_read
+
+    def kbps(nbytes: int) -> float | None:
+        return round(nbytes * 8 / duration / 1000, 3) if duration > 0 else None
+
+    return {
+        "format_version": VERSION,
+        "coder": "lm" if h.coder == Coder.LM else "plain",
+        "model_name": h.model_name,
+        "model_hash": h.model_hash.hex(),
+        "lm_hash": h.lm_hash.hex() if h.coder == Coder.LM else None,
+        "model_sample_rate": h.model_sample_rate,
+        "model_channels": h.model_channels,
+        "hop_length": h.hop_length,
+        "frame_rate": h.frame_rate,
+        "num_codebooks": h.num_codebooks,
+        "codebook_size": h.codebook_size,
+        "original_sample_rate": h.original_sample_rate,
+        "original_channels": h.original_channels,
+        "chunks": chunks,
+        "frames": frames,
+        "model_samples": t.model_samples,
+        "original_samples": t.original_samples,
+        "duration_s": duration,
+        "header_bytes": header_bytes,
+        "payload_bytes": payload_bytes,
+        "file_bytes": file_bytes,
+        "bitrate_kbps": kbps(file_bytes),
+        "payload_kbps": kbps(payload_bytes),
+    }

@@ -1,0 +1,427 @@
+"""The .ecdc container: exact bytes per docs/FORMAT.md, round-trips, and damaged input."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from neucomp.coding.packing import pack_codes, packed_size, unpack_codes
+from neucomp.container import (
+    Chunk,
+    Coder,
+    EcdcReader,
+    EcdcWriter,
+    Header,
+    Trailer,
+    read_header,
+    summarize,
+)
+from neucomp.errors import CorruptDataError, FormatError, TruncatedError
+
+MODEL_HASH = hashlib.sha256(b"codec weights").digest()
+LM_HASH = hashlib.sha256(b"lm weights").digest()
+
+
+def make_header(**changes) -> Header:
+    fields = dict(
+        model_name="neucomp_24khz",
+        model_hash=MODEL_HASH,
+        coder=Coder.PLAIN,
+        lm_hash=bytes(32),
+        model_sample_rate=24000,
+        model_channels=1,
+        hop_length=320,
+        num_codebooks=2,
+        original_sample_rate=44100,
+        original_channels=2,
+    )
+    fields.update(changes)
+    return Header(**fields)
+
+
+def write_file(header: Header, chunks: list[tuple[int, bytes]], trailer: Trailer) -> bytes:
+    out = io.BytesIO()
+    writer = EcdcWriter(out, header)
+    for num_frames, payload in chunks:
+        writer.write_chunk(num_frames, payload)
+    writer.finish(trailer)
+    assert writer.bytes_written == len(out.getvalue())
+    return out.getvalue()
+
+
+def read_all(data: bytes, salvage: bool = False) -> tuple[EcdcReader, list[Chunk]]:
+    reader = EcdcReader(io.BytesIO(data))
+    chunks = list(reader.iter_chunks(salvage=salvage))
+    return reader, chunks
+
+
+def small_file() -> tuple[bytes, list[bytes]]:
+    """Three plain chunks (3, 2 and 1 frames of 2 codebooks) and the end record."""
+    rng = np.random.default_rng(7)
+    payloads = [pack_codes(rng.integers(0, 1024, size=(2, f))) for f in (3, 2, 1)]
+    data = write_file(
+        make_header(),
+        [(3, payloads[0]), (2, payloads[1]), (1, payloads[2])],
+        Trailer(model_samples=1900, original_samples=3491),
+    )
+    return data, payloads
+
+
+class PipeReader:
+    """Only `read()`, and short reads (at most 5 bytes a call), like a slow pipe."""
+
+    def __init__(self, data: bytes) -> None:
+        self._buf = io.BytesIO(data)
+        self.largest_request = 0
+
+    def read(self, size: int = -1) -> bytes:
+        self.largest_request = max(self.largest_request, size)
+        return self._buf.read(min(size, 5))
+
+
+# --- exact bytes ------------------------------------------------------------------------
+
+
+def test_writer_bytes_match_the_spec_built_by_hand():
+    header = make_header(coder=Coder.LM, lm_hash=LM_HASH, num_codebooks=8, model_channels=2)
+    payload = b"\x01\x02\x03\x04\x05"
+    data = write_file(header, [(750, payload)], Trailer(239_990, 441_000))
+
+    name = b"neucomp_24khz"
+    expected = b"NCDC" + bytes([1, 1]) + struct.pack("<H", 93 + len(name))
+    expected += struct.pack("<IHBBHIH", 24000, 320, 2, 8, 1024, 44100, 2)
+    expected += MODEL_HASH + LM_HASH + bytes([len(name)]) + name
+    assert len(expected) == 89 + len(name)
+    expected += struct.pack("<I", zlib.crc32(expected))
+    chunk_head = struct.pack("<II", 750, len(payload))
+    expected += chunk_head + struct.pack("<I", zlib.crc32(chunk_head + payload)) + payload
+    end = struct.pack("<IQQ", 0, 239_990, 441_000)
+    expected += end + struct.pack("<I", zlib.crc32(end))
+    assert data == expected
+    assert len(data) == (93 + 13) + (12 + 5) + 24
+
+
+def test_plain_file_size_is_payload_plus_documented_overhead():
+    header = make_header(num_codebooks=8)
+    codes = np.zeros((8, 750), dtype=np.int64)
+    data = write_file(header, [(750, pack_codes(codes))] * 2, Trailer(480_000, 882_000))
+    assert len(data) == 2 * 7500 + (93 + 13) + 2 * 12 + 24
+
+
+def test_read_header_consumes_exactly_the_header():
+    data, _ = small_file()
+    fp = io.BytesIO(data)
+    assert read_header(fp) == make_header()
+    assert fp.tell() == 93 + len("neucomp_24khz")
+
+
+# --- round-trips ------------------------------------------------------------------------
+
+
+def test_round_trip_plain_codes():
+    data, payloads = small_file()
+    reader, chunks = read_all(data)
+    assert reader.header == make_header()
+    assert [(c.index, c.num_frames) for c in chunks] == [(0, 3), (1, 2), (2, 1)]
+    assert [c.payload for c in chunks] == payloads
+    assert unpack_codes(chunks[0].payload, 2, 3).shape == (2, 3)
+    assert reader.trailer == Trailer(1900, 3491)
+    assert reader.warnings == []
+
+
+def test_file_without_chunks():
+    data = write_file(make_header(), [], Trailer(0, 0))
+    reader, chunks = read_all(data)
+    assert chunks == []
+    assert reader.trailer == Trailer(0, 0)
+
+
+names = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-",
+    min_size=1,
+    max_size=64,
+)
+
+
+@st.composite
+def headers(draw) -> Header:
+    coder = draw(st.sampled_from(list(Coder)))
+    lm_hash = bytes(32) if coder == Coder.PLAIN else draw(st.binary(min_size=32, max_size=32))
+    if coder == Coder.LM and lm_hash == bytes(32):
+        lm_hash = LM_HASH
+    return Header(
+        model_name=draw(names),
+        model_hash=draw(st.binary(min_size=32, max_size=32)),
+        coder=coder,
+        lm_hash=lm_hash,
+        model_sample_rate=draw(st.integers(1, 2**32 - 1)),
+        model_channels=draw(st.integers(1, 255)),
+        hop_length=draw(st.integers(1, 2**16 - 1)),
+        num_codebooks=draw(st.integers(1, 32)),
+        original_sample_rate=draw(st.integers(1, 2**32 - 1)),
+        original_channels=draw(st.integers(1, 2**16 - 1)),
+        codebook_size=draw(st.integers(2, 1024)),
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(header=headers(), data=st.data())
+def test_random_files_round_trip(header, data):
+    frame_counts = data.draw(st.lists(st.integers(1, 40), max_size=5))
+    chunks = []
+    for num_frames in frame_counts:
+        if header.coder == Coder.PLAIN:
+            size = packed_size(num_frames, header.num_codebooks)
+            payload = data.draw(st.binary(min_size=size, max_size=size))
+        else:
+            payload = data.draw(st.binary(max_size=64))
+        chunks.append((num_frames, payload))
+    capacity = sum(frame_counts) * header.hop_length
+    trailer = Trailer(
+        model_samples=data.draw(st.integers(0, capacity)),
+        original_samples=data.draw(st.integers(0, 2**64 - 1)),
+    )
+    raw = write_file(header, chunks, trailer)
+
+    reader = EcdcReader(PipeReader(raw))
+    assert reader.header == header
+    got = [(c.num_frames, c.payload) for c in reader.iter_chunks()]
+    assert got == chunks
+    assert reader.trailer == trailer
+
+
+def test_reads_from_a_stream_with_only_read_and_short_reads():
+    data, payloads = small_file()
+    pipe = PipeReader(data)
+    assert not hasattr(pipe, "seek")
+    reader = EcdcReader(pipe)
+    assert [c.payload for c in reader.iter_chunks()] == payloads
+    assert reader.trailer.model_samples == 1900
+
+
+def test_summarize_reports_totals_and_bitrate():
+    header = make_header(num_codebooks=8, original_sample_rate=24000, original_channels=1)
+    codes = np.zeros((8, 750), dtype=np.int64)
+    data = write_file(header, [(750, pack_codes(codes))], Trailer(240_000, 240_000))
+    info = summarize(io.BytesIO(data))
+    assert info["chunks"] == 1
+    assert info["frames"] == 750
+    assert info["frame_rate"] == 75.0
+    assert info["duration_s"] == 10.0
+    assert info["payload_kbps"] == 6.0
+    assert info["file_bytes"] == len(data) == 7500 + 106 + 12 + 24
+    assert info["bitrate_kbps"] == round(len(data) * 8 / 10 / 1000, 3)
+    assert info["coder"] == "plain" and info["lm_hash"] is None
+    assert info["model_hash"] == MODEL_HASH.hex()
+
+
+# --- validation of what a program writes --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        dict(model_name=""),
+        dict(model_name="x" * 65),
+        dict(model_name="has space"),
+        dict(model_name="ünïcode"),
+        dict(model_hash=b"short"),
+        dict(model_hash="00" * 32),
+        dict(lm_hash=LM_HASH),  # plain coder needs a zero LM hash
+        dict(coder=Coder.LM),  # LM coder needs a real LM hash
+        dict(coder=7),
+        dict(num_codebooks=0),
+        dict(num_codebooks=33),
+        dict(model_sample_rate=0),
+        dict(hop_length=2**16),
+        dict(model_channels=256),
+        dict(original_channels=0),
+        dict(codebook_size=1025),
+        dict(hop_length=320.0),
+        dict(hop_length=True),
+    ],
+)
+def test_header_rejects_bad_values(changes):
+    with pytest.raises(ValueError):
+        make_header(**changes)
+
+
+def test_header_accepts_numpy_integers_and_stores_ints():
+    header = make_header(
+        hop_length=np.int64(320), num_codebooks=np.uint8(4), coder=1, lm_hash=LM_HASH
+    )
+    assert type(header.hop_length) is int and header.hop_length == 320
+    assert header.coder is Coder.LM
+
+
+def test_writer_rejects_misuse():
+    out = io.BytesIO()
+    writer = EcdcWriter(out, make_header())
+    with pytest.raises(ValueError):
+        writer.write_chunk(0, b"")
+    with pytest.raises(ValueError):
+        writer.write_chunk(2, b"\x00" * 4)  # plain: 2 frames x 2 codebooks need 5 bytes
+    writer.write_chunk(1, b"\x00" * 3)
+    with pytest.raises(ValueError):
+        writer.finish(Trailer(321, 0))  # more samples than one frame of 320 holds
+    writer.finish(Trailer(320, 588))
+    with pytest.raises(ValueError):
+        writer.write_chunk(1, b"\x00" * 3)
+    with pytest.raises(ValueError):
+        writer.finish(Trailer(320, 588))
+
+
+def test_trailer_is_unknown_before_the_chunks_are_read():
+    data, _ = small_file()
+    reader = EcdcReader(io.BytesIO(data))
+    with pytest.raises(RuntimeError):
+        _ = reader.trailer
+
+
+# --- damaged and hostile input ----------------------------------------------------------
+
+
+def test_bad_magic_and_version():
+    data, _ = small_file()
+    with pytest.raises(FormatError, match=r"^not a neucomp \.ecdc file \(bad magic\)$"):
+        EcdcReader(io.BytesIO(b"RIFF" + data[4:]))
+    with pytest.raises(FormatError, match=r"^unsupported \.ecdc version 2 "):
+        EcdcReader(io.BytesIO(data[:4] + b"\x02" + data[5:]))
+    with pytest.raises(TruncatedError, match="empty input"):
+        EcdcReader(io.BytesIO(b""))
+
+
+def test_bad_header_value_under_a_valid_crc_is_a_format_error():
+    data, _ = small_file()
+    header = bytearray(data[:106])
+    header[15] = 40  # num_codebooks
+    header[-4:] = struct.pack("<I", zlib.crc32(bytes(header[:-4])))
+    with pytest.raises(FormatError, match="number of codebooks must be in"):
+        EcdcReader(io.BytesIO(bytes(header) + data[106:]))
+
+
+def test_every_truncation_is_a_format_error():
+    data, _ = small_file()
+    for length in range(len(data)):
+        with pytest.raises(FormatError) as info:
+            read_all(data[:length])
+        message = str(info.value)
+        assert "\n" not in message and "b'" not in message, message
+        if length >= 106:  # past the header, every cut is a truncation
+            assert isinstance(info.value, TruncatedError), (length, message)
+
+
+def test_truncation_messages_name_the_place():
+    data, _ = small_file()
+    with pytest.raises(TruncatedError, match="ended inside the header"):
+        read_all(data[:50])
+    # header 106, chunk 0 is 12+8 bytes, chunk 1 is 12+5: cut 3 bytes into chunk 1
+    with pytest.raises(TruncatedError, match="^truncated .ecdc file: ended inside chunk 1$"):
+        read_all(data[: 106 + 20 + 3])
+    with pytest.raises(TruncatedError, match="no end record after chunk 2"):
+        read_all(data[:-24])
+    with pytest.raises(TruncatedError, match="ended inside the end record"):
+        read_all(data[:-1])
+
+
+def test_trailing_garbage_is_rejected():
+    data, _ = small_file()
+    for extra in (b"\x00", b"garbage", data):
+        with pytest.raises(FormatError, match="^unexpected data after end of stream$"):
+            read_all(data + extra)
+
+
+def test_damaged_payload_names_chunk_and_offset():
+    data, payloads = small_file()
+    damaged = bytearray(data)
+    chunk1 = 106 + 12 + len(payloads[0])
+    damaged[chunk1 + 12] ^= 0x40
+    with pytest.raises(
+        CorruptDataError,
+        match=f"^checksum mismatch in chunk 1 at byte {chunk1}: the file is damaged$",
+    ):
+        read_all(bytes(damaged))
+
+    reader, chunks = read_all(bytes(damaged), salvage=True)
+    assert [c.payload for c in chunks] == [payloads[0], None, payloads[2]]
+    assert [c.num_frames for c in chunks] == [3, 2, 1]
+    assert reader.trailer == Trailer(1900, 3491)
+    assert len(reader.warnings) == 1 and "chunk 1" in reader.warnings[0]
+
+
+def test_damaged_end_record_is_estimated_in_salvage_mode():
+    data, payloads = small_file()
+    damaged = bytearray(data)
+    damaged[-10] ^= 0x01
+    with pytest.raises(CorruptDataError, match="end record"):
+        read_all(bytes(damaged))
+    reader, chunks = read_all(bytes(damaged), salvage=True)
+    assert [c.payload for c in chunks] == payloads
+    assert reader.trailer == Trailer(6 * 320, round(6 * 320 * 44100 / 24000))
+    assert len(reader.warnings) == 1
+
+
+def test_random_byte_flips_never_pass_silently():
+    data, payloads = small_file()
+    rng = random.Random(1234)
+    for _ in range(300):
+        damaged = bytearray(data)
+        position = rng.randrange(len(data))
+        damaged[position] ^= rng.randrange(1, 256)
+        damaged = bytes(damaged)
+        with pytest.raises(FormatError):
+            read_all(damaged)
+        try:
+            reader, chunks = read_all(damaged, salvage=True)
+        except FormatError:
+            continue  # header or framing damage: salvage cannot go on, and says so
+        assert reader.warnings, f"flip at byte {position} passed silently"
+        intact = [c for c in chunks if c.payload is not None]
+        assert len(chunks) == 3 and len(intact) >= 2
+        for chunk in intact:
+            assert chunk.payload == payloads[chunk.index]
+
+
+def forge_chunk(header: Header, num_frames: int, payload_size: int) -> bytes:
+    """A header plus one chunk head that declares these sizes, with a correct CRC."""
+    head = struct.pack("<II", num_frames, payload_size)
+    return header.to_bytes() + head + struct.pack("<I", zlib.crc32(head))
+
+
+@pytest.mark.parametrize(
+    ("coder", "num_frames", "payload_size"),
+    [
+        (Coder.PLAIN, 2**31, packed_size(2**31, 2)),
+        (Coder.PLAIN, 2**32 - 1, 5),
+        (Coder.PLAIN, 10, 2**31),
+        (Coder.LM, 10, 2**31),
+        (Coder.LM, 2**31, 100),
+        (Coder.PLAIN, 10, packed_size(10, 2) + 1),  # plain size must be exact
+    ],
+)
+def test_hostile_sizes_are_rejected_before_reading_the_payload(coder, num_frames, payload_size):
+    header = make_header(coder=coder, lm_hash=LM_HASH if coder == Coder.LM else bytes(32))
+    forged = forge_chunk(header, num_frames, payload_size % 2**32) + bytes(64)
+    for salvage in (False, True):
+        pipe = PipeReader(forged)
+        reader = EcdcReader(pipe)
+        with pytest.raises(CorruptDataError, match="^chunk 0 at byte 106 declares .* damaged$"):
+            list(reader.iter_chunks(salvage=salvage))
+        # Nothing bigger than the largest header (157 bytes) was ever asked for.
+        assert pipe.largest_request <= 157
+
+
+def test_model_samples_beyond_the_frames_are_rejected():
+    header = make_header()
+    body = struct.pack("<IQQ", 0, 1, 0)  # one sample, but no frames at all
+    data = header.to_bytes() + body + struct.pack("<I", zlib.crc32(body))
+    with pytest.raises(CorruptDataError, match="claims 1 samples"):
+        read_all(data)
