@@ -1,0 +1,281 @@
+"""Folder conversion: walk a tree, mirror it, convert files in worker processes.
+
+One bad file never stops a batch: its error is recorded and listed at the end. Files
+whose output already exists are skipped (unless forced), so an interrupted batch can
+simply be run again. Each worker process runs torch on one thread and loads the model
+once (the codec module caches it), so N jobs use about N cores.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from neucomp import audio as A
+from neucomp import codec
+from neucomp.errors import InputError, NeucompError, OutputError
+
+Mode = Literal["compress", "decompress"]
+ECDC_SUFFIX = ".ecdc"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One file to convert."""
+
+    src: Path
+    dst: Path
+
+
+@dataclass
+class Outcome:
+    """What happened to one task (sent back from a worker process)."""
+
+    task: Task
+    result: codec.Result | None = None
+    error: str | None = None
+
+
+@dataclass
+class Summary:
+    """Totals over a batch, for the closing report."""
+
+    mode: Mode
+    converted: int = 0
+    skipped: int = 0
+    failures: list[tuple[Path, str]] = field(default_factory=list)
+    seconds: float = 0.0  # audio converted
+    input_bytes: int = 0
+    output_bytes: int = 0
+    wall: float = 0.0
+
+    @property
+    def ratio(self) -> float:
+        small, big = sorted((self.input_bytes, self.output_bytes))
+        return big / small if small else 0.0
+
+    def lines(self) -> list[str]:
+        """The human summary, then one line per failure."""
+        verb = "compressed" if self.mode == "compress" else "decompressed"
+        extra = [f"{self.skipped} skipped"] if self.skipped else []
+        extra += [f"{len(self.failures)} failed"] if self.failures else []
+        head = f"{verb} {self.converted} file{'s' if self.converted != 1 else ''}"
+        head += f" ({', '.join(extra)})" if extra else ""
+        body = (
+            f"{format_duration(self.seconds)} of audio, {format_bytes(self.input_bytes)} → "
+            f"{format_bytes(self.output_bytes)}"
+        )
+        if self.converted and self.ratio:
+            body += f" (ratio {self.ratio:.1f}:1)"
+        lines = [f"{head}: {body} in {self.wall:.1f} s"]
+        if self.failures:
+            lines.append(f"failed ({len(self.failures)}):")
+            lines += [f"  {path}: {message}" for path, message in self.failures]
+        return lines
+
+
+def format_bytes(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, sec = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {sec:02d} s"
+
+
+# ----------------------------------------------------------------------------- plan
+
+
+def output_name(src: Path, mode: Mode, fmt: str = "wav") -> str:
+    """``x.wav`` → ``x.ecdc`` (compress); ``x.ecdc`` → ``x.wav`` or ``x.flac``."""
+    return src.stem + (ECDC_SUFFIX if mode == "compress" else f".{fmt}")
+
+
+def find_inputs(root: Path, mode: Mode) -> Iterator[Path]:
+    """Input files under ``root`` in a stable order; hidden files and folders are ignored."""
+    suffixes = A.AUDIO_EXTENSIONS if mode == "compress" else (ECDC_SUFFIX,)
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith(".") and Path(name).suffix.lower() in suffixes:
+                yield Path(folder) / name
+
+
+def plan(src_dir: Path, out_dir: Path, mode: Mode, fmt: str = "wav") -> list[Task]:
+    """A task per input, its output at the mirrored place under ``out_dir``."""
+    out_resolved = out_dir.resolve()
+    tasks = []
+    for src in find_inputs(src_dir, mode):
+        if out_resolved in src.resolve().parents:  # OUTDIR inside DIR: never re-convert outputs
+            continue
+        rel = src.relative_to(src_dir)
+        tasks.append(Task(src, out_dir / rel.parent / output_name(src, mode, fmt)))
+    return tasks
+
+
+def _probe_seconds(path: Path, mode: Mode) -> float:
+    """Audio duration of an input, cheaply, for the progress bar (0 if unknown)."""
+    try:
+        if mode == "compress":
+            import soundfile as sf
+
+            return float(sf.info(str(path)).duration)
+        from neucomp.container import summarize
+
+        with open(path, "rb") as fp:
+            return float(summarize(fp)["duration_s"])
+    except Exception:  # a broken file: its real error comes when it is converted
+        return 0.0
+
+
+# -------------------------------------------------------------------------- workers
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def convert(task: Task, mode: Mode, options: dict) -> Outcome:
+    """Convert one file; every error becomes part of the outcome, never an exception."""
+    try:
+        task.dst.parent.mkdir(parents=True, exist_ok=True)
+        if mode == "compress":
+            result = codec.compress_file(task.src, task.dst, **options)
+        else:
+            result = codec.decompress_file(task.src, task.dst, **options)
+        return Outcome(task, result=result)
+    except NeucompError as err:
+        return Outcome(task, error=str(err))
+    except OSError as err:
+        return Outcome(task, error=f"{err.strerror or err}")
+    except Exception as err:  # a bug on one file must not lose the rest of the batch
+        return Outcome(task, error=f"internal error: {type(err).__name__}: {err}")
+
+
+def _run_serial(tasks: list[Task], mode: Mode, options: dict) -> Iterator[Outcome]:
+    for task in tasks:
+        yield convert(task, mode, options)
+
+
+def _run_parallel(
+    tasks: list[Task], mode: Mode, options: dict, jobs: int, threads: int
+) -> Iterator[Outcome]:
+    # spawn, not fork: forking a process that already ran torch can deadlock its thread pools
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,))
+    try:
+        todo = iter(tasks)
+        running: set[Future] = set()
+        # Keep only a few tasks queued per worker so that Ctrl-C stops quickly.
+        for task in todo:
+            running.add(pool.submit(convert, task, mode, options))
+            if len(running) >= 2 * jobs:
+                break
+        while running:
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    running.add(pool.submit(convert, nxt, mode, options))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run_batch(
+    src_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    mode: Mode,
+    *,
+    jobs: int = 1,
+    threads: int = 1,
+    force: bool = False,
+    quiet: bool = False,
+    fmt: str = "wav",
+    options: dict | None = None,
+) -> Summary:
+    """Convert every input under ``src_dir`` into the mirrored place under ``out_dir``.
+
+    ``options`` go to :func:`codec.compress_file` / :func:`codec.decompress_file`.
+    """
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    src_dir, out_dir = Path(src_dir), Path(out_dir)
+    if not src_dir.is_dir():
+        raise InputError(f"no such folder: {src_dir}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"'{out_dir}' exists and is not a folder")
+    if not out_dir.parent.is_dir():
+        raise OutputError(f"output folder '{out_dir.parent}' does not exist")
+    out_dir.mkdir(exist_ok=True)
+    options = dict(options or {}, force=force)
+
+    summary = Summary(mode)
+    tasks = []
+    claimed: dict[Path, Path] = {}  # output → the input that makes it (x.wav and x.flac clash)
+    for task in plan(src_dir, out_dir, mode, fmt):
+        if task.dst in claimed:
+            message = f"same output name as '{claimed[task.dst]}' ({task.dst.name})"
+            summary.failures.append((task.src, message))
+        elif task.dst.exists() and not force:
+            summary.skipped += 1
+        else:
+            tasks.append(task)
+        claimed.setdefault(task.dst, task.src)
+    if not tasks:
+        summary.wall = time.perf_counter() - start
+        return summary
+
+    seconds = {t.src: _probe_seconds(t.src, mode) for t in tasks}
+    total = sum(seconds.values())
+    bar = tqdm(
+        total=round(total, 1),
+        unit="s",
+        desc=f"{mode} 0/{len(tasks)} files",
+        disable=True if quiet else None,  # None: only on a terminal
+        dynamic_ncols=True,
+        bar_format=(
+            "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]"
+        ),
+    )
+    jobs = max(1, min(jobs, len(tasks)))
+    outcomes = (
+        _run_serial(tasks, mode, options)
+        if jobs == 1
+        else _run_parallel(tasks, mode, options, jobs, threads)
+    )
+    try:
+        for done, outcome in enumerate(outcomes, 1):
+            _account(summary, outcome)
+            bar.set_description_str(f"{mode} {done}/{len(tasks)} files")
+            bar.update(round(seconds[outcome.task.src], 1))
+    finally:
+        bar.close()
+    summary.wall = time.perf_counter() - start
+    return summary
+
+
+def _account(summary: Summary, outcome: Outcome) -> None:
+    if outcome.error is not None:
+        summary.failures.append((outcome.task.src, outcome.error))
+        return
+    r = outcome.result
+    summary.converted += 1
+    summary.seconds += r.seconds
+    summary.input_bytes += r.input_bytes or 0
+    summary.output_bytes += r.output_bytes or 0

@@ -1,0 +1,293 @@
+"""The `neucomp` command line: parse options, call codec / batch, report, exit codes.
+
+Every problem a user can cause is a NeucompError and ends as one line on stderr,
+``neucomp: error: <message>``, with the error's exit code and no traceback (``--debug``
+or ``NEUCOMP_DEBUG=1`` shows it). Outputs are written atomically by the codec, so a
+failed or interrupted run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from neucomp import __version__
+from neucomp.errors import InputError, NeucompError
+
+BANDWIDTHS = "1.5, 3, 6, 12, 24"
+EXIT_FAILURES = 1  # a batch where some files failed
+EXIT_INTERRUPTED = 130  # like a shell after Ctrl-C
+
+
+def _debug(ctx: click.Context) -> bool:
+    root = ctx.find_root()
+    return bool((root.obj or {}).get("debug")) or os.environ.get("NEUCOMP_DEBUG", "") not in (
+        "",
+        "0",
+    )
+
+
+class NeucompGroup(click.Group):
+    """A click group that turns NeucompErrors into one-line messages and exit codes,
+    and loads the optional `eval` command only when it is asked for."""
+
+    lazy_commands = {"eval": ("neucomp.eval.cli", "eval_command")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy_commands))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy_commands and name not in self.commands:
+            module, attr = self.lazy_commands[name]
+            try:
+                command = getattr(__import__(module, fromlist=[attr]), attr)
+            except (ImportError, AttributeError) as err:
+                return _unavailable(name, err)
+            self.add_command(command, name)
+        return super().get_command(ctx, name)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except NeucompError as err:
+            if _debug(ctx):
+                raise
+            click.echo(f"neucomp: error: {err}", err=True)
+            ctx.exit(err.exit_code)
+        except KeyboardInterrupt:
+            if _debug(ctx):
+                raise
+            click.echo("neucomp: interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            # The reader of our stdout went away (e.g. `| head`): nothing left to say.
+            _silence_stdout()
+            ctx.exit(EXIT_FAILURES)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so Python's final flush does not raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _unavailable(name: str, err: Exception) -> click.Command:
+    @click.command(
+        name, help=f"(not available: {err})", context_settings={"ignore_unknown_options": True}
+    )
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def stub(args: tuple[str, ...]) -> None:
+        raise InputError(f"'neucomp {name}' is not available in this installation ({err})")
+
+    return stub
+
+
+@click.group(cls=NeucompGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="neucomp")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors (or NEUCOMP_DEBUG=1).")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """neucomp: a neural audio codec. Compress audio to .ecdc and back.
+
+    Use - for IN or OUT to read stdin or write stdout; give folders to convert a tree.
+    """
+    ctx.obj = {"debug": debug}
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _say(quiet: bool, message: str) -> None:
+    if not quiet:
+        click.echo(message, err=True)
+
+
+def _single_target(src: str, dst: str, suffix: str) -> str:
+    """`neucomp compress a.wav outdir/` puts `a.ecdc` inside the existing folder."""
+    if src != "-" and dst != "-" and Path(dst).is_dir():
+        return str(Path(dst) / (Path(src).stem + suffix))
+    return dst
+
+
+def _finish_batch(summary, quiet: bool) -> None:
+    lines = summary.lines()
+    if not quiet or summary.failures:
+        for line in lines if not quiet else lines[1:]:
+            click.echo(line, err=True)
+    if summary.failures:
+        raise click.exceptions.Exit(EXIT_FAILURES)
+
+
+jobs_option = click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Worker processes for folder conversion.",
+)
+threads_option = click.option(
+    "--threads",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="CPU threads for inference (per worker).",
+)
+force_option = click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
+quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+
+
+@main.command()
+@click.argument("src", metavar="IN")
+@click.argument("dst", metavar="OUT")
+@click.option(
+    "-b",
+    "--bandwidth",
+    type=float,
+    default=6.0,
+    show_default=True,
+    help=f"Target bitrate in kbps: {BANDWIDTHS}.",
+)
+@click.option("--lm", is_flag=True, help="Entropy-code with the language model (smaller).")
+@click.option("--model", metavar="NAME|PATH", default=None, help="Codec model (default: 24 kHz).")
+@force_option
+@quiet_option
+@jobs_option
+@threads_option
+def compress(
+    src: str,
+    dst: str,
+    bandwidth: float,
+    lm: bool,
+    model: str | None,
+    force: bool,
+    quiet: bool,
+    jobs: int,
+    threads: int,
+) -> None:
+    """Compress audio IN (any format, rate, channels) to a .ecdc file OUT.
+
+    With folders, every audio file under IN is compressed into the same place under OUT.
+    """
+    from neucomp import batch, codec
+
+    _set_threads(threads)
+    if src != "-" and Path(src).is_dir():
+        codec.load_model(model).config.n_codebooks_for(bandwidth)  # fail once, not per file
+        options = {"bandwidth": bandwidth, "lm": lm, "model": model}
+        summary = batch.run_batch(
+            src,
+            dst,
+            "compress",
+            jobs=jobs,
+            threads=threads,
+            force=force,
+            quiet=quiet,
+            options=options,
+        )
+        _finish_batch(summary, quiet)
+        return
+    dst = _single_target(src, dst, batch.ECDC_SUFFIX)
+    r = codec.compress_file(src, dst, bandwidth=bandwidth, lm=lm, model=model, force=force)
+    _say(
+        quiet,
+        f"{r.source}: {batch.format_duration(r.seconds)}, {r.sample_rate} Hz, {r.channels} ch"
+        f" → {r.target}: {r.ecdc_bytes:,} bytes, {r.kbps:.2f} kbps"
+        + (f" (ratio {r.input_bytes / r.ecdc_bytes:.1f}:1)" if r.input_bytes else ""),
+    )
+
+
+@main.command()
+@click.argument("src", metavar="IN")
+@click.argument("dst", metavar="OUT")
+@click.option("--float", "float_wav", is_flag=True, help="Write 32-bit float WAV.")
+@click.option("--salvage", is_flag=True, help="Replace damaged chunks with silence.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["wav", "flac"]),
+    default="wav",
+    show_default=True,
+    help="Output format for folder conversion (single files use OUT's extension).",
+)
+@force_option
+@quiet_option
+@jobs_option
+@threads_option
+def decompress(
+    src: str,
+    dst: str,
+    float_wav: bool,
+    salvage: bool,
+    fmt: str,
+    force: bool,
+    quiet: bool,
+    jobs: int,
+    threads: int,
+) -> None:
+    """Decompress a .ecdc file IN to audio OUT (.wav 16-bit, .flac; - is WAV on stdout).
+
+    The original sample rate, channel count and length are restored. With folders, every
+    .ecdc under IN is decompressed into the same place under OUT.
+    """
+    from neucomp import batch, codec
+
+    _set_threads(threads)
+    if src != "-" and Path(src).is_dir():
+        options = {"float_wav": float_wav, "salvage": salvage}
+        summary = batch.run_batch(
+            src,
+            dst,
+            "decompress",
+            jobs=jobs,
+            threads=threads,
+            force=force,
+            quiet=quiet,
+            fmt=fmt,
+            options=options,
+        )
+        _finish_batch(summary, quiet)
+        return
+    dst = _single_target(src, dst, f".{fmt}")
+    r = codec.decompress_file(src, dst, float_wav=float_wav, salvage=salvage, force=force)
+    for warning in r.warnings:
+        click.echo(f"neucomp: warning: {warning}", err=True)
+    _say(
+        quiet,
+        f"{r.source}: {r.ecdc_bytes:,} bytes, {r.kbps:.2f} kbps → {r.target}: "
+        f"{batch.format_duration(r.seconds)}, {r.sample_rate} Hz, {r.channels} ch",
+    )
+
+
+@main.command()
+@click.argument("src", metavar="FILE")
+@click.option("--json", "as_json", is_flag=True, help="Print the fields as JSON.")
+def info(src: str, as_json: bool) -> None:
+    """Describe a .ecdc FILE (- for stdin): model, coder, rates, length, bitrate."""
+    from neucomp.codec import open_input
+    from neucomp.container import summarize
+
+    with open_input(src) as fp:
+        fields = summarize(fp)
+    if as_json:
+        click.echo(json.dumps(fields, indent=2))
+        return
+    width = max(len(k) for k in fields)
+    for key, value in fields.items():
+        if isinstance(value, float):
+            value = f"{value:g}"
+        click.echo(f"{key:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()
