@@ -1,0 +1,152 @@
+"""Opus and MP3 round trips through the Debian command-line tools, for rate–quality baselines.
+
+Opus: `opusenc --bitrate N --padding 0` / `opusdec` (opus-tools); opusdec honours the stream's
+pre-skip and end trimming, so its output is already sample-aligned. MP3: `lame -b N` /
+`lame --decode`; lame's decoder removes the encoder delay only when the file carries a
+LAME/Info tag, which lame leaves out when a frame is too small to hold it (e.g. 32 kbps
+at 22.05 kHz), so we drop those 576 samples ourselves in that case. Both decoded signals
+are resampled back to the reference rate and cut or padded to the reference length.
+The actual bitrate is always the compressed file's size over the audio's duration.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from neucomp.eval.metrics import MissingDependencyError
+
+#: Nominal bitrates (kbps) evaluated for each baseline codec.
+DEFAULT_BITRATES: dict[str, tuple[int, ...]] = {"opus": (6, 12, 24), "mp3": (32, 64)}
+#: The programs each codec needs, and the Debian package that has them.
+TOOLS: dict[str, tuple[tuple[str, ...], str]] = {
+    "opus": (("opusenc", "opusdec"), "opus-tools"),
+    "mp3": (("lame",), "lame"),
+}
+#: lame's fixed encoder delay in samples at the MP3's own rate (ENCDELAY in lame).
+LAME_ENCODER_DELAY = 576
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """One codec at one nominal bitrate, e.g. Baseline("opus", 12)."""
+
+    codec: str
+    bitrate: int  # nominal kbps given to the encoder
+
+    @property
+    def label(self) -> str:
+        return f"{self.codec} {self.bitrate} kbps"
+
+
+@dataclass
+class RoundTrip:
+    """Decoded audio at the reference rate and length, and the compressed size."""
+
+    audio: np.ndarray  # [T] float32
+    n_bytes: int
+
+
+def missing_tools(codec: str) -> list[str]:
+    """The programs `codec` needs that are not on PATH (empty when it can run)."""
+    if codec not in TOOLS:
+        raise ValueError(f"unknown baseline codec {codec!r}; choose from {sorted(TOOLS)}")
+    return [tool for tool in TOOLS[codec][0] if shutil.which(tool) is None]
+
+
+def plan_baselines(codecs: list[str]) -> tuple[list[Baseline], list[str]]:
+    """The baselines that can run for `codecs`, and one message per codec that cannot."""
+    runnable: list[Baseline] = []
+    notes: list[str] = []
+    for codec in codecs:
+        missing = missing_tools(codec)
+        if missing:
+            package = TOOLS[codec][1]
+            notes.append(
+                f"{codec} baseline skipped: {', '.join(missing)} not found "
+                f"(apt-get install {package}, or `make eval-tools`)"
+            )
+            continue
+        runnable.extend(Baseline(codec, b) for b in DEFAULT_BITRATES[codec])
+    return runnable, notes
+
+
+def round_trip(audio: np.ndarray, sample_rate: int, baseline: Baseline) -> RoundTrip:
+    """Encode and decode mono float `audio` [T] with a baseline codec.
+
+    Raises MissingDependencyError if its tools are absent.
+    """
+    missing = missing_tools(baseline.codec)
+    if missing:
+        raise MissingDependencyError(f"{baseline.codec} baseline needs {', '.join(missing)}")
+    x = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
+    with tempfile.TemporaryDirectory(prefix="neucomp-baseline-") as tmp:
+        src = Path(tmp) / "ref.wav"
+        _write_wav(src, x, sample_rate)
+        if baseline.codec == "opus":
+            decoded, rate, n_bytes = _opus(src, Path(tmp), baseline.bitrate)
+        else:
+            decoded, rate, n_bytes = _mp3(src, Path(tmp), baseline.bitrate)
+    return RoundTrip(_fit(decoded, rate, sample_rate, len(x)), n_bytes)
+
+
+def _opus(src: Path, tmp: Path, bitrate: int) -> tuple[np.ndarray, int, int]:
+    coded, out = tmp / "coded.opus", tmp / "decoded.wav"
+    # --padding 0: no room reserved for later tag edits (512 bytes by default), so the
+    # size is the codec's own plus the unavoidable Ogg/OpusHead/OpusTags overhead.
+    _run(["opusenc", "--quiet", "--padding", "0", "--bitrate", str(bitrate), str(src), str(coded)])
+    _run(["opusdec", "--quiet", str(coded), str(out)])  # decodes at the input's rate
+    decoded, rate = _read_wav(out)
+    return decoded, rate, coded.stat().st_size
+
+
+def _mp3(src: Path, tmp: Path, bitrate: int) -> tuple[np.ndarray, int, int]:
+    coded, out = tmp / "coded.mp3", tmp / "decoded.wav"
+    _run(["lame", "--quiet", "--cbr", "-b", str(bitrate), "-m", "m", str(src), str(coded)])
+    _run(["lame", "--quiet", "--decode", str(coded), str(out)])
+    decoded, rate = _read_wav(out)
+    if not has_lame_tag(coded.read_bytes()[:2048]):
+        decoded = decoded[LAME_ENCODER_DELAY:]
+    return decoded, rate, coded.stat().st_size
+
+
+def has_lame_tag(head: bytes) -> bool:
+    """True if the first MP3 frame holds a Xing/Info header (which carries the delays)."""
+    return b"Info" in head[:200] or b"Xing" in head[:200]
+
+
+def _fit(x: np.ndarray, rate: int, target_rate: int, length: int) -> np.ndarray:
+    """Resample to `target_rate` and cut or zero-pad to `length` samples."""
+    if rate != target_rate:
+        import soxr
+
+        x = soxr.resample(x, rate, target_rate, quality="HQ")
+    x = x[:length]
+    if len(x) < length:
+        x = np.pad(x, (0, length - len(x)))
+    return x.astype(np.float32)
+
+
+def _write_wav(path: Path, x: np.ndarray, rate: int) -> None:
+    import soundfile as sf
+
+    sf.write(str(path), x, rate, subtype="PCM_16")
+
+
+def _read_wav(path: Path) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    return data.mean(axis=1), rate
+
+
+def _run(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip().splitlines()
+        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {detail[-1] if detail else ''}")

@@ -1,0 +1,152 @@
+"""`neucomp eval`: rate–quality of neucomp against Opus and MP3 on reference files.
+
+Only click is imported here; numpy, torch, visqol and matplotlib load when the command
+runs, so `neucomp --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from neucomp.errors import UsageError
+
+DEFAULT_BANDWIDTHS = "1.5,3,6,12,24"
+DEFAULT_BASELINES = "opus,mp3"
+
+
+def _parse_bandwidths(text: str) -> list[float]:
+    if text.strip().lower() in ("", "none"):
+        return []
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(
+            f"--bandwidth wants numbers like {DEFAULT_BANDWIDTHS}, got '{text}'"
+        ) from None
+
+
+def _parse_baselines(text: str) -> list[str]:
+    from neucomp.eval.baselines import TOOLS
+
+    names = [x.strip().lower() for x in text.split(",") if x.strip()]
+    if names == ["none"]:
+        return []
+    unknown = [n for n in names if n not in TOOLS]
+    if unknown:
+        raise UsageError(f"unknown baseline {', '.join(unknown)} (choose from opus, mp3, none)")
+    return names
+
+
+def _note(message: str) -> None:
+    click.echo(f"neucomp eval: {message}", err=True)
+
+
+@click.command("eval")
+@click.argument("refs", metavar="REF...", nargs=-1, required=True)
+@click.option(
+    "-b",
+    "--bandwidth",
+    "bandwidths",
+    default=DEFAULT_BANDWIDTHS,
+    show_default=True,
+    help="neucomp bandwidths in kbps, comma-separated ('none': baselines only).",
+)
+@click.option(
+    "--baselines",
+    default=DEFAULT_BASELINES,
+    show_default=True,
+    help="Baseline codecs: opus (6/12/24 kbps), mp3 (32/64 kbps), or none.",
+)
+@click.option("--lm/--no-lm", default=False, help="Entropy-code neucomp with the LM.")
+@click.option("--model", metavar="NAME|PATH", default=None, help="Codec model (default: 24 kHz).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write all rows here.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Rate–quality PNG.")
+@click.option("--markdown", "md_path", type=click.Path(dir_okay=False), help="Save the tables.")
+@click.option(
+    "--visqol/--no-visqol", default=True, help="Compute ViSQOL (the slowest metric, ~0.3 s/s)."
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def eval_command(
+    refs: tuple[str, ...],
+    bandwidths: str,
+    baselines: str,
+    lm: bool,
+    model: str | None,
+    json_path: str | None,
+    plot_path: str | None,
+    md_path: str | None,
+    visqol: bool,
+    quiet: bool,
+) -> None:
+    """Compare neucomp with Opus and MP3 on REF files or folders (speech/music/sfx).
+
+    Prints markdown tables of actual bitrate, ViSQOL, SI-SNR and mel distance per
+    category and overall; --json keeps every file's row, --plot draws bitrate vs ViSQOL.
+    """
+    from neucomp.eval import baselines as B
+    from neucomp.eval import metrics, report, runner
+
+    bws = _parse_bandwidths(bandwidths)
+    plan, notes = B.plan_baselines(_parse_baselines(baselines))
+    for n in notes:
+        _note(n)
+    if visqol and not metrics.visqol_available():
+        _note("ViSQOL skipped: visqol-python is not installed (pip install 'neucomp[eval]')")
+        visqol = False
+    files = runner.find_files(refs)
+    codec = runner.neucomp_codec(lm=lm, model=model) if bws else None
+    label = "neucomp+lm" if lm else "neucomp"
+    meta = _meta(bws, plan, lm, model, visqol)
+
+    rows = runner.evaluate(files, bws, plan, codec, label, use_visqol=visqol, progress=not quiet)
+
+    table = report.markdown(rows, note=runner.TABLE_NOTE)
+    click.echo(table)
+    if md_path:
+        Path(md_path).write_text(table)
+    if json_path:
+        doc = report.to_json(rows, meta)
+        Path(json_path).write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+    if plot_path:
+        try:
+            report.plot(rows, plot_path, title=f"rate–quality, {len(files)} files")
+        except metrics.MissingDependencyError as err:
+            _note(f"plot skipped: {err}")
+
+
+def _model_meta(model: str | None) -> dict:
+    """Name and weights hash of the model the neucomp rows come from."""
+    import neucomp
+
+    codec = neucomp.load_model(model)
+    return {"name": codec.config.name, "hash": codec.weights_hash}
+
+
+def _meta(bws: list[float], plan: list, lm: bool, model: str | None, visqol: bool) -> dict:
+    """What the numbers depend on, for the JSON file."""
+    import datetime
+
+    from neucomp.eval import metrics, runner
+
+    meta: dict = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "rate": runner.EVAL_RATE,
+        "note": runner.TABLE_NOTE,
+        "bandwidths": bws,
+        "lm": lm,
+        "baselines": [b.label for b in plan],
+        "mel_distance": {"fft_sizes": metrics.MEL_FFT_SIZES, "mels": metrics.MEL_BANDS},
+    }
+    if bws:
+        meta["model"] = _model_meta(model)
+    if visqol:
+        from importlib.metadata import version
+
+        meta["visqol"] = {
+            "version": version("visqol-python"),
+            "speech_mapper": metrics.visqol_speech_mapper(),
+        }
+    return meta

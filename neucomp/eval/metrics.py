@@ -1,0 +1,206 @@
+"""Objective quality metrics for decoded audio: SI-SNR, mel distance, ViSQOL, bitrate.
+
+Every metric is a pure function of a reference and a degraded float signal (`[T]` or
+`[C, T]`) at a given sample rate, so training validation and `neucomp eval` report the
+same numbers. Signals of different lengths are compared over their common start
+(codecs may pad the end). torch and visqol are imported only when a metric needs them.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from neucomp.errors import NeucompError
+
+#: STFT sizes of the mel distance (hop = n_fft / 4, Hann window).
+MEL_FFT_SIZES: tuple[int, ...] = (512, 1024, 2048)
+#: Mel bands of the mel distance, at every STFT size.
+MEL_BANDS = 80
+#: Floor of the mel magnitudes before the log, so silence does not dominate (-100 dB).
+MEL_FLOOR = 1e-5
+#: The rate ViSQOL expects for each mode.
+VISQOL_RATES = {"audio": 48000, "speech": 16000}
+
+
+class MissingDependencyError(NeucompError):
+    """An optional tool or package (visqol-python, matplotlib, opusenc, lame) is absent."""
+
+
+def _as_2d(x: np.ndarray) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim == 1:
+        return a[None, :]
+    if a.ndim != 2:
+        raise ValueError(f"expected audio [T] or [C, T], got shape {a.shape}")
+    return a
+
+
+def _aligned(ref: np.ndarray, deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both signals as float64 [C, T] over their common length (channels must agree)."""
+    r, d = _as_2d(ref), _as_2d(deg)
+    if r.shape[0] != d.shape[0]:
+        raise ValueError(f"channel counts differ: {r.shape[0]} vs {d.shape[0]}")
+    n = min(r.shape[1], d.shape[1])
+    if n == 0:
+        raise ValueError("cannot compare empty signals")
+    return r[:, :n], d[:, :n]
+
+
+def si_snr(ref: np.ndarray, deg: np.ndarray, eps: float = 1e-12) -> float:
+    """Scale-invariant signal-to-noise ratio in dB, averaged over channels.
+
+    The mean of each channel is removed and `deg` is projected on `ref`, so gain and DC
+    offsets do not count as errors; what remains (noise, distortion, phase) does.
+    An exact copy gives a very large value (≈ 200+ dB, limited only by `eps`).
+    """
+    r, d = _aligned(ref, deg)
+    r = r - r.mean(axis=1, keepdims=True)
+    d = d - d.mean(axis=1, keepdims=True)
+    scale = (d * r).sum(axis=1, keepdims=True) / ((r * r).sum(axis=1, keepdims=True) + eps)
+    target = scale * r
+    noise = d - target
+    ratio = ((target**2).sum(axis=1) + eps) / ((noise**2).sum(axis=1) + eps)
+    return float(np.mean(10.0 * np.log10(ratio)))
+
+
+@functools.lru_cache(maxsize=16)
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int = MEL_BANDS) -> np.ndarray:
+    """Triangular filters `[n_mels, n_fft // 2 + 1]` on the HTK mel scale, 0 Hz to Nyquist.
+
+    Peak-normalised (each filter reaches 1.0), so a band's value is a weighted magnitude
+    of its bins and comparable across STFT sizes.
+    """
+
+    def hz_to_mel(f: np.ndarray) -> np.ndarray:
+        return 2595.0 * np.log10(1.0 + f / 700.0)
+
+    def mel_to_hz(m: np.ndarray) -> np.ndarray:
+        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+
+    bins = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
+    edges = mel_to_hz(np.linspace(0.0, hz_to_mel(np.array(sample_rate / 2)), n_mels + 2))
+    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (bins[None, :] - lower) / (centre - lower)
+    falling = (upper - bins[None, :]) / (upper - centre)
+    return np.clip(np.minimum(rising, falling), 0.0, None)
+
+
+def log_mel(x: np.ndarray, sample_rate: int, n_fft: int, n_mels: int = MEL_BANDS):
+    """log10 mel magnitude spectrogram `[C, n_mels, frames]` (a torch tensor) of float audio."""
+    import torch
+
+    wav = torch.as_tensor(_as_2d(x), dtype=torch.float32)
+    spec = torch.stft(
+        wav,
+        n_fft=n_fft,
+        hop_length=n_fft // 4,
+        window=torch.hann_window(n_fft, dtype=torch.float32),
+        center=True,
+        return_complex=True,
+    ).abs()
+    fb = torch.as_tensor(mel_filterbank(sample_rate, n_fft, n_mels), dtype=torch.float32)
+    mel = torch.einsum("mf,cft->cmt", fb, spec)
+    return torch.log10(mel.clamp_min(MEL_FLOOR))
+
+
+def mel_distance(
+    ref: np.ndarray,
+    deg: np.ndarray,
+    sample_rate: int,
+    fft_sizes: Sequence[int] = MEL_FFT_SIZES,
+    n_mels: int = MEL_BANDS,
+) -> float:
+    """Mean absolute difference of log10 mel magnitudes, averaged over STFT sizes.
+
+    Definition: for each n_fft in `fft_sizes` (hop n_fft/4, Hann window, centred frames),
+    take |STFT|, apply `n_mels` triangular HTK-mel filters from 0 Hz to Nyquist, floor at
+    1e-5 and take log10; the distance is the mean |log_mel(ref) - log_mel(deg)| over
+    channels, bands and frames, then averaged over the sizes. 0 means identical spectra;
+    0.1 is about a 2 dB average error per band. Lower is better.
+    """
+    r, d = _aligned(ref, deg)
+    total = 0.0
+    for n_fft in fft_sizes:
+        total += float(
+            (log_mel(r, sample_rate, n_fft, n_mels) - log_mel(d, sample_rate, n_fft, n_mels))
+            .abs()
+            .mean()
+        )
+    return total / len(fft_sizes)
+
+
+def kbps(n_bytes: int, seconds: float) -> float:
+    """Actual bitrate in kilobits per second of `n_bytes` holding `seconds` of audio."""
+    if seconds <= 0:
+        raise ValueError("duration must be positive")
+    return n_bytes * 8 / seconds / 1000.0
+
+
+# ----------------------------------------------------------------------------- ViSQOL
+
+
+def visqol_available() -> bool:
+    """True if the visqol-python package can be imported."""
+    try:
+        import visqol  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=2)
+def _visqol_api(mode: str):
+    try:
+        from visqol import VisqolApi
+    except ImportError:
+        raise MissingDependencyError(
+            "ViSQOL needs the visqol-python package: pip install 'neucomp[eval]'"
+        ) from None
+    # The speech mode warns once when the lattice mapper (ai-edge-litert) is missing and
+    # falls back to a polynomial mapping; keep that warning out of progress bars.
+    logging.getLogger("visqol").setLevel(logging.ERROR)
+    api = VisqolApi()
+    api.create(mode=mode)
+    return api
+
+
+def visqol_speech_mapper() -> str:
+    """Which MOS mapping speech mode uses: 'lattice' (as Google's C++ default) or 'polynomial'."""
+    try:
+        import ai_edge_litert  # noqa: F401
+    except ImportError:
+        return "polynomial"
+    return "lattice"
+
+
+def visqol(ref: np.ndarray, deg: np.ndarray, sample_rate: int, mode: str = "audio") -> float:
+    """ViSQOL MOS-LQO (1 … 5, higher is better) of `deg` against `ref`.
+
+    Both signals are mixed to mono and resampled to the mode's rate (48 kHz for "audio",
+    16 kHz for "speech") as ViSQOL requires. Raises MissingDependencyError when
+    visqol-python is not installed. Cost: about 0.3 s per second of audio in audio mode
+    and 0.06 s/s in speech mode on one core with numba; several times more without it.
+    """
+    if mode not in VISQOL_RATES:
+        raise ValueError(f"ViSQOL mode must be one of {sorted(VISQOL_RATES)}, got {mode!r}")
+    api = _visqol_api(mode)
+    rate = VISQOL_RATES[mode]
+    r, d = _aligned(ref, deg)
+    r, d = (
+        _resample(r.mean(axis=0), sample_rate, rate),
+        _resample(d.mean(axis=0), sample_rate, rate),
+    )
+    n = min(len(r), len(d))
+    return float(api.measure_from_arrays(r[:n], d[:n], rate).moslqo)
+
+
+def _resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    if rate_in == rate_out:
+        return x
+    import soxr
+
+    return soxr.resample(x, rate_in, rate_out, quality="HQ")
