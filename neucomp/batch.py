@@ -144,9 +144,7 @@ def _probe_seconds(path: Path, mode: Mode) -> float:
 
 
 def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
+    codec.set_threads(threads)
 
 
 def convert(task: Task, mode: Mode, options: dict) -> Outcome:
@@ -171,11 +169,23 @@ def _run_serial(tasks: list[Task], mode: Mode, options: dict) -> Iterator[Outcom
         yield convert(task, mode, options)
 
 
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Fork workers from a clean server that has imported torch but never run it.
+
+    Plain fork is unsafe here (this process already ran torch, whose thread pools do
+    not survive a fork); spawn is safe but imports torch again in every worker.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "neucomp.model", "neucomp.codec"])
+    return ctx
+
+
 def _run_parallel(
     tasks: list[Task], mode: Mode, options: dict, jobs: int, threads: int
 ) -> Iterator[Outcome]:
-    # spawn, not fork: forking a process that already ran torch can deadlock its thread pools
-    ctx = multiprocessing.get_context("spawn")
+    ctx = _worker_context()
     pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,))
     try:
         todo = iter(tasks)

@@ -101,12 +101,6 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-def _set_threads(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 def _say(quiet: bool, message: str) -> None:
     if not quiet:
         click.echo(message, err=True)
@@ -181,7 +175,7 @@ def compress(
     """
     from neucomp import batch, codec
 
-    _set_threads(threads)
+    codec.set_threads(threads)
     if src != "-" and Path(src).is_dir():
         codec.load_model(model).config.n_codebooks_for(bandwidth)  # fail once, not per file
         options = {"bandwidth": bandwidth, "lm": lm, "model": model}
@@ -242,7 +236,7 @@ def decompress(
     """
     from neucomp import batch, codec
 
-    _set_threads(threads)
+    codec.set_threads(threads)
     if src != "-" and Path(src).is_dir():
         options = {"float_wav": float_wav, "salvage": salvage}
         summary = batch.run_batch(

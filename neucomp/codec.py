@@ -37,6 +37,19 @@ DEFAULT_BANDWIDTH = 6.0
 # ----------------------------------------------------------------------------- models
 
 _MODELS: dict[str, Codec] = {}
+_threads: int | None = None  # torch threads asked for by the CLI, applied when torch loads
+
+
+def set_threads(threads: int) -> None:
+    """Run inference on ``threads`` CPU threads (the CLI's --threads, default 1).
+
+    torch is only imported once there is work to do, so that errors about bad inputs
+    come back instantly; the setting is applied then.
+    """
+    global _threads
+    _threads = threads
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
 
 
 def load_model(name: str | os.PathLike | None = None) -> Codec:
@@ -51,6 +64,9 @@ def load_model(name: str | os.PathLike | None = None) -> Codec:
     key = str(path.resolve())
     if key not in _MODELS:
         from neucomp.model import load_model as _load
+
+        if _threads is not None:
+            set_threads(_threads)
 
         _MODELS[key] = _load(path)
     return _MODELS[key]
@@ -273,14 +289,14 @@ def decompress_stream(
     model: Codec | None = None,
 ) -> Result:
     """Decode a .ecdc stream; ``open_sink(header)`` gives where the audio blocks go."""
-    import torch
-
     from neucomp.coding.packing import unpack_codes
     from neucomp.container import Coder, EcdcReader
 
-    reader = EcdcReader(fp)
+    reader = EcdcReader(fp)  # a bad header fails here, before torch is even imported
     h = reader.header
     model = _model_for(h, model)
+    import torch
+
     coder = _lm_coder(model, h.lm_hash) if h.coder == Coder.LM else None
     hop, k = h.hop_length, h.num_codebooks
     resampler = A.Resampler(h.model_sample_rate, h.original_sample_rate, h.model_channels)

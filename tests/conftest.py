@@ -1,0 +1,108 @@
+"""Shared fixtures: a tiny random-weight codec model and synthetic audio.
+
+Tests never depend on the quality of shipped weights: they build a small model with
+random weights (same hop, rates and codebooks as the real one, far fewer channels),
+save it as a model file, and point NEUCOMP_MODEL_DIR at it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DEFAULT_NAME = "neucomp_24khz"
+BIN = Path(sys.executable).parent  # the venv's bin/, where the `neucomp` script lives
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Like the CLI: one inference thread (CI has 2 cores; more threads only contend)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_config(name: str = DEFAULT_NAME):
+    from neucomp.model import CodecConfig
+    from neucomp.nn.seanet import SEANetConfig
+
+    seanet = SEANetConfig(base_width=4, latent_dim=8, lstm_layers=1, n_residual_layers=1)
+    return CodecConfig(name=name, seanet=seanet)
+
+
+def build_model_file(folder: Path, name: str = DEFAULT_NAME, seed: int = 0) -> Path:
+    """Save a random-weight tiny model as ``folder/<name>.pt``; returns the path."""
+    import torch
+
+    from neucomp.model import Codec, save_model
+
+    torch.manual_seed(seed)
+    path = folder / f"{name}.pt"
+    save_model(Codec(tiny_config(name)), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder holding the tiny model under the default name."""
+    folder = tmp_path_factory.mktemp("models")
+    build_model_file(folder)
+    return folder
+
+
+@pytest.fixture
+def tiny_model(model_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    """The tiny model, installed as the default model for this test."""
+    from neucomp import codec
+
+    monkeypatch.setenv("NEUCOMP_MODEL_DIR", str(model_dir))
+    return codec.load_model()
+
+
+@pytest.fixture
+def cli_env(model_dir: Path) -> dict[str, str]:
+    """Environment for running the real `neucomp` executable with the tiny model."""
+    env = dict(os.environ, NEUCOMP_MODEL_DIR=str(model_dir))
+    env.pop("NEUCOMP_DEBUG", None)
+    return env
+
+
+def make_audio(frames: int, sample_rate: int = 24000, channels: int = 1, seed: int = 0):
+    """A deterministic test signal ``[C, T]`` float32: a tone per channel plus noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(frames) / sample_rate
+    tones = [np.sin(2 * np.pi * (220 + 110 * c) * t) for c in range(channels)]
+    x = 0.4 * np.stack(tones) + 0.05 * rng.standard_normal((channels, frames))
+    return x.astype(np.float32)
+
+
+def write_audio(path: Path, audio: np.ndarray, sample_rate: int, **kw) -> Path:
+    """Write ``[C, T]`` audio with soundfile (format from the extension or ``format=``)."""
+    import soundfile as sf
+
+    sf.write(str(path), audio.T, sample_rate, **kw)
+    return path
+
+
+def pipe_wav_bytes(audio: np.ndarray, sample_rate: int, size_field: int = 0xFFFFFFFF) -> bytes:
+    """16-bit WAV bytes whose RIFF and data sizes are ``size_field``, as ffmpeg writes
+    them to a pipe."""
+    import io
+    import struct
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, audio.T, sample_rate, format="WAV", subtype="PCM_16")
+    data = bytearray(buf.getvalue())
+    assert data[36:40] == b"data"  # soundfile writes the canonical 44-byte header
+    data[4:8] = struct.pack("<I", size_field)
+    data[40:44] = struct.pack("<I", size_field)
+    return bytes(data)

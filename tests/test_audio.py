@@ -1,0 +1,213 @@
+"""neucomp.audio: reading every format (files and pipes), resampling, channels, writing."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import make_audio, pipe_wav_bytes, write_audio
+
+from neucomp import audio as A
+from neucomp.errors import InputError, OutputError, UsageError
+
+
+class Pipe(io.RawIOBase):
+    """A non-seekable stream that returns short reads, like a pipe."""
+
+    def __init__(self, data: bytes, step: int = 777) -> None:
+        self._data, self._pos, self._step = data, 0, step
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        n = min(len(buf), self._step, len(self._data) - self._pos)
+        buf[:n] = self._data[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+
+# (extension, soundfile format, subtype, rate, max error against the source)
+FORMATS = [
+    ("wav", "WAV", "PCM_U8", 16000, 1 / 64),
+    ("wav", "WAV", "PCM_16", 16000, 1e-4),
+    ("wav", "WAV", "PCM_24", 16000, 1e-6),
+    ("wav", "WAV", "PCM_32", 16000, 1e-6),
+    ("wav", "WAV", "FLOAT", 16000, 0),
+    ("wav", "WAV", "DOUBLE", 16000, 1e-7),
+    ("wav", "WAVEX", "PCM_16", 16000, 1e-4),
+    ("flac", "FLAC", "PCM_16", 16000, 1e-4),
+    ("aiff", "AIFF", "PCM_16", 16000, 1e-4),
+    ("ogg", "OGG", "VORBIS", 16000, None),
+    ("opus", "OGG", "OPUS", 48000, None),
+    ("mp3", "MP3", "MPEG_LAYER_III", 16000, None),
+]
+
+
+@pytest.mark.parametrize(("ext", "fmt", "subtype", "rate", "tol"), FORMATS)
+def test_reads_every_format_from_a_file(tmp_path, ext, fmt, subtype, rate, tol):
+    x = make_audio(rate // 2, rate, channels=2)
+    path = write_audio(tmp_path / f"x.{ext}", x, rate, format=fmt, subtype=subtype)
+    y, sr = A.read_audio(path)
+    assert sr == rate and y.dtype == np.float32 and y.shape[0] == 2
+    if tol is None:  # lossy codecs: length within a frame's worth of padding
+        assert abs(y.shape[1] - x.shape[1]) < 2000
+    else:
+        assert y.shape == x.shape
+        assert np.max(np.abs(y - x)) <= tol + 1e-7
+
+
+@pytest.mark.parametrize(("ext", "fmt", "subtype", "rate", "tol"), FORMATS)
+def test_reads_every_format_from_a_pipe(tmp_path, ext, fmt, subtype, rate, tol):
+    x = make_audio(rate // 4, rate, channels=1)
+    path = write_audio(tmp_path / f"x.{ext}", x, rate, format=fmt, subtype=subtype)
+    expected, sr = A.read_audio(path)
+    with A.open_audio(Pipe(path.read_bytes()), name="<stdin>") as reader:
+        got = np.concatenate(list(reader.blocks(1000)), axis=1)
+        assert reader.info.sample_rate == sr
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("size_field", [0xFFFFFFFF, 0])
+@pytest.mark.parametrize("subtype", ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"])
+def test_wav_stream_without_sizes(subtype, size_field):
+    x = make_audio(3001, 8000, channels=3)
+    buf = io.BytesIO()
+    sf.write(buf, x.T, 8000, format="WAV", subtype=subtype)
+    data = bytearray(buf.getvalue())
+    start = data.index(b"data")
+    expected, _ = sf.read(io.BytesIO(bytes(data)), dtype="float32", always_2d=True)
+    data[4:8] = struct.pack("<I", size_field)
+    data[start + 4 : start + 8] = struct.pack("<I", size_field)
+    with A.open_audio(Pipe(bytes(data))) as reader:
+        assert reader.info.frames is None
+        assert (reader.info.sample_rate, reader.info.channels) == (8000, 3)
+        got = np.concatenate(list(reader.blocks(512)), axis=1)
+    np.testing.assert_array_equal(got, expected.T)
+
+
+def test_wav_file_with_zero_sizes_is_read_to_the_end(tmp_path):
+    x = make_audio(1234, 16000)
+    path = tmp_path / "dump.wav"
+    path.write_bytes(pipe_wav_bytes(x, 16000, size_field=0))
+    y, sr = A.read_audio(path)
+    assert sr == 16000 and y.shape == x.shape
+    assert np.max(np.abs(y - x)) < 1e-4
+
+
+def test_wav_stream_cut_mid_frame_drops_the_torn_frame():
+    x = make_audio(100, 8000, channels=2)
+    data = pipe_wav_bytes(x, 8000)[:-3]  # 16-bit stereo frames are 4 bytes
+    y, _ = A.read_audio(Pipe(data))
+    assert y.shape == (2, 99)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "contains no audio samples"),
+        (b"this is a text file, not audio\n" * 10, "not an audio file"),
+        (pipe_wav_bytes(np.zeros((1, 0), np.float32), 8000, 0), "no audio samples"),
+    ],
+)
+def test_bad_inputs_raise_input_error(tmp_path, content, message):
+    path = tmp_path / "bad.wav"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=message):
+        A.read_audio(path)
+    with pytest.raises(InputError, match=message):
+        A.read_audio(Pipe(content))
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(InputError, match="no such file: .*nope.wav"):
+        A.open_audio(tmp_path / "nope.wav")
+    with pytest.raises(InputError, match="is a folder"):
+        A.open_audio(tmp_path)
+
+
+def test_unsupported_wav_encoding_is_a_clean_error():
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(100), 8000, format="WAV", subtype="ULAW")
+    with pytest.raises(InputError, match="unsupported WAV encoding"):
+        A.open_audio(Pipe(buf.getvalue()))
+
+
+@pytest.mark.parametrize(("rate_in", "rate_out"), [(44100, 24000), (8000, 24000), (24000, 24000)])
+def test_streaming_resampler_matches_one_shot(rate_in, rate_out):
+    x = make_audio(rate_in, rate_in, channels=2)
+    whole = A.Resampler(rate_in, rate_out, 2).push(x, last=True)
+    r = A.Resampler(rate_in, rate_out, 2)
+    parts = [r.push(x[:, i : i + 999]) for i in range(0, x.shape[1], 999)] + [r.flush()]
+    pieces = np.concatenate(parts, axis=1)
+    assert whole.shape == pieces.shape == (2, rate_out)
+    assert np.max(np.abs(whole - pieces)) < 1e-4
+
+
+def test_channel_mapping_rules():
+    six = np.arange(12, dtype=np.float32).reshape(6, 2)
+    np.testing.assert_allclose(A.to_model_channels(six, 1), six.mean(0, keepdims=True))
+    stereo = A.to_model_channels(six, 2)
+    np.testing.assert_allclose(stereo, [six[0::2].mean(0), six[1::2].mean(0)])
+    mono = six[:1]
+    np.testing.assert_array_equal(A.to_model_channels(mono, 2), np.concatenate([mono, mono]))
+    # Back out: a mono model's signal goes to every channel; stereo alternates L, R.
+    assert np.all(A.from_model_channels(mono, 6) == mono)
+    out = A.from_model_channels(six[:2], 5)
+    np.testing.assert_array_equal(out, six[[0, 1, 0, 1, 0]])
+    np.testing.assert_allclose(A.from_model_channels(six[:2], 1), six[:2].mean(0, keepdims=True))
+
+
+def test_fit_length():
+    x = np.ones((2, 5), np.float32)
+    assert A.fit_length(x, 3).shape == (2, 3)
+    padded = A.fit_length(x, 8)
+    assert padded.shape == (2, 8) and np.all(padded[:, 5:] == 0)
+
+
+def test_output_format_from_extension():
+    assert A.output_format("a.wav") == ("WAV", "PCM_16")
+    assert A.output_format("a.FLAC") == ("FLAC", "PCM_16")
+    assert A.output_format("a.wav", float_wav=True) == ("WAV", "FLOAT")
+    assert A.output_format("-") == ("WAV", "PCM_16")
+    with pytest.raises(UsageError, match="unsupported output format '.mp3'"):
+        A.output_format("a.mp3")
+    with pytest.raises(UsageError, match="--float"):
+        A.output_format("a.flac", float_wav=True)
+
+
+def test_writer_clips_integer_formats(tmp_path):
+    path = tmp_path / "loud.wav"
+    with A.atomic_output(path) as fp:
+        w = A.AudioWriter(fp, 8000, 1, "WAV", "PCM_16")
+        w.write(np.array([[2.0, -2.0, 0.5]], np.float32))
+        w.close()
+    y, _ = sf.read(path)
+    np.testing.assert_allclose(y, [32767 / 32768, -1.0, 0.5], atol=1e-4)
+
+
+def test_atomic_output_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.wav"
+    with pytest.raises(KeyboardInterrupt), A.atomic_output(target) as fp:
+        fp.write(b"partial")
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_output_refuses_existing_and_missing_folder(tmp_path):
+    target = tmp_path / "out.wav"
+    target.write_bytes(b"old")
+    with pytest.raises(OutputError, match="already exists"), A.atomic_output(target):
+        pass
+    with A.atomic_output(target, force=True) as fp:
+        fp.write(b"new")
+    assert target.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.wav"]
+    with (
+        pytest.raises(OutputError, match="does not exist"),
+        A.atomic_output(tmp_path / "no" / "x.wav"),
+    ):
+        pass

@@ -1,0 +1,118 @@
+"""Folder conversion: mirrored trees, skipping done files, failures listed, worker pools."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+from conftest import BIN, make_audio, write_audio
+
+from neucomp import batch
+from neucomp.cli import main
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    """in/a.wav, in/sub/b.flac (stereo 16 kHz), in/sub/deeper/c.ogg, in/broken.wav
+    (not audio), in/notes.txt and in/.hidden.wav (both ignored)."""
+    root = tmp_path / "in"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    write_audio(root / "a.wav", make_audio(12000, 24000), 24000)
+    write_audio(root / "sub" / "b.flac", make_audio(8000, 16000, channels=2), 16000)
+    write_audio(root / "sub" / "deeper" / "c.ogg", make_audio(22050, 44100), 44100)
+    (root / "broken.wav").write_bytes(b"not really a wav file" * 30)
+    (root / "notes.txt").write_text("ignored")
+    write_audio(root / ".hidden.wav", make_audio(100, 8000), 8000)
+    return root
+
+
+def files_under(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_plan_mirrors_the_tree(tree, tmp_path):
+    tasks = batch.plan(tree, tmp_path / "out", "compress")
+    assert [str(t.src.relative_to(tree)) for t in tasks] == [
+        "a.wav", "broken.wav", "sub/b.flac", "sub/deeper/c.ogg",
+    ]  # fmt: skip
+    assert tasks[2].dst == tmp_path / "out" / "sub" / "b.ecdc"
+    assert batch.output_name(Path("x.ecdc"), "decompress", "flac") == "x.flac"
+
+
+def test_compress_and_decompress_a_folder(tiny_model, tree, tmp_path):
+    runner = CliRunner()
+    out, back = tmp_path / "out", tmp_path / "back"
+    r = runner.invoke(main, ["compress", str(tree), str(out)])
+    assert r.exit_code == 1  # one file failed, the others were converted
+    assert files_under(out) == ["a.ecdc", "sub/b.ecdc", "sub/deeper/c.ecdc"]
+    assert "compressed 3 files (1 failed)" in r.stderr
+    assert "broken.wav: cannot read" in r.stderr and "not an audio file" in r.stderr
+
+    # A second run skips what is done, and still reports the bad file.
+    again = runner.invoke(main, ["compress", str(tree), str(out)])
+    assert again.exit_code == 1 and "compressed 0 files (3 skipped, 1 failed)" in again.stderr
+
+    r = runner.invoke(main, ["decompress", "--format", "flac", str(out), str(back)])
+    assert r.exit_code == 0, r.stderr
+    assert files_under(back) == ["a.flac", "sub/b.flac", "sub/deeper/c.flac"]
+    info = sf.info(str(back / "sub" / "b.flac"))
+    assert (info.samplerate, info.channels, info.frames) == (16000, 2, 8000)
+    assert "decompressed 3 files" in r.stderr and "ratio" in r.stderr
+
+
+def test_force_reconverts_and_quiet_prints_only_failures(tiny_model, tree, tmp_path):
+    out = tmp_path / "out"
+    runner = CliRunner()
+    runner.invoke(main, ["compress", "-q", str(tree), str(out)])
+    stamp = (out / "a.ecdc").stat().st_mtime_ns
+    r = runner.invoke(main, ["compress", "-q", "-f", "-b", "3", str(tree), str(out)])
+    assert r.exit_code == 1 and (out / "a.ecdc").stat().st_mtime_ns != stamp
+    assert r.stderr.splitlines()[0] == "failed (1):"
+
+
+def test_clashing_output_names(tiny_model, tmp_path):
+    root = tmp_path / "in"
+    root.mkdir()
+    write_audio(root / "x.wav", make_audio(800, 8000), 8000)
+    write_audio(root / "x.flac", make_audio(800, 8000), 8000)
+    summary = batch.run_batch(root, tmp_path / "out", "compress", quiet=True)
+    assert summary.converted == 1 and len(summary.failures) == 1
+    assert "same output name" in summary.failures[0][1]
+
+
+def test_missing_source_folder_and_bad_output_parent(tiny_model, tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(main, ["compress", str(tmp_path / "nope"), str(tmp_path / "o")])
+    assert r.exit_code == 2  # not a folder, so a single (missing) input file
+    (tmp_path / "in").mkdir()
+    r = runner.invoke(main, ["compress", str(tmp_path / "in"), str(tmp_path / "a" / "b")])
+    assert r.exit_code == 3 and "does not exist" in r.stderr
+
+
+def test_worker_processes(cli_env, tree, tmp_path):
+    """--jobs 2 through the real executable: spawned workers, same results."""
+    out = tmp_path / "out"
+    p = subprocess.run(
+        [str(BIN / "neucomp"), "compress", "--jobs", "2", str(tree), str(out)],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+    )
+    assert p.returncode == 1, p.stderr
+    assert files_under(out) == ["a.ecdc", "sub/b.ecdc", "sub/deeper/c.ecdc"]
+    assert "compressed 3 files (1 failed)" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_summary_lines():
+    s = batch.Summary("compress", converted=2, skipped=1, seconds=125.0)
+    s.input_bytes, s.output_bytes, s.wall = 2_000_000, 20_000, 3.2
+    s.failures.append((Path("x.wav"), "boom"))
+    assert s.lines() == [
+        "compressed 2 files (1 skipped, 1 failed): 2 min 05 s of audio, 2.0 MB → 20.0 kB"
+        " (ratio 100.0:1) in 3.2 s",
+        "failed (1):",
+        "  x.wav: boom",
+    ]

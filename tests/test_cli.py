@@ -1,0 +1,299 @@
+"""The `neucomp` command line, through click's runner and as real processes with pipes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+from conftest import BIN, build_model_file, make_audio, pipe_wav_bytes, write_audio
+
+from neucomp import __version__
+from neucomp.cli import main
+
+NEUCOMP = str(BIN / "neucomp")
+
+
+@pytest.fixture
+def run(tiny_model):
+    """Invoke the CLI in-process; returns click's Result (stdout and stderr separate)."""
+    runner = CliRunner()
+
+    def invoke(*args: str, input: bytes | None = None):
+        return runner.invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.fixture
+def song(tmp_path) -> Path:
+    """A short stereo 44.1 kHz WAV."""
+    return write_audio(tmp_path / "song.wav", make_audio(44100 // 2, 44100, 2), 44100)
+
+
+@pytest.fixture
+def ecdc(run, song, tmp_path) -> Path:
+    out = tmp_path / "song.ecdc"
+    assert run("compress", "-q", song, out).exit_code == 0
+    return out
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temp files a failed run might have left behind."""
+    return [p.name for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def assert_one_line_error(result, code: int, pattern: str) -> None:
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == code, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("neucomp: error: "), result.stderr
+    assert pattern in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------------------ happy paths
+
+
+def test_compress_decompress_round_trip(run, song, tmp_path):
+    out = tmp_path / "song.ecdc"
+    r = run("compress", song, out)
+    assert r.exit_code == 0 and r.stdout == ""
+    assert "song.wav: 0.5 s, 44100 Hz, 2 ch → " in r.stderr and "kbps" in r.stderr
+    back = tmp_path / "back.flac"
+    r = run("decompress", out, back)
+    assert r.exit_code == 0 and "→" in r.stderr
+    info = sf.info(str(back))
+    assert (info.samplerate, info.channels, info.frames, info.format) == (44100, 2, 22050, "FLAC")
+    assert run("decompress", "-q", "--float", out, tmp_path / "f.wav").stderr == ""
+    assert sf.info(str(tmp_path / "f.wav")).subtype == "FLOAT"
+
+
+@pytest.mark.parametrize("bandwidth", ["1.5", "3", "6", "12", "24"])
+def test_every_bandwidth_gives_its_bitrate(run, tmp_path, bandwidth):
+    src = write_audio(tmp_path / "a.wav", make_audio(24000 * 2, 24000), 24000)
+    out = tmp_path / "a.ecdc"
+    assert run("compress", "-q", "-b", bandwidth, src, out).exit_code == 0
+    fields = json.loads(run("info", "--json", out).stdout)
+    assert fields["payload_kbps"] == pytest.approx(float(bandwidth))
+    assert fields["num_codebooks"] == {"1.5": 2, "3": 4, "6": 8, "12": 16, "24": 32}[bandwidth]
+
+
+def test_info_text_and_json(run, ecdc):
+    text = run("info", ecdc)
+    assert text.exit_code == 0
+    assert "original_sample_rate  44100" in text.stdout and "coder" in text.stdout
+    fields = json.loads(run("info", "--json", ecdc).stdout)
+    assert fields["original_samples"] == 22050 and fields["original_channels"] == 2
+    assert fields["file_bytes"] == ecdc.stat().st_size
+
+
+def test_output_into_existing_folder(run, song, tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    assert run("compress", "-q", song, folder).exit_code == 0
+    assert (folder / "song.ecdc").is_file()
+
+
+def test_force_overwrites(run, song, ecdc):
+    before = ecdc.read_bytes()
+    assert run("compress", "-q", "-f", "-b", "3", song, ecdc).exit_code == 0
+    assert ecdc.read_bytes() != before
+
+
+def test_version_and_help(run):
+    assert __version__ in run("--version").stdout
+    helptext = run("--help").stdout
+    for command in ("compress", "decompress", "info", "eval"):
+        assert command in helptext
+
+
+# -------------------------------------------------------------------------- bad input
+
+
+def test_missing_input(run, tmp_path):
+    r = run("compress", tmp_path / "nope.wav", tmp_path / "x.ecdc")
+    assert_one_line_error(r, 2, "no such file")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"hello, I am text\n" * 20, "not an audio file"), (b"", "contains no audio samples")],
+)
+def test_not_audio_and_empty(run, tmp_path, content, message):
+    src = tmp_path / "bad.wav"
+    src.write_bytes(content)
+    r = run("compress", src, tmp_path / "bad.ecdc")
+    assert_one_line_error(r, 2, message)
+    assert not (tmp_path / "bad.ecdc").exists() and leftovers(tmp_path) == []
+
+
+def test_zero_sample_wav(run, tmp_path):
+    src = write_audio(tmp_path / "empty.wav", np.zeros((1, 0), np.float32), 16000)
+    assert_one_line_error(run("compress", src, tmp_path / "e.ecdc"), 2, "no audio samples")
+    assert not (tmp_path / "e.ecdc").exists()
+
+
+def test_unsupported_bandwidth(run, song, tmp_path):
+    r = run("compress", "-b", "5", song, tmp_path / "x.ecdc")
+    assert_one_line_error(r, 6, "unsupported bandwidth 5 kbps")
+    assert not (tmp_path / "x.ecdc").exists()
+
+
+def test_output_exists_and_folder_missing(run, song, ecdc, tmp_path):
+    before = ecdc.read_bytes()
+    assert_one_line_error(run("compress", song, ecdc), 3, "already exists (use -f")
+    assert ecdc.read_bytes() == before
+    r = run("compress", song, tmp_path / "missing" / "x.ecdc")
+    assert_one_line_error(r, 3, "does not exist")
+    r = run("decompress", ecdc, tmp_path / "missing" / "x.wav")
+    assert_one_line_error(r, 3, "does not exist")
+
+
+def test_unsupported_output_extension(run, ecdc, tmp_path):
+    r = run("decompress", ecdc, tmp_path / "x.mp3")
+    assert_one_line_error(r, 6, "unsupported output format")
+
+
+def _damage(data: bytes, how: str) -> bytes:
+    b = bytearray(data)
+    if how == "magic":
+        b[:4] = b"RIFF"
+    elif how == "version":
+        b[4] = 9
+    elif how == "truncated":
+        b = b[: len(b) - 30]
+    elif how == "flipped":
+        b[len(b) // 2] ^= 0x10
+    return bytes(b)
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("magic", "bad magic"),
+        ("version", "unsupported .ecdc version 9"),
+        ("truncated", "truncated"),
+        ("flipped", "checksum mismatch"),
+    ],
+)
+def test_damaged_ecdc(run, ecdc, tmp_path, how, message):
+    bad = tmp_path / "bad.ecdc"
+    bad.write_bytes(_damage(ecdc.read_bytes(), how))
+    out = tmp_path / "bad.wav"
+    assert_one_line_error(run("decompress", bad, out), 4, message)
+    assert not out.exists() and leftovers(tmp_path) == []
+    assert run("info", bad).exit_code == 4
+
+
+def test_salvage_flag_decodes_around_damage(run, ecdc, tmp_path):
+    bad = tmp_path / "bad.ecdc"
+    bad.write_bytes(_damage(ecdc.read_bytes(), "flipped"))
+    r = run("decompress", "--salvage", bad, tmp_path / "ok.wav")
+    assert r.exit_code == 0 and "neucomp: warning: checksum mismatch" in r.stderr
+    assert sf.info(str(tmp_path / "ok.wav")).frames == 22050
+
+
+def test_unknown_model_and_other_weights(run, song, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    foreign = build_model_file(other, name="other_model")
+    impostor = build_model_file(other, seed=3)  # default name, different weights
+    a, b = tmp_path / "a.ecdc", tmp_path / "b.ecdc"
+    assert run("compress", "-q", "--model", foreign, song, a).exit_code == 0
+    assert run("compress", "-q", "--model", impostor, song, b).exit_code == 0
+    r = run("decompress", a, tmp_path / "a.wav")
+    assert_one_line_error(r, 5, "needs model 'other_model' with weights")
+    r = run("decompress", b, tmp_path / "b.wav")
+    assert_one_line_error(r, 5, "different weights of model 'neucomp_24khz'")
+    r = run("compress", "--model", "nonesuch", song, tmp_path / "c.ecdc")
+    assert_one_line_error(r, 5, "'nonesuch' is not installed")
+    assert sorted(p.name for p in tmp_path.glob("*.*")) == ["a.ecdc", "b.ecdc", "song.wav"]
+
+
+def test_debug_shows_the_exception(tiny_model, tmp_path, monkeypatch):
+    runner = CliRunner()
+    r = runner.invoke(main, ["--debug", "compress", str(tmp_path / "nope.wav"), "x.ecdc"])
+    assert r.exit_code != 0 and type(r.exception).__name__ == "InputError"
+    monkeypatch.setenv("NEUCOMP_DEBUG", "1")
+    r = runner.invoke(main, ["compress", str(tmp_path / "nope.wav"), "x.ecdc"])
+    assert type(r.exception).__name__ == "InputError"
+
+
+# ---------------------------------------------------------------- real processes
+
+
+def sh(command: str, env: dict, cwd: Path, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command], env=env, cwd=cwd, capture_output=True, **kw
+    )
+
+
+def test_pipe_from_a_sizeless_wav_stream(cli_env, tmp_path):
+    """`ffmpeg -f wav - | neucomp compress - - | neucomp decompress - out.wav`."""
+    x = make_audio(48000 + 123, 48000, channels=2)
+    (tmp_path / "pipe.wav").write_bytes(pipe_wav_bytes(x, 48000))
+    p = sh(
+        f"cat pipe.wav | {NEUCOMP} compress - - | {NEUCOMP} decompress - out.wav",
+        cli_env,
+        tmp_path,
+    )
+    assert p.returncode == 0, p.stderr.decode()
+    info = sf.info(str(tmp_path / "out.wav"))
+    assert (info.samplerate, info.channels, info.frames) == (48000, 2, 48123)
+
+
+def test_stdout_and_stdin_files(cli_env, tmp_path):
+    write_audio(tmp_path / "a.flac", make_audio(16000, 16000), 16000)
+    p = sh(
+        f"{NEUCOMP} compress -q - a.ecdc < a.flac && {NEUCOMP} decompress -q a.ecdc - > b.wav"
+        f" && {NEUCOMP} info --json - < a.ecdc",
+        cli_env,
+        tmp_path,
+    )
+    assert p.returncode == 0 and p.stderr == b"", p.stderr.decode()
+    assert json.loads(p.stdout)["original_samples"] == 16000
+    y, sr = sf.read(str(tmp_path / "b.wav"))
+    assert (sr, y.shape) == (16000, (16000,))
+
+
+def test_process_error_is_one_line(cli_env, tmp_path):
+    (tmp_path / "x.ecdc").write_bytes(b"NCDC" + b"\x07" * 40)
+    p = sh(f"{NEUCOMP} decompress x.ecdc y.wav", cli_env, tmp_path)
+    err = p.stderr.decode()
+    assert p.returncode == 4 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("neucomp: error: unsupported .ecdc version 7")
+    assert sorted(os.listdir(tmp_path)) == ["x.ecdc"]
+
+
+def test_python_dash_m(cli_env, tmp_path):
+    p = subprocess.run(
+        [sys.executable, "-m", "neucomp", "--version"], env=cli_env, capture_output=True
+    )
+    assert p.returncode == 0 and __version__ in p.stdout.decode()
+
+
+def test_ctrl_c_leaves_no_temp_file(cli_env, tmp_path):
+    src = write_audio(tmp_path / "long.wav", make_audio(8000 * 600, 8000), 8000)
+    proc = subprocess.Popen(
+        [NEUCOMP, "compress", str(src), str(tmp_path / "long.ecdc")],
+        env=cli_env,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while not leftovers(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert leftovers(tmp_path), "the temp output never appeared"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    assert b"Traceback" not in err and b"interrupted" in err
+    assert sorted(os.listdir(tmp_path)) == ["long.wav"]

@@ -1,0 +1,177 @@
+"""neucomp.codec and the Python API: exact round trips, sizes, chunking, model checks."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import build_model_file, make_audio
+
+import neucomp
+from neucomp import audio as A
+from neucomp import codec
+from neucomp.coding.packing import unpack_codes
+from neucomp.container import CHUNK_OVERHEAD, END_RECORD_SIZE, EcdcReader
+from neucomp.errors import CorruptDataError, InputError, ModelError, UsageError
+
+HOP, RATE = 320, 24000
+BANDWIDTH_CODEBOOKS = {1.5: 2, 3.0: 4, 6.0: 8, 12.0: 16, 24.0: 32}
+
+
+def expected_size(data: bytes, frames: int, k: int) -> int:
+    """Header + per-chunk overhead + K×10 bits per frame per chunk + end record."""
+    reader = EcdcReader(io.BytesIO(data))
+    header = reader.bytes_read
+    chunks = [c.num_frames for c in reader.iter_chunks()]
+    assert sum(chunks) == frames
+    return (
+        header + sum(CHUNK_OVERHEAD + math.ceil(n * k * 10 / 8) for n in chunks) + END_RECORD_SIZE
+    )
+
+
+@pytest.mark.parametrize("bandwidth", sorted(BANDWIDTH_CODEBOOKS))
+def test_round_trip_at_every_bandwidth(tiny_model, bandwidth):
+    x = make_audio(RATE, RATE)
+    data = neucomp.compress(x, RATE, bandwidth)
+    k = BANDWIDTH_CODEBOOKS[bandwidth]
+    assert len(data) == expected_size(data, frames=75, k=k)
+    reader = EcdcReader(io.BytesIO(data))
+    assert reader.header.num_codebooks == k
+    y, sr = neucomp.decompress(data)
+    assert sr == RATE and y.shape == x.shape and y.dtype == np.float32
+    assert np.all(np.isfinite(y))
+
+
+@pytest.mark.parametrize("frames", [1, 319, 320, 321, 10 * RATE])
+def test_exact_lengths(tiny_model, frames):
+    x = make_audio(frames, RATE)
+    data = neucomp.compress(x, RATE, 1.5)
+    n_frames = math.ceil(frames / HOP)
+    assert len(data) == expected_size(data, frames=n_frames, k=2)
+    y, sr = neucomp.decompress(data)
+    assert (sr, y.shape) == (RATE, (1, frames))
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 22050, 44100, 48000, 96000])
+def test_original_rate_is_restored(tiny_model, rate):
+    for frames in (1, rate // 3 + 7):
+        x = make_audio(frames, rate)
+        y, sr = neucomp.decompress(neucomp.compress(x, rate, 3.0))
+        assert (sr, y.shape) == (rate, x.shape)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 6])
+def test_original_channel_count_is_restored(tiny_model, channels):
+    x = make_audio(5000, 16000, channels=channels)
+    y, sr = neucomp.decompress(neucomp.compress(x, 16000))
+    assert (sr, y.shape) == (16000, (channels, 5000))
+    # A mono model: every output channel carries the same decoded signal.
+    assert all(np.array_equal(y[0], y[c]) for c in range(channels))
+
+
+def test_output_is_what_the_model_decodes(tiny_model):
+    """The pipeline adds nothing of its own: at the model's rate it is decode(codes)."""
+    x = make_audio(2 * RATE + 100, RATE)
+    data = neucomp.compress(x, RATE, 6.0)
+    reader = EcdcReader(io.BytesIO(data))
+    codes = np.concatenate(
+        [unpack_codes(c.payload, 8, c.num_frames) for c in reader.iter_chunks()], axis=1
+    )
+    with torch.inference_mode():
+        ref_codes = tiny_model.encode(torch.from_numpy(x)[None], 8)[0].numpy()
+        ref = tiny_model.decode(torch.from_numpy(codes)[None])[0].numpy()[:, : x.shape[1]]
+    assert np.mean(codes == ref_codes) > 0.99  # streaming = whole-signal, up to rounding
+    y, _ = neucomp.decompress(data)
+    np.testing.assert_allclose(y, ref, atol=1e-4)
+
+
+def test_long_input_is_split_into_chunks_and_streamed(tiny_model):
+    """25 s → chunks of 750 frames, written while the input is still being read."""
+    rate = 8000
+    x = make_audio(25 * rate, rate)
+    out = io.BytesIO()
+    seen_sizes = []
+
+    class Watch(A.ArrayReader):
+        def blocks(self, block_frames=A.BLOCK_FRAMES):
+            for block in super().blocks(rate):  # 1 s blocks
+                seen_sizes.append(out.tell())
+                yield block
+
+    result = codec.compress_stream(Watch(x, rate), out, tiny_model, 1.5)
+    chunks = [c.num_frames for c in EcdcReader(io.BytesIO(out.getvalue())).iter_chunks()]
+    assert chunks == [750, 750, 375]
+    assert result.chunks == 3 and result.samples == x.shape[1]
+    assert seen_sizes[12] > 1875  # the first chunk was out after ~10 s of input, not at the end
+    y, sr = neucomp.decompress(out.getvalue())
+    assert (sr, y.shape) == (rate, x.shape)
+
+
+def test_salvage_replaces_a_damaged_chunk_with_silence(tiny_model):
+    x = make_audio(25 * RATE // 10, RATE)  # 2.5 s
+    x = np.tile(x, 10)  # 25 s → three chunks
+    data = bytearray(neucomp.compress(x, RATE, 1.5))
+    reader = EcdcReader(io.BytesIO(bytes(data)))
+    header_size = reader.bytes_read
+    first_chunk = CHUNK_OVERHEAD + math.ceil(750 * 2 * 10 / 8)
+    data[header_size + first_chunk + CHUNK_OVERHEAD + 5] ^= 0x40  # inside chunk 1's payload
+    with pytest.raises(CorruptDataError, match="chunk 1"):
+        neucomp.decompress(bytes(data))
+    with pytest.warns(UserWarning, match="chunk 1"):
+        y, sr = neucomp.decompress(bytes(data), salvage=True)
+    assert y.shape == x.shape
+    assert np.all(y[:, 10 * RATE : 20 * RATE] == 0)
+    assert np.any(y[:, : 10 * RATE] != 0) and np.any(y[:, 20 * RATE :] != 0)
+
+
+def test_unknown_bandwidth(tiny_model):
+    with pytest.raises(UsageError, match="unsupported bandwidth 5 kbps"):
+        neucomp.compress(make_audio(100), RATE, 5.0)
+
+
+def test_empty_and_malformed_arrays(tiny_model):
+    with pytest.raises(InputError, match="no audio samples"):
+        neucomp.compress(np.zeros((2, 0), np.float32), RATE)
+    with pytest.raises(InputError, match="shaped"):
+        neucomp.compress(np.zeros((1, 2, 3), np.float32), RATE)
+    with pytest.raises(InputError, match="floating point"):
+        neucomp.compress(np.zeros(10, np.int16), RATE)
+
+
+def test_one_dimensional_input(tiny_model):
+    y, sr = neucomp.decompress(neucomp.compress(make_audio(999)[0], RATE))
+    assert (sr, y.shape) == (RATE, (1, 999))
+
+
+def test_file_needs_the_model_that_made_it(tiny_model, tmp_path, monkeypatch):
+    data = neucomp.compress(make_audio(1000), RATE)
+    other = tmp_path / "models"
+    other.mkdir()
+    monkeypatch.setenv("NEUCOMP_MODEL_DIR", str(other))
+    with pytest.raises(
+        ModelError, match="needs model 'neucomp_24khz' with weights .*not installed"
+    ):
+        neucomp.decompress(data)
+    build_model_file(other, seed=1)  # same name, different weights
+    with pytest.raises(ModelError, match="different weights of model 'neucomp_24khz'"):
+        neucomp.decompress(data)
+
+
+def test_named_model_and_model_path(tiny_model, model_dir):
+    path = model_dir / "neucomp_24khz.pt"
+    assert neucomp.load_model(str(path)) is neucomp.load_model("neucomp_24khz")
+    with pytest.raises(ModelError, match="'nonesuch' is not installed"):
+        neucomp.compress(make_audio(100), RATE, model="nonesuch")
+
+
+def test_import_is_light():
+    """`import neucomp` must not pull in torch (the CLI starts fast)."""
+    import subprocess
+    import sys
+
+    code = "import sys, neucomp, neucomp.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
