@@ -39,11 +39,13 @@ def compress(
     return _compress(audio, sample_rate, bandwidth, lm=lm, model=model)
 
 
-def decompress(data: bytes, *, salvage: bool = False) -> tuple[np.ndarray, int]:
+def decompress(
+    data: bytes, *, salvage: bool = False, model: str | None = None
+) -> tuple[np.ndarray, int]:
     """`.ecdc` bytes → ``(audio [C, T] float32, sample_rate)`` as the original was."""
     from neucomp.codec import decompress as _decompress
 
-    return _decompress(data, salvage=salvage)
+    return _decompress(data, salvage=salvage, model=model)
 
 
 def load_model(name: str | None = None) -> Codec:

@@ -161,13 +161,16 @@ class _WavStreamReader(AudioReader):
             chunk_id, size = head[:4], struct.unpack("<I", head[4:])[0]
             if chunk_id == b"data":
                 break
-            if size in _UNKNOWN_SIZES and chunk_id != b"fmt ":
+            if size == 0xFFFFFFFF:
                 raise InputError(f"cannot read '{name}': WAV chunk {chunk_id!r} has no length")
-            body = _read_exact(fp, size + (size & 1))
-            if len(body) < size:
-                raise InputError(f"cannot read '{name}': WAV header is truncated")
             if chunk_id == b"fmt ":
-                fmt = body[:size]
+                if size > 1024:  # 16 to 40 bytes in practice
+                    raise InputError(f"cannot read '{name}': WAV fmt chunk is {size} bytes")
+                fmt = _read_exact(fp, size + (size & 1))[:size]
+                if len(fmt) < size:
+                    raise InputError(f"cannot read '{name}': WAV header is truncated")
+            elif not _skip(fp, size + (size & 1)):  # LIST, fact, ...: read past, in pieces
+                raise InputError(f"cannot read '{name}': WAV header is truncated")
         if fmt is None or len(fmt) < 16:
             raise InputError(f"cannot read '{name}': WAV stream has no valid fmt chunk")
         tag, channels, rate, _, align, bits = struct.unpack("<HHIIHH", fmt[:16])
@@ -225,6 +228,16 @@ def _decode_pcm(raw: bytes, dtype: str, bits: int, channels: int) -> np.ndarray:
         else:
             x = x.astype(np.float32)
     return np.ascontiguousarray(x.reshape(-1, channels).T)
+
+
+def _skip(fp: BinaryIO, n: int) -> bool:
+    """Read and drop n bytes without holding them; False if the stream ends first."""
+    while n > 0:
+        got = len(_read_exact(fp, min(n, 1 << 16)))
+        if got == 0:
+            return False
+        n -= got
+    return True
 
 
 def _read_exact(fp: BinaryIO, n: int) -> bytes:

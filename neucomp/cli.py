@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from neucomp import __version__
-from neucomp.errors import InputError, NeucompError
+from neucomp.errors import InputError, NeucompError, UsageError
 
 BANDWIDTHS = "1.5, 3, 6, 12, 24"
 EXIT_FAILURES = 1  # a batch where some files failed
@@ -113,6 +113,11 @@ def _single_target(src: str, dst: str, suffix: str) -> str:
     return dst
 
 
+def _folder_output(dst: str) -> None:
+    if dst == "-":
+        raise UsageError("a folder IN needs a folder OUT, not -")
+
+
 def _finish_batch(summary, quiet: bool) -> None:
     lines = summary.lines()
     if not quiet or summary.failures:
@@ -177,6 +182,7 @@ def compress(
 
     codec.set_threads(threads)
     if src != "-" and Path(src).is_dir():
+        _folder_output(dst)
         codec.load_model(model).config.n_codebooks_for(bandwidth)  # fail once, not per file
         options = {"bandwidth": bandwidth, "lm": lm, "model": model}
         summary = batch.run_batch(
@@ -207,6 +213,12 @@ def compress(
 @click.option("--float", "float_wav", is_flag=True, help="Write 32-bit float WAV.")
 @click.option("--salvage", is_flag=True, help="Replace damaged chunks with silence.")
 @click.option(
+    "--model",
+    metavar="NAME|PATH",
+    default=None,
+    help="Codec model file to use (default: the installed one the file names).",
+)
+@click.option(
     "--format",
     "fmt",
     type=click.Choice(["wav", "flac"]),
@@ -223,6 +235,7 @@ def decompress(
     dst: str,
     float_wav: bool,
     salvage: bool,
+    model: str | None,
     fmt: str,
     force: bool,
     quiet: bool,
@@ -238,7 +251,8 @@ def decompress(
 
     codec.set_threads(threads)
     if src != "-" and Path(src).is_dir():
-        options = {"float_wav": float_wav, "salvage": salvage}
+        _folder_output(dst)
+        options = {"float_wav": float_wav, "salvage": salvage, "model": model}
         summary = batch.run_batch(
             src,
             dst,
@@ -253,7 +267,9 @@ def decompress(
         _finish_batch(summary, quiet)
         return
     dst = _single_target(src, dst, f".{fmt}")
-    r = codec.decompress_file(src, dst, float_wav=float_wav, salvage=salvage, force=force)
+    r = codec.decompress_file(
+        src, dst, float_wav=float_wav, salvage=salvage, force=force, model=model
+    )
     for warning in r.warnings:
         click.echo(f"neucomp: warning: {warning}", err=True)
     _say(

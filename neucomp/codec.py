@@ -72,11 +72,14 @@ def load_model(name: str | os.PathLike | None = None) -> Codec:
     return _MODELS[key]
 
 
-def _model_for(header: Header, model: Codec | None) -> Codec:
-    """The installed model that made this stream, or a ModelError saying what is missing."""
+def _model_for(header: Header, model: Codec | str | os.PathLike | None) -> Codec:
+    """The model that made this stream (installed, or the one given by name or path),
+    or a ModelError saying what is missing."""
     from neucomp.model import resolve_model_path
 
     want = header.model_hash.hex()
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(model)
     if model is None:
         try:
             resolve_model_path(header.model_name)
@@ -286,9 +289,12 @@ def decompress_stream(
     open_sink: Callable[[Header], AudioSink],
     *,
     salvage: bool = False,
-    model: Codec | None = None,
+    model: Codec | str | os.PathLike | None = None,
 ) -> Result:
-    """Decode a .ecdc stream; ``open_sink(header)`` gives where the audio blocks go."""
+    """Decode a .ecdc stream; ``open_sink(header)`` gives where the audio blocks go.
+
+    ``model`` overrides the installed model named in the header (its hash must match).
+    """
     from neucomp.coding.packing import unpack_codes
     from neucomp.container import Coder, EcdcReader
 
@@ -395,6 +401,7 @@ def decompress_file(
     float_wav: bool = False,
     salvage: bool = False,
     force: bool = False,
+    model: str | os.PathLike | None = None,
 ) -> Result:
     """Decompress the .ecdc file ``src`` (or ``"-"``) into ``dst`` (.wav/.flac or ``"-"``)."""
     fmt, subtype = A.output_format(dst, float_wav)
@@ -403,7 +410,7 @@ def decompress_file(
         with A.atomic_output(dst, force) as out:
             lazy = _LazyWriter(out, fmt, subtype)
             try:
-                result = decompress_stream(fp, lazy.open, salvage=salvage)
+                result = decompress_stream(fp, lazy.open, salvage=salvage, model=model)
             finally:
                 if lazy.writer is not None:
                     lazy.writer.close()
@@ -468,12 +475,15 @@ class _Collect:
             self.blocks.append(block)
 
 
-def decompress(data: bytes, *, salvage: bool = False) -> tuple[np.ndarray, int]:
+def decompress(
+    data: bytes, *, salvage: bool = False, model: str | None = None
+) -> tuple[np.ndarray, int]:
     """Decompress .ecdc bytes to ``(audio [C, T] float32, sample_rate)`` at the original
     rate, channel count and length. With ``salvage``, damaged chunks become silence (and
-    a warning) instead of an error."""
+    a warning) instead of an error. ``model`` (a name or path) overrides the installed
+    model the stream names; its weights must still be the ones that made the stream."""
     collect = _Collect()
-    result = decompress_stream(io.BytesIO(data), lambda h: collect, salvage=salvage)
+    result = decompress_stream(io.BytesIO(data), lambda h: collect, salvage=salvage, model=model)
     for message in result.warnings:
         warnings.warn(message, stacklevel=2)
     audio = np.concatenate(collect.blocks, axis=1) if collect.blocks else None

@@ -89,6 +89,18 @@ def test_wav_stream_without_sizes(subtype, size_field):
     np.testing.assert_array_equal(got, expected.T)
 
 
+def test_wav_stream_skips_extra_chunks_and_rejects_sizeless_ones():
+    x = make_audio(500, 8000)
+    data = pipe_wav_bytes(x, 8000, size_field=1000)
+    extra = b"LIST" + struct.pack("<I", 5) + b"abcde\0"  # odd size: one pad byte
+    with_list = data[:36] + extra + data[36:]
+    y, _ = A.read_audio(Pipe(with_list))
+    assert y.shape == x.shape and np.max(np.abs(y - x)) < 1e-4
+    sizeless = data[:36] + b"LIST" + b"\xff" * 4 + data[36:]
+    with pytest.raises(InputError, match="has no length"):
+        A.read_audio(Pipe(sizeless))
+
+
 def test_wav_file_with_zero_sizes_is_read_to_the_end(tmp_path):
     x = make_audio(1234, 16000)
     path = tmp_path / "dump.wav"

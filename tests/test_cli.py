@@ -115,6 +115,31 @@ def test_version_and_help(run):
         assert command in helptext
 
 
+@pytest.mark.parametrize(
+    ("ext", "fmt", "subtype", "rate"),
+    [
+        ("wav", "WAV", "PCM_U8", 8000),
+        ("wav", "WAV", "PCM_16", 16000),
+        ("wav", "WAV", "PCM_24", 22050),
+        ("wav", "WAV", "PCM_32", 44100),
+        ("wav", "WAV", "FLOAT", 48000),
+        ("flac", "FLAC", "PCM_24", 96000),
+        ("ogg", "OGG", "VORBIS", 44100),
+        ("opus", "OGG", "OPUS", 48000),
+        ("mp3", "MP3", "MPEG_LAYER_III", 44100),
+        ("aiff", "AIFF", "PCM_16", 22050),
+    ],
+)
+def test_every_input_format(run, tmp_path, ext, fmt, subtype, rate):
+    src = write_audio(tmp_path / f"in.{ext}", make_audio(rate // 5, rate, 2), rate,
+                      format=fmt, subtype=subtype)  # fmt: skip
+    frames = sf.info(str(src)).frames  # what a reader sees (lossy codecs pad)
+    assert run("compress", "-q", src, tmp_path / "x.ecdc").exit_code == 0
+    assert run("decompress", "-q", tmp_path / "x.ecdc", tmp_path / "out.wav").exit_code == 0
+    info = sf.info(str(tmp_path / "out.wav"))
+    assert (info.samplerate, info.channels, info.frames) == (rate, 2, frames)
+
+
 # -------------------------------------------------------------------------- bad input
 
 
@@ -156,6 +181,11 @@ def test_output_exists_and_folder_missing(run, song, ecdc, tmp_path):
     assert_one_line_error(r, 3, "does not exist")
     r = run("decompress", ecdc, tmp_path / "missing" / "x.wav")
     assert_one_line_error(r, 3, "does not exist")
+
+
+def test_folder_input_needs_folder_output(run, tmp_path):
+    r = run("compress", tmp_path, "-")
+    assert_one_line_error(r, 6, "needs a folder OUT")
 
 
 def test_unsupported_output_extension(run, ecdc, tmp_path):
@@ -214,6 +244,9 @@ def test_unknown_model_and_other_weights(run, song, tmp_path):
     assert_one_line_error(r, 5, "needs model 'other_model' with weights")
     r = run("decompress", b, tmp_path / "b.wav")
     assert_one_line_error(r, 5, "different weights of model 'neucomp_24khz'")
+    r = run("decompress", "-q", "--model", foreign, a, tmp_path / "a.wav")  # given by path
+    assert r.exit_code == 0 and (tmp_path / "a.wav").is_file()
+    (tmp_path / "a.wav").unlink()
     r = run("compress", "--model", "nonesuch", song, tmp_path / "c.ecdc")
     assert_one_line_error(r, 5, "'nonesuch' is not installed")
     assert sorted(p.name for p in tmp_path.glob("*.*")) == ["a.ecdc", "b.ecdc", "song.wav"]

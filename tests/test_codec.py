@@ -175,3 +175,29 @@ def test_import_is_light():
     code = "import sys, neucomp, neucomp.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_stereo_model_channel_rule(tmp_path):
+    """A stereo model: 6 channels fold onto L/R (even → L, odd → R) and come back as
+    L, R, L, R, L, R; mono is duplicated on the way in and averaged on the way out."""
+    import dataclasses
+
+    from conftest import tiny_config
+
+    from neucomp.model import Codec, save_model
+
+    cfg = tiny_config("stereo_test")
+    cfg = dataclasses.replace(cfg, seanet=dataclasses.replace(cfg.seanet, channels=2))
+    torch.manual_seed(0)
+    path = tmp_path / "stereo_test.pt"
+    save_model(Codec(cfg), path)
+    x = make_audio(4000, 16000, channels=6)
+    data = neucomp.compress(x, 16000, model=str(path))
+    header = EcdcReader(io.BytesIO(data)).header
+    assert (header.model_channels, header.original_channels) == (2, 6)
+    y, _ = neucomp.decompress(data, model=str(path))
+    assert y.shape == (6, 4000)
+    assert np.array_equal(y[0], y[2]) and np.array_equal(y[1], y[3])
+    assert not np.array_equal(y[0], y[1])
+    mono, _ = neucomp.decompress(neucomp.compress(x[:1], 16000, model=str(path)), model=str(path))
+    assert mono.shape == (1, 4000)
