@@ -114,24 +114,23 @@ def _model_for(header: Header, model: Codec | str | os.PathLike | None) -> Codec
 
 
 def _lm_coder(model: Codec, want_hash: bytes | None = None):
-    """The LM range coder that belongs to ``model`` (neucomp.coding.range)."""
+    """The LM range coder of ``model`` (``<models>/<name>.lm``), checked against the codec
+    weights and, when decoding, against the LM hash the stream records."""
     try:
-        from neucomp.coding.range import LMCoder
+        from neucomp.coding.range import LMCoder, default_lm_path
     except ImportError:
         raise UsageError("the LM coder is not available in this installation") from None
-    from neucomp.model import models_dir
-
-    path = models_dir() / f"{model.config.name}.lm.pt"
+    name = model.config.name
+    path = default_lm_path(name)
     if not path.is_file():
         hint = f" with hash {want_hash.hex()[:12]}…" if want_hash else ""
-        raise ModelError(
-            f"the LM for model '{model.config.name}'{hint} is not installed ({path} is missing)"
-        )
+        raise ModelError(f"the LM for model '{name}'{hint} is not installed ({path} is missing)")
     coder = LMCoder.load(path)
+    coder.check_codec(model.weights_hash)
     if want_hash is not None and _hash_bytes(coder.hash) != want_hash:
         raise ModelError(
-            f"this file was coded with a different LM for model '{model.config.name}' "
-            f"(hash {want_hash.hex()[:12]}…)"
+            f"this file was coded with a different LM for model '{name}' "
+            f"(hash {want_hash.hex()[:12]}…; installed: {_hash_bytes(coder.hash).hex()[:12]}…)"
         )
     return coder
 

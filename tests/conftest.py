@@ -106,3 +106,21 @@ def pipe_wav_bytes(audio: np.ndarray, sample_rate: int, size_field: int = 0xFFFF
     data[4:8] = struct.pack("<I", size_field)
     data[40:44] = struct.pack("<I", size_field)
     return bytes(data)
+
+
+@pytest.fixture
+def tiny_lm(tiny_model, model_dir: Path) -> Path:
+    """A tiny random-weight LM for the tiny model, installed next to it (`--lm`)."""
+    range_coder = pytest.importorskip("neucomp.coding.range")
+    import torch
+
+    from neucomp.nn.intlm import quantize_lm
+    from neucomp.nn.lm import CodesLM, LMConfig
+
+    path = range_coder.default_lm_path(tiny_model.config.name)
+    if not path.is_file():
+        torch.manual_seed(0)
+        lm = CodesLM(LMConfig(dim=16, layers=1, heads=2, ff=32, window=8))
+        calibration = [torch.randint(0, 1024, (2, 8, 16))]
+        range_coder.save_lm(quantize_lm(lm, calibration), path, tiny_model.weights_hash)
+    return path

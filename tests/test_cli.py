@@ -330,3 +330,21 @@ def test_ctrl_c_leaves_no_temp_file(cli_env, tmp_path):
     assert proc.returncode == 130, err.decode()
     assert b"Traceback" not in err and b"interrupted" in err
     assert sorted(os.listdir(tmp_path)) == ["long.wav"]
+
+
+def test_lm_flag(run, tiny_lm, song, tmp_path, monkeypatch):
+    out = tmp_path / "lm.ecdc"
+    assert run("compress", "-q", "--lm", song, out).exit_code == 0
+    assert json.loads(run("info", "--json", out).stdout)["coder"] == "lm"
+    assert run("decompress", "-q", out, tmp_path / "lm.wav").exit_code == 0
+    assert sf.info(str(tmp_path / "lm.wav")).frames == 22050
+    # Without the LM installed, both directions say what is missing.
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "neucomp_24khz.pt").write_bytes((tiny_lm.parent / "neucomp_24khz.pt").read_bytes())
+    monkeypatch.setenv("NEUCOMP_MODEL_DIR", str(bare))
+    r = run("compress", "--lm", song, tmp_path / "x.ecdc")
+    assert_one_line_error(r, 5, "the LM for model 'neucomp_24khz' is not installed")
+    r = run("decompress", out, tmp_path / "x.wav")
+    assert_one_line_error(r, 5, "the LM for model 'neucomp_24khz' with hash")
+    assert not (tmp_path / "x.ecdc").exists() and not (tmp_path / "x.wav").exists()
