@@ -1,0 +1,393 @@
+"""`make bench`: speed, memory and batch throughput of whatever model is installed.
+
+    python -m neucomp.eval.bench [--quick] [--model NAME] [--source FILE] [--runs N]
+
+- Real-time factor (audio seconds per wall second) of the Python API on one thread,
+  encode (`neucomp.compress`) and decode (`neucomp.decompress`) apart, at every bandwidth
+  of the model, with the plain and (when installed) the LM coder; median and min–max of
+  several runs after one warm-up. Model load time is measured apart.
+- Peak RSS of the real CLI compressing and decompressing a 1-minute and a 10-minute file
+  (48 kHz stereo WAV, so resampling and channel mapping are in the path): the two must
+  be close, since memory must not grow with the length.
+- Batch throughput of `neucomp compress DIR OUT` with --jobs 1 and --jobs 2.
+
+Results go to bench/results.json; the table printed at the end shows the change against
+the last committed bench/results.json (`git show HEAD:bench/results.json`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from neucomp.errors import NeucompError
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = Path("bench/results.json")
+SCRATCH = Path("bench/tmp")
+DEVEVAL = Path("data/deveval")
+SAMPLE = Path("tests/data/sample.flac")
+RATE = 24000  # the recording is handed to the API at the model's own rate, mono
+LONG_RATE, LONG_CHANNELS = 48000, 2  # the long CLI files: a common "real" format
+
+
+# ----------------------------------------------------------------------------- source
+
+
+def load_source(seconds: float, source: Path | None) -> tuple[np.ndarray, str]:
+    """`seconds` of real audio as mono float32 at RATE, and where it came from.
+
+    From --source, else the dev-eval clips concatenated in sorted order, else
+    tests/data/sample.flac; looped when shorter. A synthetic signal is the last resort
+    and is said so in the results.
+    """
+    from neucomp.eval.runner import load_reference
+
+    if source is not None:
+        files, origin = [source], str(source)
+    elif DEVEVAL.is_dir() and sorted(DEVEVAL.rglob("*.flac")):
+        files = sorted(DEVEVAL.rglob("*.flac"))
+        origin = f"{DEVEVAL}: {len(files)} dev-eval clips concatenated"
+    elif SAMPLE.is_file():
+        files, origin = [SAMPLE], str(SAMPLE)
+    else:
+        files, origin = [], "synthetic (no dev-eval set: run `make eval-data`)"
+    need = int(seconds * RATE)
+    parts: list[np.ndarray] = []
+    for f in files:
+        parts.append(load_reference(f, RATE))
+        if sum(len(p) for p in parts) >= need:
+            break
+    if parts:
+        audio = np.concatenate(parts)
+        if len(audio) < need:
+            origin += f" (looped from {len(audio) / RATE:.1f} s)"
+    else:
+        t = np.arange(need) / RATE
+        audio = 0.3 * np.sin(2 * np.pi * 220 * t * (1 + 0.1 * np.sin(2 * np.pi * 0.5 * t)))
+        audio += 0.02 * np.random.default_rng(0).standard_normal(need)
+    return np.resize(audio, need).astype(np.float32), origin
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "runs": len(values),
+    }
+
+
+def _rtf_runs(fn: Callable[[], object], seconds: float, runs: int) -> dict[str, float]:
+    """Real-time factors of `runs` timed calls (after the caller's warm-up)."""
+    rtfs = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        rtfs.append(seconds / (time.perf_counter() - start))
+    return _stats(rtfs)
+
+
+def bench_rtf(
+    audio: np.ndarray, bandwidths: list[float], runs: int, model: str | None, notes: list[str]
+) -> dict:
+    """{"plain"|"lm": {"encode"|"decode": {bandwidth: stats}}, ...} on one thread."""
+    import neucomp
+
+    seconds = len(audio) / RATE
+    out: dict = {}
+    for coder in ("plain", "lm"):
+        lm = coder == "lm"
+        try:
+            neucomp.compress(audio[:RATE], RATE, bandwidths[0], lm=lm, model=model)
+        except NeucompError as err:
+            notes.append(f"{coder} coder skipped: {err}")
+            continue
+        for bw in bandwidths:
+            data = neucomp.compress(audio, RATE, bw, lm=lm, model=model)  # warm-up
+            neucomp.decompress(data)
+            enc = _rtf_runs(
+                lambda bw=bw, lm=lm: neucomp.compress(audio, RATE, bw, lm=lm, model=model),
+                seconds,
+                runs,
+            )
+            dec = _rtf_runs(lambda data=data: neucomp.decompress(data), seconds, runs)
+            enc["kbps"] = len(data) * 8 / seconds / 1000
+            out.setdefault(coder, {}).setdefault("encode", {})[f"{bw:g}"] = enc
+            out[coder].setdefault("decode", {})[f"{bw:g}"] = dec
+            print(
+                f"  {coder:5s} {bw:>4g} kbps: encode {enc['median']:6.1f}x  "
+                f"decode {dec['median']:6.1f}x real time",
+                flush=True,
+            )
+    return out
+
+
+# ----------------------------------------------------------------------------- CLI runs
+
+
+def _cli(*args: str, model: str | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "neucomp", *args, "-q", "-f"]
+    return cmd + (["--model", model] if model and args[0] == "compress" else [])
+
+
+# Linux counts a child's pre-exec memory in its peak RSS, so a child forked from this
+# process (torch and a model loaded) would report at least our size. A small launcher
+# process forks the command instead and reports that child's own rusage.
+_LAUNCHER = """
+import json, os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    json.dump({"code": os.waitstatus_to_exitcode(status), "maxrss_kb": usage.ru_maxrss}, f)
+"""
+
+
+def run_measured(cmd: list[str], tmp: Path) -> dict[str, float]:
+    """Run a command; its wall time and peak RSS in MiB (its own and its waited children's)."""
+    report = tmp / "rusage.json"
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, str(report), *cmd],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wall = time.perf_counter() - start
+    usage = json.loads(report.read_text()) if report.exists() else {"code": proc.returncode}
+    report.unlink(missing_ok=True)
+    if usage["code"] != 0:
+        raise RuntimeError(f"{' '.join(cmd[2:])} failed ({usage['code']}): {proc.stderr[-400:]}")
+    return {"peak_rss_mb": usage["maxrss_kb"] / 1024, "wall_s": wall}
+
+
+def _write_long(path: Path, audio: np.ndarray, seconds: float) -> None:
+    """`seconds` of the looped recording as 16-bit WAV at LONG_RATE, LONG_CHANNELS."""
+    import soundfile as sf
+    import soxr
+
+    hi = soxr.resample(audio, RATE, LONG_RATE, quality="HQ").astype(np.float32)
+    frames = int(seconds * LONG_RATE)
+    with sf.SoundFile(str(path), "w", LONG_RATE, LONG_CHANNELS, "PCM_16") as f:
+        for start in range(0, frames, len(hi)):
+            block = hi[: min(len(hi), frames - start)]
+            f.write(np.repeat(block[:, None], LONG_CHANNELS, axis=1))
+
+
+def bench_memory(
+    audio: np.ndarray, lengths: list[float], bandwidth: float, model: str | None, tmp: Path
+) -> dict:
+    """Peak RSS and wall time of CLI compress and decompress at each file length."""
+    out = {}
+    for seconds in lengths:
+        src, ecdc, back = tmp / f"long{seconds:g}.wav", tmp / "long.ecdc", tmp / "back.wav"
+        _write_long(src, audio, seconds)
+        cmd = _cli("compress", str(src), str(ecdc), "-b", f"{bandwidth:g}", model=model)
+        comp = run_measured(cmd, tmp)
+        dec = run_measured(_cli("decompress", str(ecdc), str(back)), tmp)
+        out[f"{seconds:g}s"] = {"compress": comp, "decompress": dec}
+        print(
+            f"  {seconds:g} s: compress {comp['peak_rss_mb']:.0f} MB "
+            f"{comp['wall_s']:.1f} s, decompress {dec['peak_rss_mb']:.0f} MB {dec['wall_s']:.1f} s",
+            flush=True,
+        )
+        for p in (src, ecdc, back):
+            p.unlink(missing_ok=True)
+    return out
+
+
+def bench_batch(
+    audio: np.ndarray, n_files: int, bandwidth: float, model: str | None, tmp: Path
+) -> dict:
+    """`neucomp compress DIR OUT` over `n_files` slices of the recording, --jobs 1 and 2."""
+    import soundfile as sf
+
+    src = tmp / "batch_in"
+    src.mkdir(parents=True, exist_ok=True)
+    for i, piece in enumerate(np.array_split(audio, n_files)):
+        sf.write(str(src / f"clip{i:02d}.wav"), piece, RATE, subtype="PCM_16")
+    total = len(audio) / RATE
+    out: dict = {"files": n_files, "audio_s": total}
+    for jobs in (1, 2):
+        dst = tmp / f"batch_out{jobs}"
+        cmd = _cli(
+            "compress", str(src), str(dst), "-b", f"{bandwidth:g}", "--jobs", str(jobs), model=model
+        )
+        run = run_measured(cmd, tmp)
+        run["x_realtime"] = total / run["wall_s"]
+        out[f"jobs{jobs}"] = run
+        print(
+            f"  --jobs {jobs}: {run['wall_s']:.1f} s, {run['x_realtime']:.1f}x real time",
+            flush=True,
+        )
+        shutil.rmtree(dst, ignore_errors=True)
+    shutil.rmtree(src, ignore_errors=True)
+    return out
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def flatten(doc: dict, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves as {"a.b.c": value} (run counts left out)."""
+    flat: dict[str, float] = {}
+    for key, value in doc.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            flat.update(flatten(value, name))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and key != "runs":
+            flat[name] = float(value)
+    return flat
+
+
+def committed_results() -> dict | None:
+    """bench/results.json as of the last commit, or None."""
+    try:
+        text = subprocess.run(
+            ["git", "show", f"HEAD:{RESULTS.as_posix()}"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=REPO,
+        ).stdout
+        return json.loads(text)
+    except (subprocess.CalledProcessError, FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def table(results: dict, previous: dict | None) -> str:
+    """Every measured number, and its change against `previous` where both have it."""
+    new = flatten(
+        {k: results[k] for k in ("load_model_s", "rtf", "memory", "batch") if k in results}
+    )
+    old = flatten(previous) if previous else {}
+    lines = ["| measure | value | last commit | change |", "|---|---:|---:|---:|"]
+    for name, value in new.items():
+        before = old.get(name)
+        change = f"{(value - before) / before * 100:+.1f} %" if before else "–"
+        prev = f"{before:.3g}" if before is not None else "–"
+        lines.append(f"| {name} | {value:.3g} | {prev} | {change} |")
+    return "\n".join(lines)
+
+
+def _meta(model_name: str | None, origin: str, args: argparse.Namespace) -> dict:
+    import torch
+
+    import neucomp
+
+    codec = neucomp.load_model(model_name)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+    ).stdout.strip()
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else platform.processor()
+    )
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": commit,
+        "model": {"name": codec.config.name, "hash": codec.weights_hash},
+        "source": origin,
+        "quick": args.quick,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "load_avg_start": os.getloadavg()[0],
+    }
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m neucomp.eval.bench", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="A fast smoke run (fewer, shorter).")
+    parser.add_argument("--model", default=None, help="Model name or path (default: 24 kHz).")
+    parser.add_argument("--source", type=Path, default=None, help="Recording to time on.")
+    parser.add_argument("--runs", type=int, default=None, help="Timed runs per measure (≥5).")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="Results JSON.")
+    args = parser.parse_args(argv)
+
+    t0 = time.perf_counter()
+    import torch
+
+    torch.set_num_threads(1)
+    import_s = time.perf_counter() - t0
+    import neucomp
+
+    try:
+        t0 = time.perf_counter()
+        codec = neucomp.load_model(args.model)
+        load_s = time.perf_counter() - t0
+    except NeucompError as err:
+        print(f"bench: {err}", file=sys.stderr)
+        return 1
+
+    quick = args.quick
+    runs = args.runs or (2 if quick else 5)
+    bandwidths = list(codec.config.bandwidths)
+    if quick:
+        bandwidths = [bandwidths[0], bandwidths[len(bandwidths) // 2]]
+    audio, origin = load_source(10.0 if quick else 30.0, args.source)
+    notes: list[str] = []
+    results: dict = {"meta": _meta(args.model, origin, args), "notes": notes}
+    results["load_model_s"] = load_s
+    results["import_torch_s"] = import_s
+    print(f"model {codec.config.name} loaded in {load_s:.2f} s; source: {origin}", flush=True)
+
+    print(f"real-time factor, 1 thread, {len(audio) / RATE:.0f} s, median of {runs}:", flush=True)
+    results["rtf"] = bench_rtf(audio, bandwidths, runs, args.model, notes)
+
+    tmp = SCRATCH
+    tmp.mkdir(parents=True, exist_ok=True)
+    default_bw = 6.0 if 6.0 in codec.config.bandwidths else bandwidths[0]
+    lengths = [10.0, 60.0] if quick else [60.0, 600.0]
+    print(f"peak RSS of the CLI at {default_bw:g} kbps ({LONG_RATE} Hz stereo WAV):", flush=True)
+    results["memory"] = bench_memory(audio, lengths, default_bw, args.model, tmp)
+
+    print("batch throughput:", flush=True)
+    results["batch"] = bench_batch(audio, 4 if quick else 8, default_bw, args.model, tmp)
+    results["meta"]["load_avg_end"] = os.getloadavg()[0]
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    for note in notes:
+        print(f"note: {note}")
+    print()
+    print(table(results, committed_results()))
+    print(f"\nwritten {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""`make bench` helpers: honest peak-RSS measurement and the comparison table."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from neucomp.eval import bench
+
+
+def test_peak_rss_is_the_commands_own(tmp_path: Path) -> None:
+    # The bench process is big (torch is loaded); a small child must not inherit that.
+    import torch  # noqa: F401
+
+    small = bench.run_measured([sys.executable, "-c", "pass"], tmp_path)
+    big = bench.run_measured(
+        [
+            sys.executable,
+            "-c",
+            "b = bytearray(300 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096])",
+        ],
+        tmp_path,
+    )
+    assert small["peak_rss_mb"] < 100
+    assert big["peak_rss_mb"] > small["peak_rss_mb"] + 250
+    assert big["wall_s"] > 0
+
+
+def test_failing_command_raises(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="failed"):
+        bench.run_measured([sys.executable, "-c", "raise SystemExit(3)"], tmp_path)
+
+
+def test_table_shows_change_against_previous_results() -> None:
+    new = {
+        "load_model_s": 0.5,
+        "rtf": {"plain": {"encode": {"6": {"median": 12.0, "runs": 5}}}},
+        "memory": {"600s": {"compress": {"peak_rss_mb": 300.0}}},
+    }
+    old = {"rtf": {"plain": {"encode": {"6": {"median": 10.0, "runs": 5}}}}}
+    lines = bench.table(new, old).splitlines()
+    rows = {line.split("|")[1].strip(): line for line in lines[2:]}
+    assert set(rows) == {
+        "load_model_s",
+        "rtf.plain.encode.6.median",
+        "memory.600s.compress.peak_rss_mb",
+    }
+    assert "+20.0 %" in rows["rtf.plain.encode.6.median"]
+    assert rows["load_model_s"].rstrip().endswith("| – | – |")
+
+
+def test_source_is_looped_to_the_asked_length(tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    clip = tmp_path / "clip.flac"
+    sf.write(str(clip), np.sin(np.arange(16000) / 5.0) * 0.3, 16000)
+    audio, origin = bench.load_source(2.5, clip)
+    assert len(audio) == int(2.5 * bench.RATE) and audio.dtype == np.float32
+    assert str(clip) in origin and "looped" in origin
