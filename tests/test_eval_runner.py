@@ -27,6 +27,7 @@ def refs(tmp_path: Path) -> Path:
     _write(tmp_path / "speech" / "nested" / "s2.flac", 1.2, 22050, 1)
     _write(tmp_path / "music" / "m1.wav", 1.0, 44100, 2)
     (tmp_path / "music" / "notes.txt").write_text("not audio")
+    _write(tmp_path / ".scratch" / "speech" / "raw.wav", 0.5, 16000, 1)
     return tmp_path
 
 

@@ -53,12 +53,13 @@ def load_source(seconds: float, source: Path | None) -> tuple[np.ndarray, str]:
     tests/data/sample.flac; looped when shorter. A synthetic signal is the last resort
     and is said so in the results.
     """
-    from neucomp.eval.runner import load_reference
+    from neucomp.eval.runner import audio_files_under, load_reference
 
+    clips = audio_files_under(DEVEVAL) if DEVEVAL.is_dir() else []
     if source is not None:
         files, origin = [source], str(source)
-    elif DEVEVAL.is_dir() and sorted(DEVEVAL.rglob("*.flac")):
-        files = sorted(DEVEVAL.rglob("*.flac"))
+    elif clips:
+        files = clips
         origin = f"{DEVEVAL}: {len(files)} dev-eval clips concatenated"
     elif SAMPLE.is_file():
         files, origin = [SAMPLE], str(SAMPLE)

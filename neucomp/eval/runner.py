@@ -62,19 +62,11 @@ def category_of(path: Path) -> str:
 
 def find_files(refs: Iterable[str | os.PathLike]) -> list[EvalFile]:
     """Audio files named by `refs` (files, or folders searched recursively), sorted."""
-    from neucomp.audio import AUDIO_EXTENSIONS
-
     found: list[Path] = []
     for ref in refs:
         path = Path(ref)
         if path.is_dir():
-            found.extend(
-                p
-                for p in sorted(path.rglob("*"))
-                if p.is_file()
-                and p.suffix.lower() in AUDIO_EXTENSIONS
-                and not p.name.startswith(".")
-            )
+            found.extend(audio_files_under(path))
         elif path.is_file():
             found.append(path)
         else:
@@ -82,6 +74,19 @@ def find_files(refs: Iterable[str | os.PathLike]) -> list[EvalFile]:
     if not found:
         raise InputError("no audio files found in " + ", ".join(str(r) for r in refs))
     return [EvalFile(p, category_of(p)) for p in dict.fromkeys(found)]
+
+
+def audio_files_under(folder: Path) -> list[Path]:
+    """Audio files below `folder`, sorted, skipping hidden files and folders (scratch, .git)."""
+    from neucomp.audio import AUDIO_EXTENSIONS
+
+    return [
+        p
+        for p in sorted(folder.rglob("*"))
+        if p.suffix.lower() in AUDIO_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and p.is_file()
+    ]
 
 
 def load_reference(path: Path, rate: int = EVAL_RATE) -> np.ndarray:
