@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 
 CHUNK_FRAMES = 750  # frames per container chunk: 10 s at 24 kHz / hop 320
 DEFAULT_BANDWIDTH = 6.0
+# Frames per decoder call: the decoder's full-rate activations for a whole 10 s chunk
+# would take hundreds of MB with the full-width model; 2 s pieces keep memory small
+# (streaming makes the result independent of the split).
+DECODE_FRAMES = 150
 
 
 # ----------------------------------------------------------------------------- models
@@ -319,12 +323,17 @@ def decompress_stream(
     with torch.inference_mode():
         for chunk in reader.iter_chunks(salvage=salvage):
             if chunk.payload is None:  # damaged (salvage mode): silence, fresh decoder state
-                wav = np.zeros((h.model_channels, chunk.num_frames * hop), np.float32)
+                emit(
+                    model_tail.push(
+                        np.zeros((h.model_channels, chunk.num_frames * hop), np.float32)
+                    )
+                )
                 decoder = model.stream_decoder()
-            else:
-                codes = _decode_payload(chunk, coder, k, unpack_codes)
-                wav = decoder.push(torch.from_numpy(codes)[None])[0].numpy()
-            emit(model_tail.push(wav))
+                continue
+            codes = torch.from_numpy(_decode_payload(chunk, coder, k, unpack_codes))
+            for start in range(0, codes.shape[1], DECODE_FRAMES):
+                part = codes[None, :, start : start + DECODE_FRAMES]
+                emit(model_tail.push(decoder.push(part)[0].numpy()))
         trailer = reader.trailer
         emit(model_tail.finish(trailer.model_samples, "model-rate"), last=True)
         sink.write(out_tail.finish(trailer.original_samples, "original"))
