@@ -1,0 +1,177 @@
+"""Tests for the corpus builder's measuring, dedupe, manifest and sampling logic.
+
+Everything runs on synthetic in-memory audio: no package is downloaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from neucomp import datasets as ds
+from neucomp.train import corpus
+
+
+def lowpassed_noise(cutoff_hz: float, rate: int = 44100, seconds: float = 3.0) -> np.ndarray:
+    """White noise with everything above `cutoff_hz` removed, over a −100 dB noise floor."""
+    rng = np.random.default_rng(1)
+    n = int(rate * seconds)
+    spec = np.fft.rfft(rng.standard_normal(n))
+    spec[np.fft.rfftfreq(n, 1 / rate) > cutoff_hz] = 0
+    x = np.fft.irfft(spec, n)
+    x *= 0.3 / np.max(np.abs(x))
+    return x + 1e-5 * rng.standard_normal(n)
+
+
+@pytest.mark.parametrize("cutoff", [4000.0, 11000.0])
+def test_bandwidth_of_lowpassed_noise(cutoff: float) -> None:
+    bw = ds.bandwidth_hz(lowpassed_noise(cutoff), 44100)
+    assert abs(bw - cutoff) < 150
+
+
+def test_bandwidth_ignores_isolated_tone_and_handles_silence() -> None:
+    rate = 44100
+    x = lowpassed_noise(4000.0, rate)
+    t = np.arange(x.size) / rate
+    x_tone = x + 0.001 * np.sin(2 * np.pi * 15000 * t)  # a quiet whistle far above
+    assert ds.bandwidth_hz(x_tone, rate) < 4200
+    assert ds.bandwidth_hz(np.zeros(rate), rate) == 0.0
+
+
+def test_bandwidth_of_full_band_noise_reaches_nyquist() -> None:
+    x = np.random.default_rng(0).standard_normal(48000) * 0.1
+    assert ds.bandwidth_hz(x, 24000) > 11500
+
+
+def test_audio_hash_finds_same_audio_in_other_container(tmp_path: Path) -> None:
+    x = np.round(16000 * lowpassed_noise(5000.0, 22050, 1.0)).astype(np.int16)
+    sf.write(tmp_path / "a.wav", x, 22050, subtype="PCM_16")
+    sf.write(tmp_path / "b.flac", x, 22050, subtype="PCM_16")
+    a, _ = ds.decode(tmp_path / "a.wav")
+    b, _ = ds.decode(tmp_path / "b.flac")
+    assert ds.file_hash(tmp_path / "a.wav") != ds.file_hash(tmp_path / "b.flac")
+    assert ds.audio_hash(a) == ds.audio_hash(b)
+    c = b.copy()
+    c[0, 100] += 0.01
+    assert ds.audio_hash(c) != ds.audio_hash(b)
+
+
+def test_is_silent() -> None:
+    assert ds.is_silent(np.full((1, 1000), 1e-4, dtype=np.float32))
+    assert not ds.is_silent(np.full((1, 1000), 1e-2, dtype=np.float32))
+
+
+def _job(tmp_path: Path, audio: np.ndarray, rate: int, category: str = "music") -> corpus.Job:
+    src = tmp_path / "src.wav"
+    sf.write(src, audio.T, rate, subtype="PCM_16")
+    return corpus.Job(src, "x/src.wav", tmp_path / "c24.flac", tmp_path / "m48.flac", category, "")
+
+
+def test_convert_writes_24k_mono_and_48k_stereo(tmp_path: Path) -> None:
+    stereo = np.stack([lowpassed_noise(8000.0, 44100, 1.0)] * 2).astype(np.float32)
+    row = corpus.convert(_job(tmp_path, stereo, 44100))
+    assert row["status"] == "ok"
+    assert row["orig_rate"] == 44100 and row["orig_channels"] == 2
+    assert abs(row["bandwidth_hz"] - 8000) < 150
+    info24, info48 = sf.info(tmp_path / "c24.flac"), sf.info(tmp_path / "m48.flac")
+    assert (info24.samplerate, info24.channels) == (24000, 1)
+    assert (info48.samplerate, info48.channels) == (48000, 2)
+    assert abs(info24.frames - 24000) <= 1
+
+
+@pytest.mark.parametrize(
+    ("audio", "rate", "reason"),
+    [
+        (np.full((1, 8000), 0.1, dtype=np.float32), 11025, "rate"),
+        (np.full((1, 4000), 0.1, dtype=np.float32), 44100, "short"),
+        (np.zeros((1, 44100), dtype=np.float32), 44100, "silent"),
+    ],
+)
+def test_convert_rejects(tmp_path: Path, audio: np.ndarray, rate: int, reason: str) -> None:
+    row = corpus.convert(_job(tmp_path, audio, rate))
+    assert row["status"].startswith(reason)
+    assert not (tmp_path / "c24.flac").exists()
+
+
+def test_package_rules() -> None:
+    specs = {s.name: s for s in corpus.TRAIN_PACKAGES}
+    tux = specs["tuxpaint-stamps-default"]
+    assert tux.classify("usr/share/tuxpaint/stamps/a/cat_desc_fr.ogg") == ("speech", "fr")
+    assert tux.classify("usr/share/tuxpaint/stamps/a/cat_desc_pt_BR.wav") == ("speech", "pt_BR")
+    assert tux.classify("usr/share/tuxpaint/stamps/a/cat_desc.ogg") == ("speech", "en")
+    assert tux.classify("usr/share/tuxpaint/stamps/a/cat.ogg") == ("sfx", "")
+    fillets = specs["fillets-ng-data"]
+    assert fillets.classify("usr/share/games/fillets-ng/sound/elk/en/x.ogg") is None
+    assert fillets.classify("usr/share/games/fillets-ng/sound/share/x.ogg") == ("sfx", "")
+    assert fillets.classify("usr/share/games/fillets-ng/music/x.ogg") == ("music", "")
+    lmms = specs["lmms-common"]
+    assert lmms.classify("usr/share/lmms/samples/waveforms/saw.wav") is None
+    assert lmms.classify("usr/share/lmms/samples/drums/kick.ogg") == ("sfx", "")
+    assert not corpus.DEV_EVAL_PACKAGES & set(specs)
+
+
+def _entries() -> list[corpus.Entry]:
+    E = corpus.Entry
+    return [
+        E("a/1.flac", "a", "speech", 100.0, 12000.0, 44100, 1, "fr"),
+        E("b/1.flac", "b", "speech", 100.0, 7000.0, 16000, 1, "ru"),
+        E("c/1.flac", "c", "music", 900.0, 16000.0, 44100, 2),
+        E("c/2.flac", "c", "music", 100.0, 16000.0, 44100, 2),
+        E("d/1.flac", "d", "sfx", 10.0, 20000.0, 48000, 2),
+    ]
+
+
+def test_manifest_round_trip(tmp_path: Path) -> None:
+    entries = _entries()
+    path = tmp_path / "manifest.tsv"
+    corpus.write_manifest(path, [corpus.entry_row(e) for e in entries])
+    back = corpus.load_manifest(path)
+    assert back == sorted(entries, key=lambda e: e.path)
+    assert back[0].full_path == tmp_path / "a/1.flac"
+    assert path.read_text().splitlines()[0].split("\t") == list(corpus.MANIFEST_COLUMNS)
+
+
+def test_sampling_weights_balance_categories_and_bandwidth() -> None:
+    entries = _entries()
+    w = corpus.sampling_weights(entries)
+    assert sum(w) == pytest.approx(1.0)
+    by_cat = {c: 0.0 for c in corpus.CATEGORIES}
+    for wi, e in zip(w, entries, strict=True):
+        by_cat[e.category] += wi
+    assert by_cat == pytest.approx(corpus.DEFAULT_SHARES)
+    # Same duration, but b is telephone-band: it gets a quarter of a's mass (package
+    # tempering with power 0.5 turns the 4:1 mass ratio into 2:1).
+    assert w[0] / w[1] == pytest.approx(2.0)
+    assert w[2] / w[3] == pytest.approx(9.0)  # within a package: proportional to duration
+    w_untempered = corpus.sampling_weights(entries, package_power=1.0)
+    assert w_untempered[0] / w_untempered[1] == pytest.approx(4.0)
+
+
+def test_sampling_weights_missing_category_shares_redistributed() -> None:
+    entries = [e for e in _entries() if e.category != "sfx"]
+    w = corpus.sampling_weights(entries)
+    assert sum(w[:2]) == pytest.approx(0.5)
+
+
+def test_shard_respects_size_cap(tmp_path: Path) -> None:
+    root = tmp_path / "corpus24"
+    rows = []
+    rng = np.random.default_rng(0)
+    for i, cat in enumerate(["speech", "music", "sfx"]):
+        rel = f"p{i}/{cat}.flac"
+        ds.write_flac(root / rel, 0.3 * rng.standard_normal((1, 24000 * 20)), 24000)
+        rows.append(
+            {"path": rel, "package": f"p{i}", "category": cat, "duration_s": 20.0}
+            | {"bandwidth_hz": 12000.0, "orig_rate": 24000, "orig_channels": 1, "language": ""}
+        )
+    corpus.write_manifest(root / "manifest.tsv", rows)
+    out = tmp_path / "shard"
+    made = corpus.make_shard(root / "manifest.tsv", out, max_mib=1.0, seed=3, crop_s=2.0)
+    total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    assert 0 < total <= 2**20
+    assert len(corpus.load_manifest(out / "manifest.tsv")) == len(made) > 5
+    again = corpus.make_shard(root / "manifest.tsv", tmp_path / "shard2", 1.0, seed=3, crop_s=2.0)
+    assert [r["source"] for r in again] == [r["source"] for r in made]
