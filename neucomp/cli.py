@@ -183,7 +183,7 @@ def compress(
     codec.set_threads(threads)
     if src != "-" and Path(src).is_dir():
         _folder_output(dst)
-        codec.load_model(model).config.n_codebooks_for(bandwidth)  # fail once, not per file
+        codec.check_options(model, bandwidth, lm)  # fail once, not once per file
         options = {"bandwidth": bandwidth, "lm": lm, "model": model}
         summary = batch.run_batch(
             src,

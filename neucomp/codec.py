@@ -40,7 +40,8 @@ DECODE_FRAMES = 150
 
 # ----------------------------------------------------------------------------- models
 
-_MODELS: dict[str, Codec] = {}
+_MODELS: dict[str, Codec] = {}  # loaded models by resolved path, one load per process
+_LMS: dict[str, object] = {}  # LM coders likewise
 _threads: int | None = None  # torch threads asked for by the CLI, applied when torch loads
 
 
@@ -129,7 +130,10 @@ def _lm_coder(model: Codec, want_hash: bytes | None = None):
     if not path.is_file():
         hint = f" with hash {want_hash.hex()[:12]}…" if want_hash else ""
         raise ModelError(f"the LM for model '{name}'{hint} is not installed ({path} is missing)")
-    coder = LMCoder.load(path)
+    key = str(path.resolve())
+    if key not in _LMS:
+        _LMS[key] = LMCoder.load(path)
+    coder = _LMS[key]
     coder.check_codec(model.weights_hash)
     if want_hash is not None and _hash_bytes(coder.hash) != want_hash:
         raise ModelError(
@@ -137,6 +141,14 @@ def _lm_coder(model: Codec, want_hash: bytes | None = None):
             f"(hash {want_hash.hex()[:12]}…; installed: {_hash_bytes(coder.hash).hex()[:12]}…)"
         )
     return coder
+
+
+def check_options(model: str | os.PathLike | None, bandwidth: float, lm: bool) -> None:
+    """Raise the error a compression with these options would give, without any audio."""
+    codec = load_model(model)
+    codec.config.n_codebooks_for(bandwidth)
+    if lm:
+        _lm_coder(codec)
 
 
 def _hash_bytes(h: str | bytes) -> bytes:
