@@ -67,6 +67,12 @@ class NeucompGroup(click.Group):
             # The reader of our stdout went away (e.g. `| head`): nothing left to say.
             _silence_stdout()
             ctx.exit(EXIT_FAILURES)
+        except OSError as err:  # the system refused: disk full, permissions, ...
+            if _debug(ctx):
+                raise
+            where = f": {err.filename}" if err.filename else ""
+            click.echo(f"neucomp: error: {err.strerror or err}{where}", err=True)
+            ctx.exit(EXIT_FAILURES)
 
 
 def _silence_stdout() -> None:

@@ -348,3 +348,14 @@ def test_lm_flag(run, tiny_lm, song, tmp_path, monkeypatch):
     r = run("decompress", out, tmp_path / "x.wav")
     assert_one_line_error(r, 5, "the LM for model 'neucomp_24khz' with hash")
     assert not (tmp_path / "x.ecdc").exists() and not (tmp_path / "x.wav").exists()
+
+
+def test_system_errors_are_one_line(run, song, tmp_path, monkeypatch):
+    from neucomp import codec
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(codec, "compress_file", disk_full)
+    r = run("compress", song, tmp_path / "x.ecdc")
+    assert_one_line_error(r, 1, "No space left on device")
