@@ -60,3 +60,9 @@ def test_source_is_looped_to_the_asked_length(tmp_path: Path) -> None:
     audio, origin = bench.load_source(2.5, clip)
     assert len(audio) == int(2.5 * bench.RATE) and audio.dtype == np.float32
     assert str(clip) in origin and "looped" in origin
+
+
+def test_dev_clips_are_taken_in_turn_from_each_category() -> None:
+    clips = [Path(p) for p in ("m/1.flac", "m/2.flac", "m/3.flac", "s/1.flac", "x/1.flac")]
+    order = [str(p) for p in bench._round_robin(clips)]
+    assert order == ["m/1.flac", "s/1.flac", "x/1.flac", "m/2.flac", "m/3.flac"]

@@ -49,37 +49,47 @@ LONG_RATE, LONG_CHANNELS = 48000, 2  # the long CLI files: a common "real" forma
 def load_source(seconds: float, source: Path | None) -> tuple[np.ndarray, str]:
     """`seconds` of real audio as mono float32 at RATE, and where it came from.
 
-    From --source, else the dev-eval clips concatenated in sorted order, else
-    tests/data/sample.flac; looped when shorter. A synthetic signal is the last resort
-    and is said so in the results.
+    From --source, else dev-eval clips taken in turn from each category folder (so the
+    recording mixes speech, music and sfx), else tests/data/sample.flac; looped when
+    shorter. A synthetic signal is the last resort and is said so in the results.
     """
     from neucomp.eval.runner import audio_files_under, load_reference
 
-    clips = audio_files_under(DEVEVAL) if DEVEVAL.is_dir() else []
     if source is not None:
-        files, origin = [source], str(source)
-    elif clips:
-        files = clips
-        origin = f"{DEVEVAL}: {len(files)} dev-eval clips concatenated"
+        files = [source]
+    elif DEVEVAL.is_dir() and (clips := audio_files_under(DEVEVAL)):
+        files = _round_robin(clips)
     elif SAMPLE.is_file():
-        files, origin = [SAMPLE], str(SAMPLE)
+        files = [SAMPLE]
     else:
-        files, origin = [], "synthetic (no dev-eval set: run `make eval-data`)"
+        files = []
     need = int(seconds * RATE)
     parts: list[np.ndarray] = []
+    used: list[str] = []
     for f in files:
         parts.append(load_reference(f, RATE))
+        used.append(str(f))
         if sum(len(p) for p in parts) >= need:
             break
-    if parts:
-        audio = np.concatenate(parts)
-        if len(audio) < need:
-            origin += f" (looped from {len(audio) / RATE:.1f} s)"
-    else:
+    if not parts:
         t = np.arange(need) / RATE
         audio = 0.3 * np.sin(2 * np.pi * 220 * t * (1 + 0.1 * np.sin(2 * np.pi * 0.5 * t)))
         audio += 0.02 * np.random.default_rng(0).standard_normal(need)
+        return audio.astype(np.float32), "synthetic (no dev-eval set: run `make eval-data`)"
+    audio = np.concatenate(parts)
+    origin = " + ".join(used)
+    if len(audio) < need:
+        origin += f" (looped from {len(audio) / RATE:.1f} s)"
     return np.resize(audio, need).astype(np.float32), origin
+
+
+def _round_robin(clips: list[Path]) -> list[Path]:
+    """Clips interleaved across their folders: first of each, then second of each, …"""
+    folders: dict[Path, list[Path]] = {}
+    for clip in clips:
+        folders.setdefault(clip.parent, []).append(clip)
+    queues = list(folders.values())
+    return [q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)]
 
 
 # ----------------------------------------------------------------------------- timing
