@@ -62,6 +62,15 @@ def _model_installed() -> bool:
     return True
 
 
+def _lm_installed() -> bool:
+    try:
+        from neucomp.coding.range import default_lm_path
+        from neucomp.model import DEFAULT_MODEL
+    except ImportError:
+        return False
+    return default_lm_path(DEFAULT_MODEL).is_file()
+
+
 def main() -> None:
     import soundfile as sf
 
@@ -98,6 +107,15 @@ def main() -> None:
         neucomp("compress", "-q", "-f", "-b", bw, src, path, echo=False)
         n = path.stat().st_size
         print(f"  {bw:>4} kbps: {n:>9,} bytes  {n * 8 / seconds / 1000:6.2f} kbps  {_short(path)}")
+
+    if _lm_installed():
+        path = OUT / f"{src.stem}.lm.ecdc"
+        neucomp("compress", "-q", "-f", "--lm", "-b", MAIN_BANDWIDTH, src, path, echo=False)
+        n = path.stat().st_size
+        print(
+            f"  {MAIN_BANDWIDTH:>4} kbps with --lm (LM range coder): {n:,} bytes, "
+            f"{n * 8 / seconds / 1000:.2f} kbps  {_short(path)}"
+        )
 
     print(
         "\nHow it sounds depends entirely on the trained weights in models/: a placeholder "
