@@ -101,6 +101,24 @@ def test_wav_stream_skips_extra_chunks_and_rejects_sizeless_ones():
         A.read_audio(Pipe(sizeless))
 
 
+def test_ffmpeg_style_rf64_pipe_header():
+    """RF64 with ds64, an 18-byte fmt (cbSize), LIST/INFO and a sizeless data chunk."""
+    x = make_audio(700, 44100, channels=2)
+    pcm = (np.clip(x.T, -1, 1) * 32767).astype("<i2").tobytes()
+    fmt = struct.pack("<HHIIHHH", 1, 2, 44100, 44100 * 4, 4, 16, 0)
+    info = b"INFOISFT" + struct.pack("<I", 13) + b"Lavf60.3.100\0\0"
+    data = (
+        b"RF64" + b"\xff" * 4 + b"WAVE"
+        + b"ds64" + struct.pack("<I", 28) + bytes(28)
+        + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+        + b"LIST" + struct.pack("<I", len(info)) + info
+        + b"data" + b"\xff" * 4 + pcm
+    )  # fmt: skip
+    y, sr = A.read_audio(Pipe(data))
+    assert sr == 44100 and y.shape == x.shape
+    assert np.max(np.abs(y - x)) < 1e-4
+
+
 def test_wav_file_with_zero_sizes_is_read_to_the_end(tmp_path):
     x = make_audio(1234, 16000)
     path = tmp_path / "dump.wav"
