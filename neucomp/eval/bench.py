@@ -11,8 +11,10 @@
   be close, since memory must not grow with the length.
 - Batch throughput of `neucomp compress DIR OUT` with --jobs 1 and --jobs 2.
 
-Results go to bench/results.json; the table printed at the end shows the change against
-the last committed bench/results.json (`git show HEAD:bench/results.json`).
+Results go to bench/results.json (--quick: bench/tmp/results-quick.json, git-ignored);
+the table printed at the end shows the change against the last committed
+bench/results.json (`git show HEAD:bench/results.json`). The numbers are only as quiet as
+the machine: the load average at start and end is kept with them.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from neucomp.errors import NeucompError
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = Path("bench/results.json")
-SCRATCH = Path("bench/tmp")
+SCRATCH = Path("bench/tmp")  # git-ignored
+QUICK_RESULTS = SCRATCH / "results-quick.json"  # smoke runs never replace the real results
 DEVEVAL = Path("data/deveval")
 SAMPLE = Path("tests/data/sample.flac")
 RATE = 24000  # the recording is handed to the API at the model's own rate, mono
@@ -286,7 +289,11 @@ def committed_results() -> dict | None:
 def table(results: dict, previous: dict | None) -> str:
     """Every measured number, and its change against `previous` where both have it."""
     new = flatten(
-        {k: results[k] for k in ("load_model_s", "rtf", "memory", "batch") if k in results}
+        {
+            k: results[k]
+            for k in ("import_torch_s", "load_model_s", "rtf", "memory", "batch")
+            if k in results
+        }
     )
     old = flatten(previous) if previous else {}
     lines = ["| measure | value | last commit | change |", "|---|---:|---:|---:|"]
@@ -344,8 +351,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="A fast smoke run (fewer, shorter).")
     parser.add_argument("--model", default=None, help="Model name or path (default: 24 kHz).")
     parser.add_argument("--source", type=Path, default=None, help="Recording to time on.")
-    parser.add_argument("--runs", type=int, default=None, help="Timed runs per measure (≥5).")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="Results JSON.")
+    parser.add_argument("--runs", type=int, default=None, help="Timed runs (default 5; --quick 2).")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"Results JSON ({RESULTS}; --quick: {QUICK_RESULTS}).",
+    )
     args = parser.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -378,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"real-time factor, 1 thread, {len(audio) / RATE:.0f} s, median of {runs}:", flush=True)
     results["rtf"] = bench_rtf(audio, bandwidths, runs, args.model, notes)
 
-    tmp = SCRATCH
+    tmp = SCRATCH / "work"
     tmp.mkdir(parents=True, exist_ok=True)
     default_bw = 6.0 if 6.0 in codec.config.bandwidths else bandwidths[0]
     lengths = [10.0, 60.0] if quick else [60.0, 600.0]
@@ -390,13 +402,14 @@ def main(argv: list[str] | None = None) -> int:
     results["meta"]["load_avg_end"] = os.getloadavg()[0]
     shutil.rmtree(tmp, ignore_errors=True)
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    out = args.out or (QUICK_RESULTS if quick else RESULTS)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
     for note in notes:
         print(f"note: {note}")
     print()
     print(table(results, committed_results()))
-    print(f"\nwritten {args.out}")
+    print(f"\nwritten {out}")
     return 0
 
 
