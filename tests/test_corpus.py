@@ -82,6 +82,19 @@ def test_convert_writes_24k_mono_and_48k_stereo(tmp_path: Path) -> None:
     assert abs(info24.frames - 24000) <= 1
 
 
+def test_convert_scales_overshooting_decodes_instead_of_clipping(tmp_path: Path) -> None:
+    t = np.arange(44100) / 44100
+    audio = (1.5 * np.sin(2 * np.pi * 440 * t))[None, :].astype(np.float32)
+    src = tmp_path / "loud.wav"
+    sf.write(src, audio.T, 44100, subtype="FLOAT")
+    job = corpus.Job(src, "loud.wav", tmp_path / "c24.flac", None, "sfx", "")
+    assert corpus.convert(job)["status"] == "ok"
+    out, _ = sf.read(tmp_path / "c24.flac")
+    assert 0.95 < np.max(np.abs(out)) <= 1.0
+    # A clipped sine would have many samples stuck at full scale.
+    assert np.mean(np.abs(out) > 0.99) < 0.2  # a clean sine: 9 %, clipped at 1/1.5: 54 %
+
+
 @pytest.mark.parametrize(
     ("audio", "rate", "reason"),
     [

@@ -300,7 +300,9 @@ class Job:
 
 
 def _nice_worker() -> None:
-    os.nice(10)
+    """Run conversions at niceness 10 (not 10 more than the parent: `nice make data`
+    would otherwise starve them completely next to a training run)."""
+    os.nice(max(0, 10 - os.nice(0)))
 
 
 def convert(job: Job) -> dict:
@@ -318,9 +320,13 @@ def convert(job: Job) -> dict:
         return base | {"status": f"short {duration:.2f}s"}
     if ds.is_silent(audio):
         return base | {"status": "silent"}
+    digest = ds.audio_hash(audio)  # of the decoded audio as it is, before any gain
+    peak = float(np.max(np.abs(audio)))
+    if peak > 1.0:
+        audio = audio * (0.999 / peak)  # lossy decodes overshoot: scale rather than clip
     mono = ds.to_channels(audio, 1)
     row = base | {
-        "audio_hash": ds.audio_hash(audio),
+        "audio_hash": digest,
         "duration_s": round(duration, 3),
         "bandwidth_hz": round(ds.bandwidth_hz(mono[0], rate), 1),
         "orig_rate": rate,
