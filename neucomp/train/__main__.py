@@ -1,0 +1,62 @@
+"""`python -m neucomp.train --config configs/codec24_cpu.json [--set key=value …]`
+
+Trains (or resumes) the codec; `export` writes an inference model file from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m neucomp.train")
+    sub = parser.add_subparsers(dest="command")
+    parser.add_argument("--config", help="training config JSON (configs/*.json)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field (value parsed as JSON)",
+    )
+    exp = sub.add_parser("export", help="write an inference model file from a checkpoint")
+    exp.add_argument("checkpoint")
+    exp.add_argument("out")
+    args = parser.parse_args(argv)
+
+    import torch  # noqa: F401  (imported here so --help stays fast)
+
+    if args.command == "export":
+        from neucomp.train.export import export_checkpoint
+
+        digest = export_checkpoint(Path(args.checkpoint), Path(args.out))
+        print(f"wrote {args.out} (sha256 {digest[:16]}…)")
+        return
+    if not args.config:
+        parser.error("--config is required")
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+
+    import torch.distributed as dist
+
+    from neucomp.train.loop import TrainConfig, Trainer
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        Trainer(TrainConfig.load(args.config, overrides)).run()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

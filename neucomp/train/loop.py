@@ -1,0 +1,330 @@
+"""The codec training loop: resumable, CPU or CUDA, optionally data-parallel (torchrun).
+
+One step: draw crops → pick a random number of codebooks (so one model serves every
+bandwidth) → reconstruct → reconstruction losses (+ adversarial and feature matching
+once `adv_start_step` is reached) mixed by the Balancer → generator update →
+discriminator update. A checkpoint holds everything needed to continue exactly:
+weights, optimisers, balancer, step, and every RNG.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from neucomp.model import Codec, CodecConfig, save_model
+from neucomp.nn.discriminator import MultiScaleSTFTDiscriminator
+from neucomp.train.balancer import Balancer
+from neucomp.train.dataset import AugmentConfig, CropSampler
+from neucomp.train.losses import (
+    MultiScaleMelLoss,
+    feature_matching_loss,
+    hinge_discriminator_loss,
+    hinge_generator_loss,
+)
+from neucomp.train.validate import Validator
+
+
+@dataclass
+class TrainConfig:
+    run_dir: str = "runs/codec24"
+    corpus: str = "data/corpus24"
+    deveval: str = "data/deveval"
+    model: dict = field(default_factory=dict)  # CodecConfig fields
+    segment_s: float = 1.0
+    batch_size: int = 8
+    steps: int = 1_000_000
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.5, 0.9)
+    grad_clip: float = 1.0
+    weights: dict = field(default_factory=lambda: {"l1": 0.1, "mel": 1.0, "adv": 3.0, "feat": 3.0})
+    commit_weight: float = 1.0
+    adv_start_step: int = 0  # adversarial losses (and the discriminator) from this step on
+    disc_filters: int = 32
+    train_codebooks: list[int] = field(default_factory=lambda: [2, 4, 8, 16, 32])
+    augment: dict = field(default_factory=dict)
+    seed: int = 0
+    threads: int = 2
+    log_every: int = 10
+    ckpt_every: int = 200
+    keep_every: int = 5000  # also keep step_N.pt every this many steps
+    val_every: int = 1000
+    val_max_clips: int = 24
+    val_max_seconds: float = 6.0
+    export_every: int = 0  # write an inference model file to run_dir every N steps (0: never)
+    max_wall_s: float = 0.0  # stop (with a checkpoint) after this long; 0: no limit
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: dict | None = None) -> TrainConfig:
+        data = json.loads(Path(path).read_text())
+        data.update(overrides or {})
+        return cls(**data)
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.rank, self.world = _world()
+        self.device = torch.device(
+            f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+        )
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        else:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed + self.rank)
+        random.seed(cfg.seed + self.rank)
+        self.codec_config = CodecConfig.from_dict(cfg.model)
+        self.model = Codec(self.codec_config).to(self.device)
+        self.disc = MultiScaleSTFTDiscriminator(self.codec_config.channels, cfg.disc_filters).to(
+            self.device
+        )
+        self.opt_g = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+        self.balancer = Balancer(cfg.weights)
+        self.mel_loss = MultiScaleMelLoss(self.codec_config.sample_rate).to(self.device)
+        self.sampler = CropSampler(
+            cfg.corpus,
+            self.codec_config.sample_rate,
+            cfg.segment_s,
+            seed=cfg.seed * 1000 + self.rank,
+            augment=AugmentConfig(**cfg.augment),
+        )
+        self.step = 0
+        self.run_dir = Path(cfg.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.stop_requested = False
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {
+            "config": asdict(self.cfg),
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "disc": self.disc.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "balancer": self.balancer.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "rng_torch": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "rng_python": random.getstate(),
+            "rng_numpy": np.random.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = state["step"]
+        self.model.load_state_dict(state["model"])
+        self.disc.load_state_dict(state["disc"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.balancer.load_state_dict(state["balancer"])
+        self.sampler.load_state_dict(state["sampler"])
+        torch.set_rng_state(state["rng_torch"])
+        if state["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        random.setstate(state["rng_python"])
+        np.random.set_state(state["rng_numpy"])
+
+    def _ckpt_path(self) -> Path:
+        suffix = f".rank{self.rank}" if self.world > 1 else ""
+        return self.run_dir / f"last{suffix}.pt"
+
+    def save_checkpoint(self) -> None:
+        # Every rank saves: each has its own data RNG. Atomic, so a kill never corrupts it.
+        path = self._ckpt_path()
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+        if self.rank == 0 and self.cfg.keep_every and self.step % self.cfg.keep_every == 0:
+            keep = self.run_dir / f"step_{self.step:07d}.pt"
+            if not keep.exists():
+                os.link(path, keep)  # a hard link: no extra disk
+
+    def try_resume(self) -> bool:
+        path = self._ckpt_path()
+        if not path.exists():
+            return False
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.load_state_dict(state)
+        return True
+
+    # -- one step -----------------------------------------------------------------------
+
+    def _choose_codebooks(self) -> int:
+        # Drawn from the sampler's RNG so that resuming replays the same choices.
+        return int(self.sampler.rng.choice(self.cfg.train_codebooks))
+
+    def _average_gradients(self, params) -> None:
+        # Plain all-reduce instead of DDP: the balancer's autograd.grad calls and the
+        # quantizer's in-forward EMA all-reduces then need no special casing.
+        if self.world == 1:
+            return
+        for p in params:
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad.div_(self.world)
+
+    def train_step(self) -> dict[str, float]:
+        cfg = self.cfg
+        self.model.train()
+        x = self.sampler.batch(cfg.batch_size).to(self.device)
+        n_q = self._choose_codebooks()
+        adversarial = self.step >= cfg.adv_start_step
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+        with autocast:
+            y, _, commit = self.model(x, n_q)
+        y = y[..., : x.shape[-1]].float()
+        losses = {"l1": F.l1_loss(y, x), "mel": self.mel_loss(x, y)}
+        if adversarial:
+            with autocast:
+                fake_logits, fake_feats = self.disc(y)
+                with torch.no_grad():
+                    _, real_feats = self.disc(x)
+            losses["adv"] = hinge_generator_loss([f.float() for f in fake_logits])
+            losses["feat"] = feature_matching_loss(
+                [[r.float() for r in rs] for rs in real_feats],
+                [[f.float() for f in fs] for fs in fake_feats],
+            )
+        grad_y, norms = self.balancer.gradient(losses, y)
+        self.opt_g.zero_grad(set_to_none=True)
+        torch.autograd.backward([y, commit * cfg.commit_weight], [grad_y, None])
+        self._average_gradients(self.model.parameters())
+        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.opt_g.step()
+
+        out = {k: float(v.detach()) for k, v in losses.items()}
+        out.update({"commit": float(commit.detach()), "n_q": n_q, "gnorm": float(gnorm)})
+        out.update({f"norm_{k}": v for k, v in norms.items()})
+        if adversarial:
+            with autocast:
+                real_logits, _ = self.disc(x)
+                fake_logits, _ = self.disc(y.detach())
+            d_loss = hinge_discriminator_loss(
+                [r.float() for r in real_logits], [f.float() for f in fake_logits]
+            )
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self._average_gradients(self.disc.parameters())
+            torch.nn.utils.clip_grad_norm_(self.disc.parameters(), cfg.grad_clip)
+            self.opt_d.step()
+            out["d_loss"] = float(d_loss.detach())
+        self.step += 1
+        return out
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        def request_stop(signum, frame):  # noqa: ARG001
+            self.stop_requested = True
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+
+    def export(self, path: Path) -> str:
+        return save_model(self.model, path)
+
+    def run(self) -> None:
+        cfg = self.cfg
+        resumed = self.try_resume()
+        self._install_signal_handlers()
+        is_main = self.rank == 0
+        if is_main:
+            n_params = sum(p.numel() for p in self.model.parameters())
+            print(
+                f"{'resumed' if resumed else 'started'} at step {self.step} on {self.device} "
+                f"(world {self.world}); generator {n_params / 1e6:.2f}M params",
+                flush=True,
+            )
+        validator = Validator(
+            cfg.deveval, self.codec_config, cfg.val_max_clips, cfg.val_max_seconds
+        )
+        log_path = self.run_dir / "train_log.csv"
+        fields = [
+            "step",
+            "wall_s",
+            "sec_per_step",
+            "n_q",
+            "l1",
+            "mel",
+            "adv",
+            "feat",
+            "commit",
+            "d_loss",
+            "gnorm",
+            "norm_l1",
+            "norm_mel",
+            "norm_adv",
+            "norm_feat",
+        ]
+        start = time.time()
+        last = start
+        window: list[dict[str, float]] = []
+        while self.step < cfg.steps and not self.stop_requested:
+            if cfg.max_wall_s and time.time() - start > cfg.max_wall_s:
+                break
+            stats = self.train_step()
+            window.append(stats)
+            if is_main and self.step % cfg.log_every == 0:
+                now = time.time()
+                row = {
+                    k: float(np.mean([w[k] for w in window if k in w]))
+                    for k in fields[3:]
+                    if any(k in w for w in window)
+                }
+                row.update(
+                    step=self.step,
+                    wall_s=round(now - start, 1),
+                    sec_per_step=round((now - last) / len(window), 3),
+                )
+                _append_csv(log_path, fields, row)
+                print(_format_row(row), flush=True)
+                window, last = [], now
+            if self.step % cfg.ckpt_every == 0:
+                self.save_checkpoint()
+            if is_main and cfg.export_every and self.step % cfg.export_every == 0:
+                self.export(self.run_dir / f"{self.codec_config.name}.pt")
+            if is_main and cfg.val_every and self.step % cfg.val_every == 0:
+                validator.run(self.model, self.step, self.run_dir / "val_log.csv")
+        self.save_checkpoint()
+        if is_main:
+            print(f"stopped at step {self.step}; checkpoint {self._ckpt_path()}", flush=True)
+
+
+def _append_csv(path: Path, fields: list[str], row: dict) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def _format_row(row: dict) -> str:
+    parts = [f"step {row['step']}", f"{row['sec_per_step']:.2f}s/it"]
+    for k in ("l1", "mel", "adv", "feat", "commit", "d_loss"):
+        if k in row and not math.isnan(row[k]):
+            parts.append(f"{k} {row[k]:.4f}")
+    return " | ".join(parts)

@@ -1,0 +1,103 @@
+"""Training losses: waveform L1, multi-scale mel, hinge adversarial, feature matching."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def _hz_to_mel(f: Tensor) -> Tensor:
+    return 2595.0 * torch.log10(1.0 + f / 700.0)
+
+
+def _mel_to_hz(m: Tensor) -> Tensor:
+    return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> Tensor:
+    """Triangular HTK-style mel filters, [n_mels, n_fft // 2 + 1], area-normalised."""
+    n_freqs = n_fft // 2 + 1
+    freqs = torch.linspace(0, sample_rate / 2, n_freqs)
+    mels = torch.linspace(
+        _hz_to_mel(torch.tensor(0.0)), _hz_to_mel(torch.tensor(sample_rate / 2)), n_mels + 2
+    )
+    edges = _mel_to_hz(mels)
+    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (freqs - lower) / (centre - lower)
+    falling = (upper - freqs) / (upper - centre)
+    fb = torch.clamp(torch.minimum(rising, falling), min=0.0)
+    return fb * (2.0 / (upper - lower))  # Slaney-style normalisation by band width
+
+
+class MelSpectrogram(nn.Module):
+    def __init__(self, sample_rate: int, n_fft: int, n_mels: int) -> None:
+        super().__init__()
+        self.n_fft = n_fft
+        self.hop = max(n_fft // 4, 1)
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.register_buffer("fb", mel_filterbank(sample_rate, n_fft, n_mels), persistent=False)
+
+    def forward(self, wav: Tensor) -> Tensor:
+        """wav [B, C, T] → mel magnitudes [B*C, n_mels, frames]."""
+        x = wav.reshape(-1, wav.shape[-1])
+        spec = torch.stft(
+            x, self.n_fft, self.hop, window=self.window, center=True, return_complex=True
+        ).abs()
+        return self.fb @ spec
+
+
+class MultiScaleMelLoss(nn.Module):
+    """Σ over windows 2^5…2^11 of L1(log-mel) + L2(mel) between reference and output.
+
+    The log term weighs quiet detail, the linear L2 term the loud structure; with few
+    FFT bins at the small windows, the mel band count is capped so no filter is empty.
+    """
+
+    def __init__(self, sample_rate: int, n_mels: int = 64, exponents: range = range(5, 12)) -> None:
+        super().__init__()
+        self.mels = nn.ModuleList(
+            MelSpectrogram(sample_rate, 2**e, min(n_mels, 2**e // 4)) for e in exponents
+        )
+
+    def forward(self, ref: Tensor, out: Tensor) -> Tensor:
+        total = ref.new_zeros(())
+        for mel in self.mels:
+            m_ref, m_out = mel(ref), mel(out)
+            total = total + F.l1_loss(
+                torch.log(m_out.clamp_min(1e-5)), torch.log(m_ref.clamp_min(1e-5))
+            )
+            total = total + F.mse_loss(m_out, m_ref)
+        return total / len(self.mels)
+
+
+def hinge_discriminator_loss(real_logits: list[Tensor], fake_logits: list[Tensor]) -> Tensor:
+    loss = real_logits[0].new_zeros(())
+    for r, f in zip(real_logits, fake_logits, strict=True):
+        loss = loss + F.relu(1 - r).mean() + F.relu(1 + f).mean()
+    return loss / len(real_logits)
+
+
+def hinge_generator_loss(fake_logits: list[Tensor]) -> Tensor:
+    return sum(F.relu(1 - f).mean() for f in fake_logits) / len(fake_logits)
+
+
+def feature_matching_loss(real_feats: list[list[Tensor]], fake_feats: list[list[Tensor]]) -> Tensor:
+    """Relative L1 between discriminator features: |f_real − f_fake| / mean |f_real|."""
+    terms = []
+    for rs, fs in zip(real_feats, fake_feats, strict=True):
+        for r, f in zip(rs, fs, strict=True):
+            r = r.detach()
+            terms.append(F.l1_loss(f, r) / (r.abs().mean() + 1e-8))
+    return sum(terms) / len(terms)
+
+
+def si_snr(ref: Tensor, est: Tensor, eps: float = 1e-8) -> Tensor:
+    """Scale-invariant SNR in dB per item, for [B, C, T] tensors (mean over channels)."""
+    ref = ref - ref.mean(dim=-1, keepdim=True)
+    est = est - est.mean(dim=-1, keepdim=True)
+    scale = (est * ref).sum(-1, keepdim=True) / (ref.pow(2).sum(-1, keepdim=True) + eps)
+    target = scale * ref
+    noise = est - target
+    ratio = target.pow(2).sum(-1) / (noise.pow(2).sum(-1) + eps)
+    return (10 * torch.log10(ratio + eps)).mean(dim=-1)

@@ -1,0 +1,131 @@
+"""The codec model: shapes, exact streaming, bandwidth mapping, model files and hashes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from neucomp.errors import ModelError, UsageError
+from neucomp.model import Codec, inference_copy, load_model, save_model
+
+
+@pytest.fixture
+def codec() -> Codec:
+    torch.manual_seed(0)
+    model = Codec(tiny_config())
+    # Give the codebooks spread-out values so that codes differ between frames.
+    for layer in model.quantizer.layers:
+        layer.embed.normal_()
+    return inference_copy(model)
+
+
+@pytest.mark.parametrize("length", [1, 319, 320, 321, 2400])
+def test_encode_decode_shapes(codec: Codec, length: int) -> None:
+    wav = torch.randn(2, 1, length)
+    codes = codec.encode(wav, 8)
+    frames = -(-length // 320)
+    assert codes.shape == (2, 8, frames)
+    assert codes.dtype == torch.long and int(codes.min()) >= 0 and int(codes.max()) < 1024
+    assert codec.decode(codes).shape == (2, 1, frames * 320)
+
+
+def test_streaming_encoder_matches_whole_signal(codec: Codec) -> None:
+    wav = torch.randn(1, 1, 24000 + 123)
+    whole = codec.encode(wav, 16)
+    stream = codec.stream_encoder(16)
+    cuts = [0, 1, 500, 640, 641, 9000, 24000 + 123]
+    parts = [stream.push(wav[..., a:b]) for a, b in zip(cuts, cuts[1:])]
+    parts.append(stream.flush())
+    assert torch.equal(torch.cat(parts, dim=-1), whole)
+
+
+def test_streaming_decoder_matches_whole_signal(codec: Codec) -> None:
+    codes = torch.randint(0, 1024, (1, 4, 50))
+    whole = codec.decode(codes)
+    stream = codec.stream_decoder()
+    cuts = [0, 1, 2, 17, 49, 50]
+    streamed = torch.cat([stream.push(codes[..., a:b]) for a, b in zip(cuts, cuts[1:])], dim=-1)
+    torch.testing.assert_close(streamed, whole, rtol=0, atol=1e-5)
+
+
+def test_decoder_is_causal(codec: Codec) -> None:
+    codes = torch.randint(0, 1024, (1, 4, 30))
+    changed = codes.clone()
+    changed[..., 20:] = (changed[..., 20:] + 1) % 1024
+    a, b = codec.decode(codes), codec.decode(changed)
+    torch.testing.assert_close(a[..., : 20 * 320], b[..., : 20 * 320], rtol=0, atol=1e-6)
+    assert not torch.allclose(a[..., 20 * 320 :], b[..., 20 * 320 :])
+
+
+def test_more_codebooks_reconstruct_the_latent_better() -> None:
+    torch.manual_seed(0)
+    model = Codec(tiny_config())
+    with torch.no_grad():
+        z, _ = model.encoder(torch.randn(1, 1, 320 * 2000))
+        model.quantizer.train()
+        model.quantizer(z, 32)  # k-means initialises every stage on its own residuals
+    errors = []
+    for n_q in (1, 2, 4, 8, 16, 32):
+        q = model.quantizer.decode(model.quantizer.encode(z, n_q))
+        errors.append(float((q - z).pow(2).mean()))
+    assert errors == sorted(errors, reverse=True)
+    assert errors[-1] < 0.2 * errors[0]
+
+
+@pytest.mark.parametrize(("kbps", "n_q"), [(1.5, 2), (3, 4), (6, 8), (12, 16), (24, 32)])
+def test_bandwidth_to_codebooks(kbps: float, n_q: int) -> None:
+    cfg = tiny_config()
+    assert cfg.n_codebooks_for(kbps) == n_q
+    assert cfg.bandwidth_for(n_q) == pytest.approx(kbps)
+
+
+def test_unsupported_bandwidth_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="unsupported bandwidth 5"):
+        tiny_config().n_codebooks_for(5)
+
+
+def test_model_file_round_trip(codec: Codec, tmp_path) -> None:
+    path = tmp_path / "m.pt"
+    digest = save_model(codec, path)
+    loaded = load_model(path)
+    assert loaded.weights_hash == digest and len(digest) == 64
+    codes = torch.randint(0, 1024, (1, 8, 20))
+    # Stored in fp16: close to, not equal to, the float32 original.
+    torch.testing.assert_close(loaded.decode(codes), codec.decode(codes), rtol=0, atol=2e-2)
+    assert save_model(loaded, tmp_path / "again.pt") == digest  # fp16 → fp16 is lossless
+
+
+def test_training_model_exports_without_weight_norm(tmp_path) -> None:
+    torch.manual_seed(1)
+    trained = Codec(tiny_config())  # weight norm on, as in training
+    wav = torch.randn(1, 1, 3200)
+    save_model(trained, tmp_path / "m.pt")
+    loaded = load_model(tmp_path / "m.pt")
+    assert not loaded.config.seanet.weight_norm
+    torch.testing.assert_close(
+        loaded.decode(trained.eval().encode(wav, 4)),
+        trained.decode(trained.encode(wav, 4)),
+        rtol=0,
+        atol=2e-2,
+    )
+
+
+def test_damaged_model_file_is_refused(codec: Codec, tmp_path) -> None:
+    path = tmp_path / "m.pt"
+    save_model(codec, path)
+    payload = torch.load(path, weights_only=True)
+    key = next(iter(payload["state_dict"]))
+    payload["state_dict"][key] = payload["state_dict"][key] + 1
+    torch.save(payload, path)
+    with pytest.raises(ModelError, match="do not match the recorded hash"):
+        load_model(path)
+    path.write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="cannot load model file"):
+        load_model(path)
+
+
+def test_unknown_model_name(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("NEUCOMP_MODEL_DIR", str(tmp_path))
+    with pytest.raises(ModelError, match="'nope' is not installed"):
+        load_model("nope")
