@@ -13,6 +13,7 @@ samples at each stage are held back until then (:class:`_HeldTail`).
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import sys
 import warnings
@@ -180,6 +181,38 @@ class Result:
         return self.ecdc_bytes * 8 / self.seconds / 1000 if self.seconds > 0 else 0.0
 
 
+class _ChunkWriter:
+    """Collects code frames and writes them as container chunks of CHUNK_FRAMES frames
+    (the last one shorter), each coded by ``code`` (plain packing or the LM coder)."""
+
+    def __init__(self, writer, code: Callable[[np.ndarray], bytes]) -> None:
+        self.writer = writer
+        self.code = code
+        self.pending: list[np.ndarray] = []  # codes [K, f] not yet written
+        self.frames = 0
+
+    def add(self, codes) -> None:
+        """Queue codes [1, K, f] (a torch tensor from the streaming encoder)."""
+        self.pending.append(codes[0].numpy())
+        self.frames += codes.shape[-1]
+        if self.frames >= CHUNK_FRAMES:
+            self._write(final=False)
+
+    def close(self) -> None:
+        """Write what is left as a last, shorter chunk."""
+        self._write(final=True)
+
+    def _write(self, final: bool) -> None:
+        codes = np.concatenate(self.pending, axis=1)
+        start = 0
+        while codes.shape[1] - start >= CHUNK_FRAMES or (final and start < codes.shape[1]):
+            part = codes[:, start : start + CHUNK_FRAMES]
+            self.writer.write_chunk(part.shape[1], self.code(part))
+            start += part.shape[1]
+        self.pending = [codes[:, start:]]
+        self.frames = codes.shape[1] - start
+
+
 def compress_stream(
     reader: A.AudioReader,
     out: BinaryIO,
@@ -211,49 +244,29 @@ def compress_stream(
     )
     resampler = A.Resampler(reader.info.sample_rate, cfg.sample_rate, cfg.channels)
     encoder = model.stream_encoder(n_q)
-    writer: EcdcWriter | None = None  # created at the first sample: empty input writes nothing
-    pending: list[np.ndarray] = []  # codes [K, f] not yet written
-    pending_frames = 0
     model_samples = original_samples = 0
 
-    def write_chunks(final: bool) -> None:
-        nonlocal pending, pending_frames
-        codes = np.concatenate(pending, axis=1) if pending else np.zeros((n_q, 0), np.int64)
-        start = 0
-        while codes.shape[1] - start >= CHUNK_FRAMES or (final and start < codes.shape[1]):
-            part = codes[:, start : start + CHUNK_FRAMES]
-            payload = coder.encode_chunk(part) if coder else pack_codes(part)
-            writer.write_chunk(part.shape[1], payload)
-            start += part.shape[1]
-        pending = [codes[:, start:]]
-        pending_frames = codes.shape[1] - start
-
-    def feed(x: np.ndarray, flush: bool = False) -> None:
-        nonlocal model_samples, pending_frames
+    def encode(x: np.ndarray) -> torch.Tensor:
+        nonlocal model_samples
         model_samples += x.shape[1]
-        codes = encoder.push(torch.from_numpy(np.ascontiguousarray(x))[None])
-        if flush:
-            codes = torch.cat([codes, encoder.flush()], dim=-1)
-        pending.append(codes[0].numpy())
-        pending_frames += codes.shape[-1]
-        if pending_frames >= CHUNK_FRAMES:
-            write_chunks(final=False)
+        return encoder.push(torch.from_numpy(np.ascontiguousarray(x))[None])
 
     with torch.inference_mode():
-        for block in reader.blocks():
-            if block.shape[1] == 0:
-                continue
-            if writer is None:
-                writer = EcdcWriter(out, header)
-            original_samples += block.shape[1]
-            feed(resampler.push(A.to_model_channels(block, cfg.channels)))
-        if writer is None:
+        blocks = (b for b in reader.blocks() if b.shape[1])
+        first = next(blocks, None)
+        if first is None:  # checked before the header goes out: empty input writes nothing
             raise InputError(f"'{reader.name}' contains no audio samples")
+        writer = EcdcWriter(out, header)
+        chunks = _ChunkWriter(writer, coder.encode_chunk if coder else pack_codes)
+        for block in itertools.chain([first], blocks):
+            original_samples += block.shape[1]
+            chunks.add(encode(resampler.push(A.to_model_channels(block, cfg.channels))))
         tail = resampler.flush()
         if model_samples + tail.shape[1] == 0:  # e.g. 1 sample at 96 kHz: keep one frame
             tail = np.zeros((cfg.channels, 1), np.float32)
-        feed(tail, flush=True)
-        write_chunks(final=True)
+        chunks.add(encode(tail))
+        chunks.add(encoder.flush())
+        chunks.close()
         writer.finish(Trailer(model_samples, original_samples))
     rate = reader.info.sample_rate
     return Result(
