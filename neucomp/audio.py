@@ -265,6 +265,8 @@ def open_audio(source: str | os.PathLike | BinaryIO, name: str | None = None) ->
     Raises InputError with a one-line message for anything that is not readable audio.
     """
     if isinstance(source, (str, os.PathLike)) and str(source) == STDIO:
+        if sys.stdin.isatty():
+            raise InputError("IN is - but stdin is a terminal: pipe audio in, e.g. `< song.wav`")
         return _open_stream(sys.stdin.buffer, name or "<stdin>")
     if not isinstance(source, (str, os.PathLike)):
         return _open_stream(source, name or display_name(source))
@@ -471,6 +473,8 @@ class AudioWriter:
 def check_output(target: str | os.PathLike, force: bool) -> None:
     """Fail early (before any work) if an output path cannot or must not be written."""
     if str(target) == STDIO:
+        if sys.stdout.isatty():
+            raise OutputError("OUT is - but stdout is a terminal: pipe it on or redirect it")
         return
     path = Path(target)
     if path.is_dir():

@@ -456,6 +456,8 @@ def decompress_file(
 
 def open_input(src: str | os.PathLike) -> BinaryIO:
     if str(src) == A.STDIO:
+        if sys.stdin.isatty():
+            raise InputError("IN is - but stdin is a terminal: pipe a .ecdc stream in")
         return _NoClose(sys.stdin.buffer)
     path = Path(src)
     if not path.exists():
