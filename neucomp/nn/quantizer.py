@@ -4,7 +4,8 @@ Each stage quantizes what the previous stages left over, so using the first K st
 gives a coarser code at K × 10 bits per frame: one model serves every bandwidth.
 Codebooks are not trained by gradients but by exponential moving averages of the
 vectors assigned to them (as in SoundStream / EnCodec); a code that stops being used
-is re-seeded from the current batch so that no entry of the 1024 goes to waste.
+(used at under a tenth of the mean rate) is re-seeded from the current batch, so that
+no entry of the 1024 goes to waste.
 """
 
 from __future__ import annotations
@@ -47,14 +48,14 @@ class VectorQuantizer(nn.Module):
         codebook_size: int = 1024,
         decay: float = 0.99,
         eps: float = 1e-5,
-        dead_threshold: float = 2.0,
+        dead_fraction: float = 0.1,
         kmeans_iters: int = 10,
     ) -> None:
         super().__init__()
         self.codebook_size = codebook_size
         self.decay = decay
         self.eps = eps
-        self.dead_threshold = dead_threshold
+        self.dead_fraction = dead_fraction
         self.kmeans_iters = kmeans_iters
         self.register_buffer("initialized", torch.tensor(False))
         self.register_buffer("embed", torch.randn(codebook_size, dim) * 0.1)
@@ -75,9 +76,11 @@ class VectorQuantizer(nn.Module):
         centres = _kmeans(x.float(), self.codebook_size, self.kmeans_iters)
         if dist.is_available() and dist.is_initialized():
             dist.broadcast(centres, 0)
+        # Start every entry at the usage a uniform code would have, so none looks dead.
+        expected = x.shape[0] / self.codebook_size
         self.embed.copy_(centres)
-        self.embed_sum.copy_(centres)
-        self.cluster_size.fill_(1.0)
+        self.embed_sum.copy_(centres * expected)
+        self.cluster_size.fill_(expected)
         self.initialized.fill_(True)
 
     @torch.no_grad()
@@ -96,7 +99,11 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _replace_dead(self, x: Tensor) -> None:
-        dead = self.cluster_size < self.dead_threshold
+        # "Dead" is relative to the mean usage, not an absolute count: the vectors per
+        # batch (and so the counts) vary by two orders of magnitude between a CPU run
+        # and a multi-GPU one.
+        mean_usage = self.cluster_size.mean()
+        dead = self.cluster_size < self.dead_fraction * mean_usage
         n_dead = int(dead.sum())
         if n_dead == 0:
             return
@@ -104,8 +111,8 @@ class VectorQuantizer(nn.Module):
         if dist.is_available() and dist.is_initialized():
             dist.broadcast(picks, 0)
         self.embed[dead] = picks
-        self.embed_sum[dead] = picks * self.dead_threshold
-        self.cluster_size[dead] = self.dead_threshold
+        self.embed_sum[dead] = picks * mean_usage
+        self.cluster_size[dead] = mean_usage
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x [N, dim] → (quantized [N, dim] with no gradient, indices [N], commit loss)."""
