@@ -5,6 +5,7 @@ Everything runs on synthetic in-memory audio: no package is downloaded.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +189,42 @@ def test_shard_respects_size_cap(tmp_path: Path) -> None:
     assert len(corpus.load_manifest(out / "manifest.tsv")) == len(made) > 5
     again = corpus.make_shard(root / "manifest.tsv", tmp_path / "shard2", 1.0, seed=3, crop_s=2.0)
     assert [r["source"] for r in again] == [r["source"] for r in made]
+
+
+def test_build_dedupes_and_resumes_without_network(tmp_path: Path, monkeypatch) -> None:
+    """A fake package (no apt): duplicates and short files are dropped, the manifest is
+    written, and a second run skips the finished package entirely."""
+    tree = tmp_path / "tree"
+    sound = tree / "usr/share/games/fake/sound"
+    sound.mkdir(parents=True)
+    x = np.round(8000 * lowpassed_noise(6000.0, 22050, 1.0)).astype(np.int16)
+    sf.write(sound / "a.wav", x, 22050)
+    sf.write(sound / "b.flac", x, 22050)  # same audio, other container
+    sf.write(sound / "c.wav", x[:1000], 22050)  # too short
+    sf.write(sound / "d.wav", x[::-1].copy(), 22050)
+    (tree / "usr/share/doc/fake").mkdir(parents=True)
+    (tree / "usr/share/doc/fake/copyright").write_text("GPL")
+
+    def fake_unpack(deb: Path, dest: Path) -> Path:
+        shutil.copytree(tree, dest, dirs_exist_ok=True)
+        return dest
+
+    monkeypatch.setattr(ds, "download_deb", lambda name, cache: cache / "fake.deb")
+    monkeypatch.setattr(ds, "unpack_deb", fake_unpack)
+    spec = corpus.PackageSpec("fake", (corpus._match(r"/sound/", "speech", "xx"),))
+    monkeypatch.setattr(corpus, "TRAIN_PACKAGES", (spec,))
+    out = tmp_path / "data"
+    entries = corpus.build(out, workers=1)
+    assert sorted(e.path for e in entries) == ["fake/fake/sound/a.flac", "fake/fake/sound/d.flac"]
+    assert all(e.language == "xx" and e.orig_rate == 22050 for e in entries)
+    assert (out / "licenses/fake.copyright").read_text() == "GPL"
+    status = {
+        r["source"].rsplit("/", 1)[-1]: r["status"] for r in corpus.Corpus(out).read_state("fake")
+    }
+    assert status["b.flac"] == "duplicate audio" and status["c.wav"].startswith("short")
+
+    def no_convert(job: corpus.Job) -> dict:
+        raise AssertionError("a finished package must not be converted again")
+
+    monkeypatch.setattr(corpus, "convert", no_convert)
+    assert corpus.build(out, workers=1) == entries

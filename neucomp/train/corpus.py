@@ -445,7 +445,7 @@ def build_package(corpus: Corpus, spec: PackageSpec, seen: set[str], workers: in
     print(f"[{spec.name}] {len(jobs)} files to convert", flush=True)
 
     batch: list[dict] = []
-    n_ok = 0
+    n_ok, last_flush = 0, time.time()
     with ProcessPoolExecutor(max_workers=workers, initializer=_nice_worker) as pool:
         for i, row in enumerate(pool.map(convert, jobs, chunksize=4)):
             row["file_hash"] = file_hashes[i]
@@ -453,15 +453,17 @@ def build_package(corpus: Corpus, spec: PackageSpec, seen: set[str], workers: in
                 if row["audio_hash"] in seen:
                     _remove(jobs[i])
                     row = {"source": row["source"], "status": "duplicate audio"}
+                    row["file_hash"] = file_hashes[i]
                 else:
                     seen.add(row["audio_hash"])
                     row["path"] = corpus_relpath(spec.name, row["source"])
                     n_ok += 1
             batch.append(row)
-            if len(batch) >= 200:
+            # Flush often enough that a partial corpus is usable while long packages run.
+            if len(batch) >= 200 or time.time() - last_flush > 120:
                 corpus.append_state(spec.name, batch)
                 corpus.rewrite_manifests()
-                batch = []
+                batch, last_flush = [], time.time()
     corpus.append_state(spec.name, batch)
     corpus.done_marker(spec.name).touch()
     shutil.rmtree(scratch, ignore_errors=True)
