@@ -1,0 +1,369 @@
+"""Integer twin of the code LM: the same network in arithmetic whose result is exact.
+
+Why: an entropy decoder must rebuild, to the last bit, the probability tables the
+encoder used; float results change with thread count, SIMD width, FMA and library
+version (EnCodec lost files that way). Here every value is an integer and every
+operation is exact, so the tables depend only on the model file and the codes:
+
+- Activations entering a matmul are int8 (|v| ≤ 127), weights are int8, and the matmul
+  runs as float32 BLAS on these integer values. A product is ≤ 127² = 16129 and an inner
+  dimension ≤ 1040 keeps every partial sum below 2^24, where float32 represents all
+  integers exactly; so any summation order, blocking, SIMD width or FMA gives the same
+  exact integer. Attention weights are integers summing to ≤ 2^16, so the weighted sum of
+  int8 values stays below 2^23 however long the window. `IntLM.__init__` asserts the bounds.
+- Everything else is int64 tensor arithmetic (multiply, add, shift, floor division,
+  table lookup), exact by definition: requantisation is `(acc * mult + 2^(s-1)) >> s`,
+  RMSNorm divides by an exact integer square root, softmax and GELU are lookup tables
+  stored in the model file (never recomputed with libm at load time).
+- The only float beyond matmuls is `sqrt` on a float64 < 2^53 in `_isqrt`, whose result
+  is corrected by ±1 with integer comparisons, so it is exact even for a sloppy sqrt.
+- `step` (one frame, key/value cache) and `forward` (whole sequence) run the same
+  row-wise operations, and both give identical integers (tested).
+
+`quantize_lm` converts a trained float `CodesLM` into this form from activation ranges
+measured on calibration codes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from neucomp.nn.lm import CodesLM, LMConfig, alibi_slopes
+
+FREQ_BITS = 24  # frequency tables sum to 2^24 (constriction's default precision)
+Q8 = 127  # int8 range used by every matmul input and weight
+ACC_LIMIT = 1 << 24  # float32 represents every integer up to here
+ATT_ONE = 1 << 16  # attention weights of a query sum to at most this
+ATT_EXP_ONE = 1 << 15  # exp table value at distance 0 from the max (attention)
+OUT_EXP_ONE = 1 << 16  # exp table value at distance 0 from the max (output)
+LOGIT_STEP = 1.0 / 64  # nats per unit of an integer logit (attention and output)
+GELU_HALF = 1024  # GELU table covers integer inputs -1024..1024
+RESID_BITS = 20  # residual stream: calibrated max maps to 2^20
+RESID_CLAMP = 1 << 22  # keeps dim * x^2 < 2^53 for the exact square root
+NORM_SHIFT = 8  # fixed-point bits of the RMSNorm multipliers
+
+
+def _isqrt(n: Tensor) -> Tensor:
+    """floor(sqrt(n)) for int64 n in [0, 2^53): float estimate, then exact ±1 fix-up."""
+    r = torch.sqrt(n.double()).long()
+    r = r - (r * r > n).long()
+    return r + ((r + 1) * (r + 1) <= n).long()
+
+
+def _rq(acc: Tensor, mult: Tensor, shift: int) -> Tensor:
+    """round(acc * mult / 2^shift), half up, in int64."""
+    return (acc * mult + (1 << (shift - 1))) >> shift
+
+
+def _matmul(x: Tensor, w: Tensor) -> Tensor:
+    """Exact integer matmul of int8-range values through float32 BLAS (see module doc)."""
+    return torch.matmul(x.float(), w).long()
+
+
+def _rms_norm(x: Tensor, mult: Tensor) -> Tensor:
+    """int8 of gain * x / rms(x) / input_scale, with gain and scale folded into `mult`."""
+    ss = (x * x).sum(-1, keepdim=True)
+    den = _isqrt(ss).clamp(min=1) << NORM_SHIFT
+    y = torch.div(2 * x * mult + den, 2 * den, rounding_mode="floor")
+    return y.clamp(-Q8, Q8)
+
+
+@dataclass
+class LMState:
+    """Per-chunk decoding state: key/value caches (twice the window, compacted) and t."""
+
+    num_codebooks: int
+    keys: list[Tensor]  # per layer [H, 2W, hd] float32 holding int8 values
+    values: list[Tensor]
+    filled: int = 0  # entries used in the caches
+    frame: int = 0  # frames stepped so far
+
+
+class IntLM:
+    """Integer inference LM; `arrays` holds every tensor of the model file (see to_arrays)."""
+
+    def __init__(self, config: LMConfig, arrays: dict[str, Tensor]) -> None:
+        self.config = config
+        a = {k: torch.as_tensor(v) for k, v in arrays.items()}
+        c = config
+        # Weights are int8 in the file; matmuls take them as float32 (exact, see module doc).
+        self.w = {k: v.float() for k, v in a.items() if k.endswith("_w")}
+        self.emb = a["emb"].to(torch.int8)  # [Kmax * card, dim], row scales in emb_mult
+        self.i = {k: v.long() for k, v in a.items() if not k.endswith("_w") and k != "emb"}
+        for name, w in self.w.items():
+            if w.abs().max() > Q8:
+                raise ValueError(f"{name}: weights outside int8 range")
+            inner = w.shape[-2]
+            if inner * Q8 * Q8 >= ACC_LIMIT:
+                raise ValueError(f"{name}: inner dimension {inner} breaks the 2^24 bound")
+        if (c.dim // c.heads) * Q8 * Q8 >= ACC_LIMIT or ATT_ONE * Q8 >= ACC_LIMIT:
+            raise ValueError("attention shape breaks the exactness bounds")
+        self.shifts = {k: int(v) for k, v in self.i.items() if k.endswith("_shift")}
+        pos = torch.arange(c.window)
+        self._step_dist = (c.window - 1 - pos)[None, :]  # distances of a full window, oldest first
+
+    # -- building blocks shared by step() and forward() ---------------------------------
+
+    def _linear(self, x: Tensor, name: str) -> Tensor:
+        acc = _matmul(x, self.w[name + "_w"])
+        return _rq(acc, self.i[name + "_mult"], self.shifts[name + "_shift"])
+
+    def _attend(
+        self, layer: int, q: Tensor, k: Tensor, v: Tensor, dist: Tensor, masked: bool
+    ) -> Tensor:
+        """q [H, Tq, hd], k/v [H, Tk, hd] (int8 as float32), dist [Tq, Tk] → [Tq, dim] int8.
+
+        With `masked`, keys with dist < 0 (future) or dist ≥ window are left out; without,
+        every key is visible (the step path passes exactly the window).
+        """
+        p = f"l{layer}."
+        window = self.config.window
+        scores = torch.matmul(q, k.transpose(1, 2)).long()  # exact: hd * 127² < 2^24
+        z = _rq(scores, self.i[p + "att_mult"], self.shifts[p + "att_shift"])
+        z = z - self.i[p + "alibi"][:, dist.clamp(0, window - 1) if masked else dist]
+        lut = self.i["att_exp"]
+        if masked:
+            visible = (dist >= 0) & (dist < window)
+            z = z.masked_fill(~visible, -(1 << 40))
+        gap = (z.amax(-1, keepdim=True) - z).clamp(max=lut.numel() - 1)
+        e = lut[gap] * visible if masked else lut[gap]
+        weights = torch.div(e * ATT_ONE, e.sum(-1, keepdim=True), rounding_mode="floor")
+        out = torch.matmul(weights.float(), v).long()  # exact: sum(weights) * 127 < 2^24
+        out = (out + ATT_ONE // 2) >> 16  # back to the int8 scale of v
+        return out.transpose(0, 1).reshape(q.shape[1], -1)
+
+    def _qkv(self, layer: int, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x [T, dim] residual → q, k, v [H, T, hd] int8-valued float32."""
+        c = self.config
+        h = _rms_norm(x, self.i[f"l{layer}.norm1_mult"])
+        qkv = self._linear(h, f"l{layer}.qkv").clamp(-Q8, Q8).float()
+        t = x.shape[0]
+        q, k, v = qkv.view(t, 3, c.heads, c.dim // c.heads).permute(1, 2, 0, 3)
+        return q, k, v
+
+    def _finish_block(self, layer: int, x: Tensor, att: Tensor) -> Tensor:
+        p = f"l{layer}."
+        x = (x + self._linear(att, p + "proj")).clamp(-RESID_CLAMP, RESID_CLAMP)
+        h = _rms_norm(x, self.i[p + "norm2_mult"])
+        u = self._linear(h, p + "fc1").clamp(-GELU_HALF, GELU_HALF)
+        g = self.i[p + "gelu"][u + GELU_HALF]
+        return (x + self._linear(g, p + "fc2")).clamp(-RESID_CLAMP, RESID_CLAMP)
+
+    def _frequencies(self, x: Tensor, num_codebooks: int) -> Tensor:
+        """x [T, dim] → integer frequency tables [K, T, card], each ≥ 1, summing to 2^24."""
+        h = _rms_norm(x, self.i["norm_f_mult"]).float()
+        k = num_codebooks
+        card = self.config.card
+        # head_w is [dim, Kmax * card]: the first K heads are a (strided) column slice.
+        acc = torch.matmul(h, self.w["head_w"][:, : k * card]).long()  # [T, K * card]
+        z = _rq(acc, self.i["head_mult"][: k * card], self.shifts["head_shift"])
+        z = (z + self.i["head_bias"][: k * card]).view(-1, k, card).transpose(0, 1)
+        lut = self.i["out_exp"]
+        gap = (z.amax(-1, keepdim=True) - z).clamp(max=lut.numel() - 1)
+        e = lut[gap]
+        spare = (1 << FREQ_BITS) - card  # what is left after every symbol's floor of 1
+        freq = 1 + torch.div(e * spare, e.sum(-1, keepdim=True), rounding_mode="floor")
+        short = (1 << FREQ_BITS) - freq.sum(-1, keepdim=True)  # 0 ≤ short < card
+        top = z.argmax(-1, keepdim=True)  # first maximum: its e is the table's largest
+        return freq.scatter_add(-1, top, short)
+
+    def _embed(self, prev: Tensor | None, num_codebooks: int) -> Tensor:
+        """prev [K, T] codes of the previous frames (None: the start frame) → [T, dim]."""
+        kvec = self.i["k_emb"][num_codebooks]
+        if prev is None:
+            return (self.i["start"] + kvec)[None]
+        rows = prev + torch.arange(num_codebooks)[:, None] * self.config.card  # [K, T]
+        summed = (self.emb[rows].long() * self.i["emb_mult"][rows][..., None]).sum(0)
+        shift = self.shifts["emb_shift"]
+        return ((summed + (1 << (shift - 1))) >> shift) + kvec
+
+    # -- public API -----------------------------------------------------------------------
+
+    def start(self, num_codebooks: int) -> LMState:
+        """Fresh state at the beginning of a chunk."""
+        c = self.config
+        if not 1 <= num_codebooks <= c.max_codebooks:
+            raise ValueError(f"{num_codebooks} codebooks, the LM handles 1..{c.max_codebooks}")
+        shape = (c.heads, 2 * c.window, c.dim // c.heads)
+        return LMState(
+            num_codebooks,
+            [torch.zeros(shape) for _ in range(c.layers)],
+            [torch.zeros(shape) for _ in range(c.layers)],
+        )
+
+    def step(self, state: LMState, prev: Tensor | None) -> Tensor:
+        """Frequencies [K, card] for the next frame given the codes [K] of the frame before."""
+        c = self.config
+        if (prev is None) != (state.frame == 0):
+            raise ValueError("prev must be None exactly at the first frame")
+        x = self._embed(None if prev is None else prev.long()[:, None], state.num_codebooks)
+        if state.filled == 2 * c.window:  # compact: keep the last window-1 entries
+            keep = c.window - 1
+            for cache in state.keys + state.values:
+                cache[:, :keep] = cache[:, -keep:].clone()
+            state.filled = keep
+        n = state.filled
+        lo = max(0, n + 1 - c.window)
+        dist = self._step_dist[:, c.window - (n + 1 - lo) :]
+        for layer in range(c.layers):
+            q, k, v = self._qkv(layer, x)
+            state.keys[layer][:, n] = k[:, 0]
+            state.values[layer][:, n] = v[:, 0]
+            keys = state.keys[layer][:, lo : n + 1]
+            values = state.values[layer][:, lo : n + 1]
+            att = self._attend(layer, q, keys, values, dist, masked=False)
+            x = self._finish_block(layer, x, att)
+        state.filled = n + 1
+        state.frame += 1
+        return self._frequencies(x, state.num_codebooks)[:, 0]
+
+    def forward(self, codes: Tensor) -> Tensor:
+        """Frequencies [K, T, card] for every frame of codes [K, T] (teacher forcing).
+
+        Gives exactly the integers of `step` run frame by frame; used for tests and for
+        measuring bits per code quickly, never by the coder.
+        """
+        k, t = codes.shape
+        x = self._embed(None, k)
+        if t > 1:
+            x = torch.cat([x, self._embed(codes[:, :-1].long(), k)])
+        pos = torch.arange(t)
+        dist = pos[:, None] - pos[None, :]
+        for layer in range(self.config.layers):
+            q, kk, v = self._qkv(layer, x)
+            x = self._finish_block(layer, x, self._attend(layer, q, kk, v, dist, masked=True))
+        return self._frequencies(x, k)
+
+
+def code_bits(freqs: Tensor, codes: Tensor) -> Tensor:
+    """Ideal coded size in bits of codes [K, T] under frequency tables [K, T, card]."""
+    f = freqs.gather(-1, codes.long()[..., None])[..., 0].double()
+    return (FREQ_BITS - torch.log2(f)).sum()
+
+
+# ---------------------------------------------------------------------------------------
+# Float model → integer model
+
+
+def _mult_shift(real: Tensor | float) -> tuple[Tensor, int]:
+    """Fixed-point multipliers (< 2^31) and one shift for real multipliers ≥ 0."""
+    real = torch.as_tensor(real, dtype=torch.float64)
+    top = float(real.abs().max())
+    shift = 31 - math.ceil(math.log2(top)) if top > 0 else 31
+    if not 1 <= shift <= 62:
+        raise ValueError(f"multiplier {top} out of range")
+    return torch.round(real * 2.0**shift).long(), shift
+
+
+def _quant_weight(w: Tensor) -> tuple[Tensor, Tensor]:
+    """w [..., in, out] → int8 weights and the per-output-column scale."""
+    scale = w.abs().amax(-2, keepdim=True).clamp(min=1e-12) / Q8
+    return torch.round(w / scale).clamp(-Q8, Q8).to(torch.int8), scale.squeeze(-2)
+
+
+def _amax(tensors: list[Tensor], per_channel: bool = False) -> Tensor:
+    """Largest magnitude over a list of activations (of each last-dim channel if asked)."""
+    if per_channel:
+        flat = torch.cat([x.reshape(-1, x.shape[-1]) for x in tensors])
+        return flat.abs().amax(0).double().clamp(min=1e-8)
+    return torch.stack([x.abs().max() for x in tensors]).max().double().clamp(min=1e-8)
+
+
+def _exp_table(one: int) -> Tensor:
+    """round(one * exp(-i * LOGIT_STEP)) until it reaches 0 (last entry 0)."""
+    n = math.ceil(math.log(2 * one) / LOGIT_STEP) + 2
+    vals = torch.round(one * torch.exp(-torch.arange(n, dtype=torch.float64) * LOGIT_STEP))
+    return vals.long()
+
+
+@torch.no_grad()
+def quantize_lm(model: CodesLM, calibration: list[Tensor]) -> IntLM:
+    """Integer twin of `model`; activation ranges measured on calibration codes [B, K, T]."""
+    model = model.eval()
+    c = model.config
+    probe: dict[str, list[Tensor]] = {}
+    for codes in calibration:
+        model(codes, probe)
+    per_layer = {k: v for k, v in probe.items() if k not in ("resid", "norm_f")}
+    n_cal = len(calibration)
+
+    def layer_acts(name: str, layer: int) -> list[Tensor]:
+        return [per_layer[name][i * c.layers + layer] for i in range(n_cal)]
+
+    s_x = _amax(probe["resid"]) / 2**RESID_BITS
+    a: dict[str, Tensor] = {}
+
+    def norm(name: str, weight: Tensor, acts: list[Tensor]) -> Tensor:
+        """Integer RMSNorm multipliers; returns the per-channel scale of its int8 output."""
+        scale = _amax(acts, per_channel=True) / Q8
+        a[name] = torch.round(2.0**NORM_SHIFT * weight.double() * math.sqrt(c.dim) / scale)
+        a[name] = a[name].long()
+        return scale
+
+    def linear(name: str, w_in_out: Tensor, in_scale: Tensor, out_scale: Tensor) -> None:
+        """int8 weights with the input scale folded in; requantisation to out_scale."""
+        wq, ws = _quant_weight(w_in_out.double() * in_scale.reshape(-1, 1))
+        a[name + "_w"] = wq
+        a[name + "_mult"], shift = _mult_shift(ws / out_scale)
+        a[name + "_shift"] = torch.tensor(shift)
+
+    hd = c.dim // c.heads
+    dist = torch.arange(c.window, dtype=torch.float64)
+    slopes = torch.tensor(alibi_slopes(c.heads), dtype=torch.float64)[:, None]
+    for i, block in enumerate(model.blocks):
+        p = f"l{i}."
+        in1 = norm(p + "norm1_mult", block.norm1.weight, layer_acts("norm1", i))
+        s_q, s_k, s_v = (_amax(layer_acts(n, i)) / Q8 for n in ("q", "k", "v"))
+        out_scales = torch.cat([s.expand(c.dim) for s in (s_q, s_k, s_v)])
+        linear(p + "qkv", block.qkv.weight.t(), in1, out_scales)
+        a[p + "att_mult"], shift = _mult_shift(s_q * s_k / math.sqrt(hd) / LOGIT_STEP)
+        a[p + "att_shift"] = torch.tensor(shift)
+        a[p + "alibi"] = torch.round(slopes * dist / LOGIT_STEP).long()
+        linear(p + "proj", block.proj.weight.t(), s_v, s_x)
+        in2 = norm(p + "norm2_mult", block.norm2.weight, layer_acts("norm2", i))
+        step = _amax(layer_acts("pre", i)) / GELU_HALF  # fc1 output → GELU table index
+        linear(p + "fc1", block.fc1.weight.t(), in2, step)
+        gelu = F.gelu(torch.arange(-GELU_HALF, GELU_HALF + 1, dtype=torch.float64) * step)
+        s_g = gelu.abs().max() / Q8
+        a[p + "gelu"] = torch.round(gelu / s_g).clamp(-Q8, Q8).long()
+        linear(p + "fc2", block.fc2.weight.t(), s_g, s_x)
+
+    in_f = norm("norm_f_mult", model.norm.weight, probe["norm_f"])
+    linear("head", model.heads.weight.t(), in_f, torch.tensor(LOGIT_STEP, dtype=torch.float64))
+    a["head_bias"] = torch.round(model.heads.bias.double() / LOGIT_STEP).long()
+
+    emb = model.emb.weight.double()
+    row_scale = emb.abs().amax(1).clamp(min=1e-12) / Q8
+    a["emb"] = torch.round(emb / row_scale[:, None]).to(torch.int8)
+    a["emb_mult"], shift = _mult_shift(row_scale / s_x)
+    a["emb_shift"] = torch.tensor(shift)
+    a["start"] = torch.round(model.start.double() / s_x).long()
+    a["k_emb"] = torch.round(model.k_emb.weight.double() / s_x).long()
+    a["att_exp"] = _exp_table(ATT_EXP_ONE)
+    a["out_exp"] = _exp_table(OUT_EXP_ONE)
+    return IntLM(c, a)
+
+
+def to_arrays(lm: IntLM) -> dict[str, Tensor]:
+    """Compact tensors for the model file: int8 weights, int64 elsewhere."""
+    out = {k: v.to(torch.int8) for k, v in lm.w.items()}
+    out["emb"] = lm.emb
+    out.update(lm.i)
+    return out
+
+
+def random_lm(config: LMConfig, seed: int = 0, spread: float = 0.2) -> IntLM:
+    """A seeded random-weight integer LM (tests, benchmarks): peaked, non-uniform tables."""
+    gen = torch.Generator().manual_seed(seed)
+    model = CodesLM(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * spread)
+    k = config.max_codebooks
+    calib = [torch.randint(0, config.card, (2, k, 2 * config.window), generator=gen)]
+    return quantize_lm(model, calib)
