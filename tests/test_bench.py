@@ -36,7 +36,7 @@ def test_failing_command_raises(tmp_path: Path) -> None:
 def test_table_shows_change_against_previous_results() -> None:
     new = {
         "load_model_s": 0.5,
-        "rtf": {"plain": {"encode": {"6": {"median": 12.0, "runs": 5}}}},
+        "rtf": {"plain": {"encode": {"6": {"median": 12.0, "min": 11.0, "max": 13.5, "runs": 5}}}},
         "memory": {"600s": {"compress": {"peak_rss_mb": 300.0}}},
     }
     old = {"rtf": {"plain": {"encode": {"6": {"median": 10.0, "runs": 5}}}}}
@@ -47,7 +47,7 @@ def test_table_shows_change_against_previous_results() -> None:
         "rtf.plain.encode.6.median",
         "memory.600s.compress.peak_rss_mb",
     }
-    assert "+20.0 %" in rows["rtf.plain.encode.6.median"]
+    assert "| 12 (11–13.5) | 10 | +20.0 % |" in rows["rtf.plain.encode.6.median"]
     assert rows["load_model_s"].rstrip().endswith("| – | – |")
 
 

@@ -287,21 +287,25 @@ def committed_results() -> dict | None:
 
 
 def table(results: dict, previous: dict | None) -> str:
-    """Every measured number, and its change against `previous` where both have it."""
-    new = flatten(
-        {
-            k: results[k]
-            for k in ("import_torch_s", "load_model_s", "rtf", "memory", "batch")
-            if k in results
-        }
-    )
+    """Every measured number, and its change against `previous` where both have it.
+
+    A median is shown with its min–max range on one line.
+    """
+    sections = ("import_torch_s", "load_model_s", "rtf", "memory", "batch")
+    new = flatten({k: results[k] for k in sections if k in results})
     old = flatten(previous) if previous else {}
     lines = ["| measure | value | last commit | change |", "|---|---:|---:|---:|"]
     for name, value in new.items():
+        if name.endswith((".min", ".max")):
+            continue
+        shown = f"{value:.3g}"
+        if name.endswith(".median"):
+            base = name.removesuffix(".median")
+            shown += f" ({new[base + '.min']:.3g}–{new[base + '.max']:.3g})"
         before = old.get(name)
         change = f"{(value - before) / before * 100:+.1f} %" if before else "–"
         prev = f"{before:.3g}" if before is not None else "–"
-        lines.append(f"| {name} | {value:.3g} | {prev} | {change} |")
+        lines.append(f"| {name} | {shown} | {prev} | {change} |")
     return "\n".join(lines)
 
 
