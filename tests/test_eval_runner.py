@@ -117,3 +117,11 @@ def test_eval_module_imports_without_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_visqol_has_no_answer_for_silence_or_tiny_clips() -> None:
+    pytest.importorskip("visqol")
+    silence = np.zeros(runner.EVAL_RATE, np.float32)
+    assert runner.score(silence, silence, "speech", use_visqol=True)["visqol_audio"] is None
+    tiny = np.full(100, 0.1, np.float32)
+    assert runner.score(tiny, tiny, "music", use_visqol=True)["visqol_audio"] is None

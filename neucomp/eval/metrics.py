@@ -100,6 +100,7 @@ def log_mel(x: np.ndarray, sample_rate: int, n_fft: int, n_mels: int = MEL_BANDS
         hop_length=n_fft // 4,
         window=torch.hann_window(n_fft, dtype=torch.float32),
         center=True,
+        pad_mode="constant",  # zeros, not reflection: works for clips shorter than n_fft
         return_complex=True,
     ).abs()
     fb = torch.as_tensor(mel_filterbank(sample_rate, n_fft, n_mels), dtype=torch.float32)
@@ -116,7 +117,7 @@ def mel_distance(
 ) -> float:
     """Mean absolute difference of log10 mel magnitudes, averaged over STFT sizes.
 
-    Definition: for each n_fft in `fft_sizes` (hop n_fft/4, Hann window, centred frames),
+    Definition: for each n_fft in `fft_sizes` (hop n_fft/4, Hann window, centred frames, zero-padded ends),
     take |STFT|, apply `n_mels` triangular HTK-mel filters from 0 Hz to Nyquist, floor at
     1e-5 and take log10; the distance is the mean |log_mel(ref) - log_mel(deg)| over
     channels, bands and frames, then averaged over the sizes. 0 means identical spectra;

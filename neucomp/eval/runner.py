@@ -8,6 +8,7 @@ stand in for the real Python API.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -124,10 +125,20 @@ def score(
         "visqol_speech": None,
     }
     if use_visqol:
-        out["visqol_audio"] = metrics.visqol(ref, deg, EVAL_RATE, mode="audio")
+        out["visqol_audio"] = _visqol_or_none(ref, deg, "audio")
         if category == "speech":
-            out["visqol_speech"] = metrics.visqol(ref, deg, EVAL_RATE, mode="speech")
+            out["visqol_speech"] = _visqol_or_none(ref, deg, "speech")
     return out
+
+
+def _visqol_or_none(ref: np.ndarray, deg: np.ndarray, mode: str) -> float | None:
+    """ViSQOL, or None where it has no answer: a silent reference (NaN) or a clip too
+    short for its spectrogram (ValueError, under about 0.1 s)."""
+    try:
+        value = metrics.visqol(ref, deg, EVAL_RATE, mode=mode)
+    except ValueError:
+        return None
+    return None if math.isnan(value) else value
 
 
 def evaluate(
