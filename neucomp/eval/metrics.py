@@ -117,10 +117,11 @@ def mel_distance(
 ) -> float:
     """Mean absolute difference of log10 mel magnitudes, averaged over STFT sizes.
 
-    Definition: for each n_fft in `fft_sizes` (hop n_fft/4, Hann window, centred frames, zero-padded ends),
-    take |STFT|, apply `n_mels` triangular HTK-mel filters from 0 Hz to Nyquist, floor at
-    1e-5 and take log10; the distance is the mean |log_mel(ref) - log_mel(deg)| over
-    channels, bands and frames, then averaged over the sizes. 0 means identical spectra;
+    Definition: for each n_fft in `fft_sizes` (hop n_fft/4, Hann window, centred frames,
+    zero-padded ends), take |STFT|, apply `n_mels` triangular HTK-mel filters from 0 Hz to
+    Nyquist, floor at 1e-5 and take log10; the distance is the mean
+    |log_mel(ref) - log_mel(deg)| over channels, bands and frames, then averaged over the
+    sizes. 0 means identical spectra;
     0.1 is about a 2 dB average error per band. Lower is better.
     """
     r, d = _aligned(ref, deg)
