@@ -86,9 +86,14 @@ def eval_command(
     Prints markdown tables of actual bitrate, ViSQOL, SI-SNR and mel distance per
     category and overall; --json keeps every file's row, --plot draws bitrate vs ViSQOL.
     """
+    import torch
+
     from neucomp.eval import baselines as B
     from neucomp.eval import metrics, report, runner
 
+    # One thread, like the rest of the CLI: on a small busy machine more threads only
+    # contend (torch.stft for the mel distance was ~100x slower with 2 under load).
+    torch.set_num_threads(1)
     bws = _parse_bandwidths(bandwidths)
     plan, notes = B.plan_baselines(_parse_baselines(baselines))
     for n in notes:
