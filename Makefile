@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install demo test lint format data eval-data eval bench train train-lm clean
+.PHONY: install demo test lint format data eval-data eval-tools eval bench bench-quick train train-lm clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -44,10 +44,13 @@ eval-tools:
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[eval]'
 
 eval: $(STAMP) eval-tools
-	$(PY) -m neucomp eval data/deveval --json bench/eval.json --plot docs/rate_quality.png
+	$(PY) -m neucomp eval data/deveval --json bench/eval.json --plot docs/rate_quality.png --markdown docs/rate_quality.md
 
 bench: $(STAMP)
 	$(PY) -m neucomp.eval.bench
+
+bench-quick: $(STAMP)
+	$(PY) -m neucomp.eval.bench --quick
 
 train: $(STAMP)
 	$(PY) -m neucomp.train --config configs/codec24_cpu.json
