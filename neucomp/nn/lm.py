@@ -133,7 +133,11 @@ class CodesLM(nn.Module):
         start = self.start.expand(b, 1, -1)
         return torch.cat([start, prev], 1) + self.k_emb.weight[k]
 
-    def forward(self, codes: Tensor, probe: dict | None = None) -> Tensor:
+    def forward(
+        self, codes: Tensor, probe: dict | None = None, heads: Tensor | None = None
+    ) -> Tensor:
+        """Logits [B, K, T, card]; with `heads` (codebook indices < K) only those heads,
+        [B, len(heads), T, card] (training: the output layer dominates the cost at large K)."""
         b, k, t = codes.shape
         if not 1 <= k <= self.config.max_codebooks:
             raise ValueError(f"{k} codebooks, the LM handles 1..{self.config.max_codebooks}")
@@ -147,11 +151,10 @@ class CodesLM(nn.Module):
         if probe is not None:
             probe.setdefault("norm_f", []).append(h.detach())
         c = self.config
-        w = self.heads.weight[: k * c.card].view(k, c.card, c.dim)
-        logits = torch.einsum("btd,kcd->bktc", h, w) + self.heads.bias[: k * c.card].view(
-            1, k, 1, c.card
-        )
-        return logits
+        w = self.heads.weight.view(c.max_codebooks, c.card, c.dim)
+        bias = self.heads.bias.view(c.max_codebooks, c.card)
+        w, bias = (w[:k], bias[:k]) if heads is None else (w[heads], bias[heads])
+        return torch.einsum("btd,kcd->bktc", h, w) + bias[None, :, None]
 
 
 def bits_per_code(logits: Tensor, codes: Tensor) -> Tensor:

@@ -1,0 +1,195 @@
+"""LM range coding of code chunks: integer LM tables + constriction's range coder.
+
+A chunk of codes [K, F] is coded frame by frame: the integer LM (`neucomp.nn.intlm`)
+turns the frames before t into K frequency tables for frame t, and the range coder
+spends -log2(f / 2^24) bits per code. The LM state starts fresh in every chunk, so a
+damaged chunk never affects another.
+
+Bit-exactness: the tables are exact integers (see intlm), and they reach constriction in
+a form its float-to-fixed-point conversion reproduces exactly. We pass p_i = f_i - 1 as
+float64 with sum(f) = 2^24; constriction's `perfect=False` categorical gives symbol i the
+interval starting at floor(C_i * scale) + i, where C_i = p_0 + ... + p_{i-1} is an exact
+integer below 2^24 and scale = (2^24 - n) / sum(p) = 1.0 exactly, i.e. at f_0 + ... +
+f_{i-1}: our table, bit for bit, with no rounding anywhere.
+The encoder computes its tables with `IntLM.step`, the very function the decoder runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import constriction
+import numpy as np
+import torch
+
+from neucomp.errors import CorruptDataError, FormatError, ModelError
+from neucomp.nn.intlm import FREQ_BITS, IntLM, to_arrays
+from neucomp.nn.lm import LMConfig
+
+LM_FILE_FORMAT = "neucomp-lm"
+LM_FILE_VERSION = 1
+_META = "__meta__"
+
+
+@contextlib.contextmanager
+def _exact_matmuls() -> Iterator[None]:
+    """float32 matmuls at full precision (never TF32/bf16) while the LM runs."""
+    before = torch.get_float32_matmul_precision()
+    if before != "highest":
+        torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        if before != "highest":
+            torch.set_float32_matmul_precision(before)
+
+
+def _hash(config: dict, codec_hash: str, arrays: dict[str, np.ndarray]) -> bytes:
+    """sha256 over everything that shapes the frequency tables."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"config": config, "codec_hash": codec_hash}, sort_keys=True).encode())
+    for name in sorted(arrays):
+        arr = np.ascontiguousarray(arrays[name])
+        arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+        h.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
+        h.update(arr.tobytes())
+    return h.digest()
+
+
+def save_lm(lm: IntLM, path: str | Path, codec_hash: str, card: dict | None = None) -> bytes:
+    """Write an LM model file (npz: integer arrays + JSON meta, atomic); return its hash."""
+    arrays = {k: v.numpy() for k, v in to_arrays(lm).items()}
+    config = lm.config.to_dict()
+    digest = _hash(config, codec_hash, arrays)
+    meta = {
+        "format": LM_FILE_FORMAT,
+        "version": LM_FILE_VERSION,
+        "config": config,
+        "codec_hash": codec_hash,
+        "hash": digest.hex(),
+        "card": card or {},
+    }
+    buf = io.BytesIO()
+    np.savez(buf, **arrays, **{_META: np.frombuffer(json.dumps(meta).encode(), np.uint8)})
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, path)
+    return digest
+
+
+class LMCoder:
+    """Entropy coder of code chunks with an integer LM; one instance per model file."""
+
+    def __init__(self, lm: IntLM, codec_hash: str, digest: bytes, card: dict | None = None):
+        self.lm = lm
+        self.codec_hash = codec_hash
+        self.hash = digest
+        self.card = card or {}
+        self._family = constriction.stream.model.Categorical(perfect=False)
+
+    @property
+    def max_codebooks(self) -> int:
+        return self.lm.config.max_codebooks
+
+    @classmethod
+    def load(cls, path: str | Path) -> LMCoder:
+        """Load and verify an LM file (ModelError if missing, damaged or not an LM file)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"LM file not found: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+            meta = json.loads(arrays.pop(_META).tobytes())
+        except Exception as err:  # zip/npz/json errors all mean the same thing here
+            raise ModelError(f"cannot read LM file {path}: {type(err).__name__}") from None
+        if not isinstance(meta, dict) or meta.get("format") != LM_FILE_FORMAT:
+            raise ModelError(f"{path} is not a neucomp LM file")
+        if meta.get("version") != LM_FILE_VERSION:
+            raise ModelError(f"{path}: unsupported LM file version {meta.get('version')}")
+        digest = _hash(meta["config"], meta["codec_hash"], arrays)
+        if digest.hex() != meta.get("hash"):
+            raise ModelError(f"{path} is damaged: its weights do not match the recorded hash")
+        try:
+            lm = IntLM(LMConfig.from_dict(meta["config"]), arrays)
+        except (KeyError, ValueError, RuntimeError) as err:
+            raise ModelError(f"{path} does not fit its config: {err}") from None
+        return cls(lm, meta["codec_hash"], digest, meta.get("card"))
+
+    def check_codec(self, codec_hash: str) -> None:
+        """Refuse codes of a codec other than the one this LM was trained for."""
+        if codec_hash != self.codec_hash:
+            raise ModelError(
+                f"the LM was trained for codec weights {self.codec_hash[:12]}…, not for "
+                f"{codec_hash[:12]}…; retrain it with `make train-lm` after changing the codec"
+            )
+
+    def _check_shape(self, num_codebooks: int, num_frames: int) -> None:
+        if not 1 <= num_codebooks <= self.max_codebooks:
+            raise FormatError(
+                f"{num_codebooks} codebooks, the LM coder handles 1..{self.max_codebooks}"
+            )
+        if num_frames < 0:
+            raise FormatError(f"negative frame count {num_frames}")
+
+    def encode_chunk(self, codes: np.ndarray) -> bytes:
+        """Range-code codes [K, F] (values < card); the LM runs frame by frame, as in decode."""
+        codes = np.asarray(codes)
+        k, f = codes.shape
+        self._check_shape(k, f)
+        if f == 0:
+            return b""
+        if codes.min() < 0 or codes.max() >= self.lm.config.card:
+            raise ValueError("codes out of range")
+        frames = torch.from_numpy(codes.astype(np.int64))
+        tables = []
+        with torch.inference_mode(), _exact_matmuls():
+            state = self.lm.start(k)
+            for t in range(f):
+                freqs = self.lm.step(state, frames[:, t - 1] if t else None)
+                tables.append(freqs)
+        probs = (torch.cat(tables) - 1).double().numpy()  # frame-major [F * K, card]
+        encoder = constriction.stream.queue.RangeEncoder()
+        encoder.encode(codes.T.reshape(-1).astype(np.int32), self._family, probs)
+        return encoder.get_compressed().astype("<u4").tobytes()
+
+    def decode_chunk(self, payload: bytes, num_codebooks: int, num_frames: int) -> np.ndarray:
+        """Codes [K, F] from a payload. Damaged bytes give wrong codes or CorruptDataError,
+        never a hang: the work is bounded by K * F whatever the bytes are."""
+        self._check_shape(num_codebooks, num_frames)
+        out = np.zeros((num_codebooks, num_frames), dtype=np.int64)
+        if num_frames == 0:
+            return out
+        if len(payload) % 4:
+            raise CorruptDataError("LM payload is not a whole number of 32-bit words")
+        words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+        decoder = constriction.stream.queue.RangeDecoder(words)
+        prev = None
+        with torch.inference_mode(), _exact_matmuls():
+            state = self.lm.start(num_codebooks)
+            for t in range(num_frames):
+                probs = (self.lm.step(state, prev) - 1).double().numpy()
+                try:
+                    symbols = decoder.decode(self._family, probs)
+                except Exception as err:  # constriction reports bad data by various types
+                    raise CorruptDataError(f"LM payload does not decode: {err}") from None
+                out[:, t] = symbols
+                prev = torch.from_numpy(out[:, t].copy())
+        return out
+
+
+def default_lm_path(codec_name: str) -> Path:
+    """Where the LM for a codec lives: <models_dir>/<codec_name>.lm."""
+    from neucomp.model import models_dir
+
+    return models_dir() / f"{codec_name}.lm"
+
+
+assert FREQ_BITS == 24, "constriction's Categorical works at 24-bit precision"

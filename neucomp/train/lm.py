@@ -1,0 +1,304 @@
+"""Train the code LM (`make train-lm`): codes from the shipped codec → float LM → integer LM.
+
+    python -m neucomp.train.lm --config configs/lm24.json
+
+1. Codes: 5 s crops of the training corpus are encoded once by the codec (all 32
+   codebooks; the first K of those are the codes at K codebooks) and cached in the run
+   folder under the codec's hash, so retraining after a codec change is this same command.
+   Files are split by a hash of their path: every 20th file is held out for validation.
+2. Float training on CPU with random K per batch (from the codec's bandwidths), resumable
+   from `<run_dir>/ckpt.pt`.
+3. Conversion to the integer LM, bits per code of both models per K on the held-out
+   crops, and the model file `<models>/<codec>.lm` with a card (`.lm.md`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from neucomp.coding.range import save_lm
+from neucomp.nn.intlm import code_bits, quantize_lm
+from neucomp.nn.lm import CodesLM, LMConfig, bits_per_code
+from neucomp.train.corpus import load_manifest, sampling_weights
+
+DEFAULTS = {
+    "codec": None,  # model name or path (None: the default 24 kHz model)
+    "corpus": "data/corpus24/manifest.tsv",
+    "run_dir": "runs/lm24",
+    "out": None,  # None: <models>/<codec name>.lm
+    "crop_s": 5.0,
+    "train_crops": 4000,
+    "val_crops": 200,
+    "model": {},
+    "k_choices": [2, 4, 8, 16, 32],
+    "steps": 4000,
+    "batch": 8,
+    "lr": 2e-3,
+    "warmup": 200,
+    "weight_decay": 0.01,
+    "threads": 2,
+    "seed": 0,
+    "ckpt_every": 100,
+    "calib_crops": 16,
+    "max_heads": 8,  # loss on at most this many random heads per batch (unbiased, faster)
+}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------
+# 1. codes
+
+
+def _read_crop(path: Path, length: int, rng: np.random.Generator) -> np.ndarray:
+    """Mono crop of `length` samples at a random offset (zero-padded if the file is short)."""
+    with sf.SoundFile(str(path)) as f:
+        if f.frames > length:
+            f.seek(int(rng.integers(0, f.frames - length + 1)))
+        audio = f.read(min(length, f.frames), dtype="float32", always_2d=True).mean(1)
+    out = np.zeros(length, dtype=np.float32)
+    out[: audio.shape[0]] = audio
+    rms_db = 10 * np.log10(np.mean(out.astype(np.float64) ** 2) + 1e-12)
+    if rms_db > -60:  # random loudness, as real inputs have
+        out *= 10 ** ((rng.uniform(-30.0, -16.0) - rms_db) / 20)
+    return np.clip(out, -0.99, 0.99)
+
+
+def _is_val(rel_path: str) -> bool:
+    return hashlib.sha256(rel_path.encode()).digest()[0] % 20 == 0
+
+
+def extract_codes(codec, cfg: dict, val: bool, n: int, seed: int) -> np.ndarray:
+    """[n, n_codebooks, frames] int16 codes of random corpus crops (train or held-out files)."""
+    entries = load_manifest(cfg["corpus"])
+    weights = np.asarray(sampling_weights(entries), dtype=np.float64)
+    keep = np.array([_is_val(e.path) == val for e in entries])
+    if not keep.any():
+        raise SystemExit(f"no {'validation' if val else 'training'} files in {cfg['corpus']}")
+    probs = np.where(keep, weights, 0.0)
+    probs /= probs.sum()
+    rng = np.random.default_rng(seed)
+    length = int(round(cfg["crop_s"] * codec.config.sample_rate))
+    n_q = codec.config.n_codebooks
+    out = []
+    for start in range(0, n, 8):
+        idx = rng.choice(len(entries), size=min(8, n - start), p=probs)
+        wav = np.stack([_read_crop(entries[i].full_path, length, rng) for i in idx])
+        with torch.inference_mode():
+            out.append(codec.encode(torch.from_numpy(wav)[:, None], n_q).to(torch.int16).numpy())
+        if start % 400 == 0:
+            log(f"  {'val' if val else 'train'} codes: {start}/{n}")
+    return np.concatenate(out)
+
+
+def load_codec(cfg: dict, standin: bool):
+    """The codec whose codes the LM learns (or a seeded random-init stand-in for testing)."""
+    from neucomp.model import Codec, CodecConfig, load_model
+
+    if not standin:
+        return load_model(cfg["codec"])
+    torch.manual_seed(1234)
+    codec = Codec(CodecConfig()).eval()
+    codec.weights_hash = "standin-" + hashlib.sha256(b"random-init seed 1234").hexdigest()[:16]
+    return codec
+
+
+def cached_codes(codec, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Train and validation codes, extracted once per codec hash and cached in run_dir."""
+    run = Path(cfg["run_dir"])
+    run.mkdir(parents=True, exist_ok=True)
+    path = run / f"codes_{codec.weights_hash[:16]}_{cfg['train_crops']}_{cfg['val_crops']}.npz"
+    if path.is_file():
+        with np.load(path) as npz:
+            return npz["train"], npz["val"]
+    log(f"extracting codes with codec {codec.weights_hash[:12]} → {path}")
+    train = extract_codes(codec, cfg, False, cfg["train_crops"], cfg["seed"])
+    val = extract_codes(codec, cfg, True, cfg["val_crops"], cfg["seed"] + 1)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, train=train, val=val)
+    tmp.replace(path)
+    return train, val
+
+
+# ---------------------------------------------------------------------------------------
+# 2. float training
+
+
+def lr_at(step: int, cfg: dict) -> float:
+    """Linear warmup, then cosine decay to 10 %."""
+    if step < cfg["warmup"]:
+        return cfg["lr"] * (step + 1) / cfg["warmup"]
+    progress = (step - cfg["warmup"]) / max(1, cfg["steps"] - cfg["warmup"])
+    return cfg["lr"] * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def train(model: CodesLM, codes: np.ndarray, cfg: dict, run: Path, codec_hash: str) -> int:
+    """Train (resuming from run/ckpt.pt when it matches); returns the steps done."""
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg["weight_decay"]}, {"params": no_decay}],
+        lr=cfg["lr"],
+        betas=(0.9, 0.95),
+    )
+    rng = np.random.default_rng(cfg["seed"])
+    step = 0
+    ckpt_path = run / "ckpt.pt"
+    if ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        if ckpt["codec_hash"] == codec_hash and ckpt["model_config"] == model.config.to_dict():
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["opt"])
+            rng.bit_generator.state = ckpt["rng"]
+            step = ckpt["step"]
+            log(f"resumed at step {step}")
+        else:
+            log("checkpoint is for another codec or model shape: starting over")
+    data = torch.from_numpy(codes.astype(np.int64))
+    model.train()
+    t0, window = time.time(), []
+    while step < cfg["steps"]:
+        k = int(rng.choice(cfg["k_choices"]))
+        batch = data[rng.integers(0, len(data), cfg["batch"]), :k]
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        heads = torch.from_numpy(np.sort(rng.permutation(k)[: cfg["max_heads"]]))
+        loss = bits_per_code(model(batch, heads=heads), batch[:, heads])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        window.append(loss.item())
+        if step % 50 == 0:
+            log(
+                f"step {step}/{cfg['steps']}  bits/code {np.mean(window):.3f}  "
+                f"({(time.time() - t0) / len(window):.2f} s/step)"
+            )
+            t0, window = time.time(), []
+        if step % cfg["ckpt_every"] == 0 or step == cfg["steps"]:
+            state = {
+                "model": model.state_dict(),
+                "opt": opt.state_dict(),
+                "rng": rng.bit_generator.state,
+                "step": step,
+                "codec_hash": codec_hash,
+                "model_config": model.config.to_dict(),
+            }
+            torch.save(state, run / "ckpt.tmp")
+            (run / "ckpt.tmp").replace(ckpt_path)
+    return step
+
+
+# ---------------------------------------------------------------------------------------
+# 3. evaluation and export
+
+
+@torch.no_grad()
+def evaluate(model: CodesLM, lm, codes: np.ndarray, k_choices: list[int]) -> dict:
+    """Bits per code of the float and the integer model on held-out crops, per K."""
+    model.eval()
+    data = torch.from_numpy(codes.astype(np.int64))
+    out = {}
+    for k in k_choices:
+        fl = np.mean([bits_per_code(model(x[None, :k]), x[None, :k]).item() for x in data])
+        it = np.mean([(code_bits(lm.forward(x[:k]), x[:k]) / x[:k].numel()).item() for x in data])
+        out[k] = {"float": round(float(fl), 4), "int": round(float(it), 4)}
+        log(f"K={k:2d}: float {fl:.3f} bits/code, integer {it:.3f} (plain: 10)")
+    return out
+
+
+def write_card(path: Path, card: dict) -> None:
+    lines = [
+        f"# {path.name.removesuffix('.md')}: code LM for `{card['codec']}`",
+        "",
+        "Integer Transformer LM that range-codes the codec's RVQ indices (`--lm`);",
+        "see docs/LM_CODER.md. Retrain with `make train-lm` whenever the codec changes.",
+        "",
+        f"- codec weights hash: `{card['codec_hash']}`",
+        f"- data: {card['data']}",
+        f"- model: {card['model']}",
+        f"- training: {card['steps']} steps, batch {card['batch']} × {card['crop_s']} s, "
+        f"K drawn from {card['k_choices']}",
+        "",
+        "Bits per code on held-out crops (plain packing: 10; the range coder adds < 0.1 %):",
+        "",
+        "| K | kbps | float LM | integer LM (shipped) | size vs plain |",
+        "|---|------|----------|----------------------|---------------|",
+    ]
+    for k, v in card["bits_per_code"].items():
+        kbps = int(k) * 0.75
+        lines.append(
+            f"| {k} | {kbps:g} | {v['float']:.3f} | {v['int']:.3f} | {100 * v['int'] / 10:.1f} % |"
+        )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--steps", type=int, help="override the number of training steps")
+    ap.add_argument("--standin", action="store_true", help="random-init codec (pipeline tests)")
+    args = ap.parse_args(argv)
+    cfg = {**DEFAULTS, **json.loads(Path(args.config).read_text())}
+    if args.steps is not None:
+        cfg["steps"] = args.steps
+    torch.set_num_threads(cfg["threads"])
+    torch.manual_seed(cfg["seed"])
+    run = Path(cfg["run_dir"])
+
+    codec = load_codec(cfg, args.standin)
+    train_codes, val_codes = cached_codes(codec, cfg)
+    log(f"codes: {train_codes.shape[0]} train and {val_codes.shape[0]} held-out crops")
+
+    lm_config = LMConfig(**cfg["model"])
+    model = CodesLM(lm_config)
+    steps = train(model, train_codes, cfg, run, codec.weights_hash)
+
+    rng = np.random.default_rng(cfg["seed"] + 2)
+    calib = [
+        torch.from_numpy(train_codes[i : i + 1, :k].astype(np.int64))
+        for i, k in zip(
+            rng.integers(0, len(train_codes), cfg["calib_crops"]),
+            rng.choice(cfg["k_choices"], cfg["calib_crops"]),
+            strict=True,
+        )
+    ]
+    model.eval()
+    lm = quantize_lm(model, calib)
+    bits = evaluate(model, lm, val_codes, cfg["k_choices"])
+
+    from neucomp.model import models_dir
+
+    out = Path(cfg["out"]) if cfg["out"] else models_dir() / f"{codec.config.name}.lm"
+    hours = train_codes.shape[0] * cfg["crop_s"] / 3600
+    card = {
+        "codec": codec.config.name,
+        "codec_hash": codec.weights_hash,
+        "data": f"{train_codes.shape[0]} random {cfg['crop_s']:g} s crops ({hours:.1f} h) of "
+        f"{cfg['corpus']}; {val_codes.shape[0]} held-out crops from every 20th file",
+        "model": ", ".join(f"{k}={v}" for k, v in lm_config.to_dict().items()),
+        "steps": steps,
+        "batch": cfg["batch"],
+        "crop_s": cfg["crop_s"],
+        "k_choices": cfg["k_choices"],
+        "bits_per_code": {str(k): v for k, v in bits.items()},
+    }
+    digest = save_lm(lm, out, codec.weights_hash, card)
+    write_card(out.with_name(out.name + ".md"), card)
+    log(f"wrote {out} (hash {digest.hex()[:16]}…)")
+
+
+if __name__ == "__main__":
+    main()

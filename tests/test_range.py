@@ -1,0 +1,223 @@
+"""LM range coder: exact round trips, bit-exact across processes/ISAs/threads, damage."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from neucomp.coding.range import LMCoder, save_lm
+from neucomp.errors import CorruptDataError, FormatError, ModelError
+from neucomp.nn.intlm import code_bits, random_lm
+from neucomp.nn.lm import LMConfig
+
+SMALL = LMConfig(dim=32, layers=2, heads=4, ff=64, window=16, max_codebooks=32)
+# Wide enough that BLAS takes its blocked, vectorised paths (they differ between ISAs).
+WIDE = LMConfig(dim=128, layers=2, heads=4, ff=512, window=24, max_codebooks=8)
+
+
+def structured_codes(k: int, t: int, seed: int = 0) -> np.ndarray:
+    """Skewed values, repeated frames and ties between codebooks, like real codes."""
+    rng = np.random.default_rng(seed)
+    vocab = rng.permutation(1024)[:40]
+    codes = vocab[np.minimum(rng.geometric(0.2, size=(k, t)) - 1, 39)]
+    for i in np.flatnonzero(rng.random(t) < 0.3):
+        codes[:, i] = codes[:, i - 1]
+    return codes
+
+
+@pytest.fixture(scope="module")
+def coder(tmp_path_factory) -> LMCoder:
+    path = tmp_path_factory.mktemp("lm") / "small.lm"
+    save_lm(random_lm(SMALL, seed=1), path, codec_hash="c0dec")
+    return LMCoder.load(path)
+
+
+@pytest.fixture(scope="module")
+def wide_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("lm") / "wide.lm"
+    save_lm(random_lm(WIDE, seed=2, spread=0.05), path, codec_hash="c0dec")
+    return path
+
+
+@pytest.mark.parametrize("k", [2, 8, 32])
+@pytest.mark.parametrize("frames", [1, 2, 300, 750])
+def test_round_trip_is_exact(coder, k, frames):
+    for codes in (
+        np.random.default_rng(k * frames).integers(0, 1024, size=(k, frames)),
+        structured_codes(k, frames, seed=frames),
+    ):
+        payload = coder.encode_chunk(codes)
+        out = coder.decode_chunk(payload, k, frames)
+        assert out.shape == (k, frames)
+        np.testing.assert_array_equal(out, codes)
+
+
+def test_payload_size_matches_the_model_probabilities(coder):
+    codes = structured_codes(8, 300, seed=5)
+    ideal = code_bits(coder.lm.forward(torch.from_numpy(codes)), torch.from_numpy(codes)).item()
+    bits = 8 * len(coder.encode_chunk(codes))
+    assert ideal <= bits <= ideal * 1.001 + 64
+
+
+def test_empty_chunk_and_bad_shapes(coder):
+    assert coder.encode_chunk(np.zeros((4, 0), dtype=np.int64)) == b""
+    assert coder.decode_chunk(b"", 4, 0).shape == (4, 0)
+    with pytest.raises(FormatError):
+        coder.decode_chunk(b"\0" * 8, 33, 10)
+    with pytest.raises(FormatError):
+        coder.decode_chunk(b"\0" * 8, 0, 10)
+    with pytest.raises(ValueError):
+        coder.encode_chunk(np.full((2, 3), 1024))
+
+
+def test_damaged_payloads_give_clean_errors_or_codes(coder):
+    k, frames = 8, 200
+    codes = structured_codes(k, frames, seed=9)
+    payload = coder.encode_chunk(codes)
+    rng = np.random.default_rng(0)
+    damaged = [
+        payload[:-4],
+        payload[: len(payload) // 2],
+        payload + b"\xff" * 4,
+        b"",
+        payload[:-1],  # not whole words
+        rng.bytes(len(payload)),
+        b"\xff" * len(payload),
+    ]
+    for pos in (0, 5, len(payload) // 2, len(payload) - 1):
+        flipped = bytearray(payload)
+        flipped[pos] ^= 0x5A
+        damaged.append(bytes(flipped))
+    start = time.monotonic()
+    for bad in damaged:
+        try:
+            out = coder.decode_chunk(bad, k, frames)
+        except CorruptDataError:
+            continue
+        assert out.shape == (k, frames)
+        assert out.min() >= 0 and out.max() < 1024
+    assert time.monotonic() - start < 60
+    with pytest.raises(CorruptDataError):
+        coder.decode_chunk(payload[:-1], k, frames)
+
+
+def test_load_checks_the_hash(tmp_path, coder):
+    good = tmp_path / "good.lm"
+    digest = save_lm(coder.lm, good, codec_hash="c0dec")
+    assert LMCoder.load(good).hash == digest and len(digest) == 32
+    # same meta, one weight changed → the recorded hash no longer matches
+    with np.load(good) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["l0.qkv_w"] = arrays["l0.qkv_w"].copy()
+    arrays["l0.qkv_w"].flat[7] ^= 1
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    tampered = tmp_path / "tampered.lm"
+    tampered.write_bytes(buf.getvalue())
+    with pytest.raises(ModelError, match="damaged"):
+        LMCoder.load(tampered)
+    # a different codec hash in the meta also breaks it
+    meta = json.loads(arrays["__meta__"].tobytes())
+    meta["codec_hash"] = "other"
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    with np.load(good) as npz:
+        arrays["l0.qkv_w"] = npz["l0.qkv_w"]
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    tampered.write_bytes(buf.getvalue())
+    with pytest.raises(ModelError, match="damaged"):
+        LMCoder.load(tampered)
+    for junk in (b"", b"not a zip", good.read_bytes()[:1000]):
+        tampered.write_bytes(junk)
+        with pytest.raises(ModelError):
+            LMCoder.load(tampered)
+    with pytest.raises(ModelError, match="not found"):
+        LMCoder.load(tmp_path / "missing.lm")
+
+
+def test_codec_mismatch_is_refused(coder):
+    coder.check_codec("c0dec")
+    with pytest.raises(ModelError, match="train-lm"):
+        coder.check_codec("another-codec")
+
+
+# --------------------------------------------------------------------------------------
+# Bit-exactness across processes, thread counts and instruction sets
+
+_WORKER = r"""
+import hashlib, sys, numpy as np, torch
+torch.set_num_threads(int(sys.argv[1]))
+from neucomp.coding.range import LMCoder
+coder = LMCoder.load(sys.argv[2])
+codes = np.load(sys.argv[3])
+k, f = codes.shape
+if sys.argv[4] == "encode":
+    payload = coder.encode_chunk(codes)
+    open(sys.argv[5], "wb").write(payload)
+else:
+    payload = open(sys.argv[5], "rb").read()
+    np.save(sys.argv[6], coder.decode_chunk(payload, k, f))
+state, h = coder.lm.start(k), hashlib.sha256()
+for t in range(f):
+    h.update(coder.lm.step(state, torch.from_numpy(codes[:, t - 1]) if t else None).numpy())
+print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads(), h.hexdigest())
+"""
+
+# Each run forces a different code path: ATen kernels, MKL and oneDNN instruction sets.
+_ENVS = [
+    ("1", {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+           "ONEDNN_MAX_CPU_ISA": "SSE41", "OMP_NUM_THREADS": "1"}),
+    ("2", {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+           "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "2"}),
+]  # fmt: skip
+
+
+def _run(tmp_path, threads, env, *args) -> list[str]:
+    script = tmp_path / "worker.py"
+    script.write_text(_WORKER)
+    full_env = {**os.environ, **env}
+    done = subprocess.run(
+        [sys.executable, str(script), threads, *map(str, args)],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.split()
+
+
+def test_bit_exact_across_processes_threads_and_instruction_sets(tmp_path, wide_path):
+    codes = structured_codes(8, 120, seed=3)
+    np.save(tmp_path / "codes.npy", codes)
+    (t1, env1), (t2, env2) = _ENVS
+    cap1, n1, hash1 = _run(
+        tmp_path, t1, env1, wide_path, tmp_path / "codes.npy", "encode", tmp_path / "a.bin"
+    )
+    cap2, n2, hash2 = _run(
+        tmp_path,
+        t2,
+        env2,
+        wide_path,
+        tmp_path / "codes.npy",
+        "decode",
+        tmp_path / "a.bin",
+        tmp_path / "out.npy",
+    )
+    assert (cap1, n1) == ("DEFAULT", "1")
+    assert n2 == "2"
+    # the decoder got back every code, and every table matched to the last bit
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), codes)
+    assert hash1 == hash2
+    # and this process (its own default ISA, default threads) writes the same bytes
+    here = LMCoder.load(wide_path).encode_chunk(codes)
+    assert here == (tmp_path / "a.bin").read_bytes()
