@@ -202,6 +202,7 @@ def test_build_dedupes_and_resumes_without_network(tmp_path: Path, monkeypatch) 
     sf.write(sound / "b.flac", x, 22050)  # same audio, other container
     sf.write(sound / "c.wav", x[:1000], 22050)  # too short
     sf.write(sound / "d.wav", x[::-1].copy(), 22050)
+    sf.write(sound / "d.flac", -x, 22050)  # same name, other audio: must not overwrite d.wav
     (tree / "usr/share/doc/fake").mkdir(parents=True)
     (tree / "usr/share/doc/fake/copyright").write_text("GPL")
 
@@ -215,7 +216,12 @@ def test_build_dedupes_and_resumes_without_network(tmp_path: Path, monkeypatch) 
     monkeypatch.setattr(corpus, "TRAIN_PACKAGES", (spec,))
     out = tmp_path / "data"
     entries = corpus.build(out, workers=1)
-    assert sorted(e.path for e in entries) == ["fake/fake/sound/a.flac", "fake/fake/sound/d.flac"]
+    assert sorted(e.path for e in entries) == [
+        "fake/fake/sound/a.flac",
+        "fake/fake/sound/d.flac",
+        "fake/fake/sound/d.wav.flac",
+    ]
+    assert all(e.full_path.exists() for e in entries)
     assert all(e.language == "xx" and e.orig_rate == 22050 for e in entries)
     assert (out / "licenses/fake.copyright").read_text() == "GPL"
     status = {

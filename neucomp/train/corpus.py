@@ -426,6 +426,7 @@ def build_package(corpus: Corpus, spec: PackageSpec, seen: set[str], workers: in
     jobs: list[Job] = []
     file_hashes: list[str] = []
     dup_rows: list[dict] = []
+    taken = {r["path"] for r in corpus.read_state(spec.name) if r["path"]}
     for rel_path in ds.audio_files(scratch):
         rel = rel_path.as_posix()
         hit = spec.classify(rel)
@@ -438,6 +439,9 @@ def build_package(corpus: Corpus, spec: PackageSpec, seen: set[str], workers: in
             continue
         seen.add(fhash)
         out_rel = corpus_relpath(spec.name, rel)
+        if out_rel in taken:  # x.ogg next to x.wav: keep the source suffix in the name
+            out_rel = out_rel.removesuffix(".flac") + rel_path.suffix + ".flac"
+        taken.add(out_rel)
         out48 = corpus.music / out_rel if category == "music" else None
         jobs.append(Job(scratch / rel_path, rel, corpus.root / out_rel, out48, category, language))
         file_hashes.append(fhash)
@@ -456,7 +460,7 @@ def build_package(corpus: Corpus, spec: PackageSpec, seen: set[str], workers: in
                     row["file_hash"] = file_hashes[i]
                 else:
                     seen.add(row["audio_hash"])
-                    row["path"] = corpus_relpath(spec.name, row["source"])
+                    row["path"] = jobs[i].out24.relative_to(corpus.root).as_posix()
                     n_ok += 1
             batch.append(row)
             # Flush often enough that a partial corpus is usable while long packages run.
