@@ -94,6 +94,14 @@ def test_float32_matmul_sums_stay_exact_at_the_bound():
     assert intlm._matmul(x, w).tolist() == [[-n * 127 * 127] * 3]
 
 
+def test_int8_and_float32_matmul_paths_agree(monkeypatch):
+    lm = random_lm(TINY, seed=7)
+    codes = torch.from_numpy(structured_codes(8, 30))
+    with_int_mm = lm.forward(codes)
+    monkeypatch.setattr(intlm, "USE_INT_MM", False)
+    assert torch.equal(random_lm(TINY, seed=7).forward(codes), with_int_mm)
+
+
 def test_inner_dimension_over_the_bound_is_refused():
     big = LMConfig(dim=32, layers=1, heads=4, ff=1100, window=4, max_codebooks=2)
     with pytest.raises(ValueError, match="2\\^24"):

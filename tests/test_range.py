@@ -154,9 +154,11 @@ def test_codec_mismatch_is_refused(coder):
 # Bit-exactness across processes, thread counts and instruction sets
 
 _WORKER = r"""
-import hashlib, sys, numpy as np, torch
+import hashlib, os, sys, numpy as np, torch
 torch.set_num_threads(int(sys.argv[1]))
 from neucomp.coding.range import LMCoder
+from neucomp.nn import intlm
+intlm.USE_INT_MM = intlm.USE_INT_MM and os.environ["LM_MATMUL"] == "int8"
 coder = LMCoder.load(sys.argv[2])
 codes = np.load(sys.argv[3])
 k, f = codes.shape
@@ -170,14 +172,17 @@ state, h = coder.lm.start(k), hashlib.sha256()
 for t in range(f):
     h.update(coder.lm.step(state, torch.from_numpy(codes[:, t - 1]) if t else None).numpy())
 print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads(), h.hexdigest())
+print(intlm.USE_INT_MM)
 """
 
-# Each run forces a different code path: ATen kernels, MKL and oneDNN instruction sets.
+# Each run forces a different code path: ATen kernels, MKL and oneDNN instruction sets,
+# and int8 versus float32 weight matmuls. (On the development machine a float32 matmul
+# and softmax give different bits under these two settings: the switches do bite.)
 _ENVS = [
     ("1", {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
-           "ONEDNN_MAX_CPU_ISA": "SSE41", "OMP_NUM_THREADS": "1"}),
+           "ONEDNN_MAX_CPU_ISA": "SSE41", "OMP_NUM_THREADS": "1", "LM_MATMUL": "int8"}),
     ("2", {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
-           "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "2"}),
+           "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "2", "LM_MATMUL": "float32"}),
 ]  # fmt: skip
 
 
@@ -200,10 +205,10 @@ def test_bit_exact_across_processes_threads_and_instruction_sets(tmp_path, wide_
     codes = structured_codes(8, 120, seed=3)
     np.save(tmp_path / "codes.npy", codes)
     (t1, env1), (t2, env2) = _ENVS
-    cap1, n1, hash1 = _run(
+    cap1, n1, hash1, _ = _run(
         tmp_path, t1, env1, wide_path, tmp_path / "codes.npy", "encode", tmp_path / "a.bin"
     )
-    cap2, n2, hash2 = _run(
+    cap2, n2, hash2, int_mm2 = _run(
         tmp_path,
         t2,
         env2,
@@ -214,7 +219,7 @@ def test_bit_exact_across_processes_threads_and_instruction_sets(tmp_path, wide_
         tmp_path / "out.npy",
     )
     assert (cap1, n1) == ("DEFAULT", "1")
-    assert n2 == "2"
+    assert (n2, int_mm2) == ("2", "False")
     # the decoder got back every code, and every table matched to the last bit
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), codes)
     assert hash1 == hash2
