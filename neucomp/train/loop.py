@@ -173,8 +173,11 @@ class Trainer:
     # -- one step -----------------------------------------------------------------------
 
     def _choose_codebooks(self) -> int:
-        # Drawn from the sampler's RNG so that resuming replays the same choices.
-        return int(self.sampler.rng.choice(self.cfg.train_codebooks))
+        # A function of (seed, step) only: every data-parallel rank must run the same
+        # number of quantizer stages (their all-reduces must match), and a resumed run
+        # replays the same choices.
+        rng = np.random.default_rng([self.cfg.seed, self.step])
+        return int(rng.choice(self.cfg.train_codebooks))
 
     def _average_gradients(self, params) -> None:
         # Plain all-reduce instead of DDP: the balancer's autograd.grad calls and the
