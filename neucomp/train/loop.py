@@ -92,13 +92,15 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         else:
             torch.set_num_threads(cfg.threads)
-        torch.manual_seed(cfg.seed + self.rank)
-        random.seed(cfg.seed + self.rank)
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank …
         self.codec_config = CodecConfig.from_dict(cfg.model)
         self.model = Codec(self.codec_config).to(self.device)
         self.disc = MultiScaleSTFTDiscriminator(self.codec_config.channels, cfg.disc_filters).to(
             self.device
         )
+        self._broadcast_from_rank0()
+        torch.manual_seed(cfg.seed + self.rank)  # … but each rank its own randomness
+        random.seed(cfg.seed + self.rank)
         self.opt_g = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         self.balancer = Balancer(cfg.weights)
@@ -178,6 +180,13 @@ class Trainer:
         # replays the same choices.
         rng = np.random.default_rng([self.cfg.seed, self.step])
         return int(rng.choice(self.cfg.train_codebooks))
+
+    def _broadcast_from_rank0(self) -> None:
+        if self.world == 1:
+            return
+        for module in (self.model, self.disc):
+            for t in list(module.parameters()) + list(module.buffers()):
+                dist.broadcast(t.data, 0)
 
     def _average_gradients(self, params) -> None:
         # Plain all-reduce instead of DDP: the balancer's autograd.grad calls and the
