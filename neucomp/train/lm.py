@@ -245,13 +245,40 @@ def write_card(path: Path, card: dict) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def bench(cfg: dict, k: int = 8, frames: int = 750) -> None:
+    """Encode/decode speed of a random-weight LM of the configured size, one thread."""
+    from neucomp.coding.range import LMCoder
+    from neucomp.nn.intlm import random_lm
+
+    torch.set_num_threads(1)
+    coder = LMCoder(random_lm(LMConfig(**cfg["model"]), spread=0.02), "bench", b"\0" * 32)
+    codes = np.random.default_rng(0).integers(0, 1024, size=(k, frames))
+
+    def timed(name: str, fn):
+        wall, cpu = time.perf_counter(), time.process_time()
+        out = fn()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        log(
+            f"{name} K={k}: {frames / cpu:.0f} frames/s CPU ({frames / cpu / 75:.1f}x real "
+            f"time at 75 frames/s); wall {frames / wall:.0f} frames/s"
+        )
+        return out
+
+    payload = timed("encode", lambda: coder.encode_chunk(codes))
+    decoded = timed("decode", lambda: coder.decode_chunk(payload, k, frames))
+    assert np.array_equal(decoded, codes)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--config", required=True)
     ap.add_argument("--steps", type=int, help="override the number of training steps")
     ap.add_argument("--standin", action="store_true", help="random-init codec (pipeline tests)")
+    ap.add_argument("--bench", action="store_true", help="only time the coder (random weights)")
     args = ap.parse_args(argv)
     cfg = {**DEFAULTS, **json.loads(Path(args.config).read_text())}
+    if args.bench:
+        return bench(cfg)
     if args.steps is not None:
         cfg["steps"] = args.steps
     torch.set_num_threads(cfg["threads"])
