@@ -166,3 +166,20 @@ def test_data_parallel_ranks_stay_in_sync(config: TrainConfig, tmp_path: Path) -
         for key, value in ranks[0][part].items():
             assert torch.equal(value, ranks[1][part][key]), f"{part}.{key} differs"
     assert ranks[0]["sampler"]["rng"] != ranks[1]["sampler"]["rng"]
+
+
+def test_resume_with_another_world_size_reseeds_the_sampler(config: TrainConfig) -> None:
+    single = Trainer(config)
+    single.train_step()
+    single.save_checkpoint()
+    weights = {k: v.clone() for k, v in single.model.state_dict().items()}
+
+    ranks = []
+    for rank in (0, 1):  # as if started under torchrun with two processes
+        trainer = Trainer(config)
+        trainer.rank, trainer.world = rank, 2
+        assert trainer.try_resume() and trainer.step == 1
+        for key, value in trainer.model.state_dict().items():
+            assert torch.equal(value, weights[key])
+        ranks.append(trainer.sampler.rng.bit_generator.state)
+    assert ranks[0] != ranks[1]

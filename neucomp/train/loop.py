@@ -165,11 +165,23 @@ class Trainer:
                 os.link(path, keep)  # a hard link: no extra disk
 
     def try_resume(self) -> bool:
+        """Continue from this rank's checkpoint, or from rank 0's / the single-process one
+        when the number of processes changed (then exact replay is lost: each rank's
+        crop sampler is re-seeded from (seed, rank, step) so the ranks differ)."""
         path = self._ckpt_path()
-        if not path.exists():
-            return False
+        same_world = path.exists()
+        if not same_world:
+            candidates = [self.run_dir / "last.rank0.pt", self.run_dir / "last.pt"]
+            path = next((p for p in candidates if p.exists()), None)
+            if path is None:
+                return False
         state = torch.load(path, map_location=self.device, weights_only=False)
         self.load_state_dict(state)
+        if not same_world:
+            self.sampler.rng = np.random.default_rng([self.cfg.seed, self.rank, self.step])
+            torch.manual_seed(self.cfg.seed + 1000 * self.rank + self.step)
+            if self.rank == 0:
+                print(f"resumed from {path.name} with {self.world} process(es)", flush=True)
         return True
 
     # -- one step -----------------------------------------------------------------------
