@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install demo test lint format data eval-data eval-tools eval bench bench-quick train train-lm clean
+.PHONY: install demo test lint format data shard eval-data eval-tools eval bench bench-quick train train-lm clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -33,6 +33,10 @@ format: $(STAMP)
 # Real-audio training corpus and dev-eval clips, from Debian packages (see docs/DATA.md).
 data: $(STAMP)
 	$(PY) -m neucomp.train.corpus build --out data
+
+# A ≤40 MiB subset of the corpus that fits through the lent GPU's 64 MiB-per-call door.
+shard: $(STAMP)
+	$(PY) -m neucomp.train.corpus shard --out .shards/shard0 --max-mib 40 --seed 0
 
 eval-data: $(STAMP)
 	$(PY) -m neucomp.eval.devset build --out data/deveval
