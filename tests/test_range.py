@@ -226,3 +226,17 @@ def test_bit_exact_across_processes_threads_and_instruction_sets(tmp_path, wide_
     # and this process (its own default ISA, default threads) writes the same bytes
     here = LMCoder.load(wide_path).encode_chunk(codes)
     assert here == (tmp_path / "a.bin").read_bytes()
+
+
+def test_worst_case_payload_stays_under_32_bits_per_code():
+    # adversarial codes: always the least likely symbol of a very peaked LM (~24 bits each)
+    coder = LMCoder(random_lm(SMALL, seed=4, spread=1.0), "c0dec", b"\0" * 32)
+    k, frames = 8, 60
+    state, prev, codes = coder.lm.start(k), None, np.zeros((k, frames), dtype=np.int64)
+    for t in range(frames):
+        codes[:, t] = coder.lm.step(state, prev).argmin(-1).numpy()
+        prev = torch.from_numpy(codes[:, t])
+    payload = coder.encode_chunk(codes)
+    assert 8 * len(payload) >= 23 * k * frames
+    assert len(payload) <= 4 * k * frames + 8  # the bound a container reader may enforce
+    np.testing.assert_array_equal(coder.decode_chunk(payload, k, frames), codes)

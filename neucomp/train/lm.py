@@ -156,7 +156,7 @@ def train(model: CodesLM, codes: np.ndarray, cfg: dict, run: Path, codec_hash: s
     step = 0
     ckpt_path = run / "ckpt.pt"
     if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, weights_only=False)
+        ckpt = torch.load(ckpt_path, weights_only=True)
         if ckpt["codec_hash"] == codec_hash and ckpt["model_config"] == model.config.to_dict():
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["opt"])
