@@ -183,3 +183,23 @@ def test_resume_with_another_world_size_reseeds_the_sampler(config: TrainConfig)
             assert torch.equal(value, weights[key])
         ranks.append(trainer.sampler.rng.bit_generator.state)
     assert ranks[0] != ranks[1]
+
+
+def test_warm_start_from_a_shipped_model(config: TrainConfig, tmp_path: Path) -> None:
+    from neucomp.model import load_model, save_model
+    from neucomp.train.loop import warm_start
+
+    donor = Trainer(config)
+    donor.train_step()
+    save_model(donor.model, tmp_path / "shipped.pt")
+    shipped = load_model(tmp_path / "shipped.pt")
+
+    config.run_dir = str(tmp_path / "fresh")
+    fresh = Trainer(config)
+    warm_start(fresh.model, tmp_path / "shipped.pt")
+    fresh.model.eval()
+    wav = torch.randn(1, 1, 3200)
+    codes = shipped.encode(wav, 8)
+    assert torch.equal(fresh.model.encode(wav, 8), codes)
+    torch.testing.assert_close(fresh.model.decode(codes), shipped.decode(codes), rtol=0, atol=1e-4)
+    assert "mel" in fresh.train_step()  # and it trains on from there

@@ -64,6 +64,7 @@ class TrainConfig:
     val_max_clips: int = 24
     val_max_seconds: float = 6.0
     export_every: int = 0  # write an inference model file to run_dir every N steps (0: never)
+    init_from: str = ""  # with no checkpoint yet: start from these inference weights
     max_wall_s: float = 0.0  # stop (with a checkpoint) after this long; 0: no limit
 
     @classmethod
@@ -273,6 +274,9 @@ class Trainer:
     def run(self) -> None:
         cfg = self.cfg
         resumed = self.try_resume()
+        if not resumed and cfg.init_from:
+            warm_start(self.model, cfg.init_from)
+            self._broadcast_from_rank0()
         self._install_signal_handlers()
         is_main = self.rank == 0
         if is_main:
@@ -335,6 +339,36 @@ class Trainer:
         self.save_checkpoint()
         if is_main:
             print(f"stopped at step {self.step}; checkpoint {self._ckpt_path()}", flush=True)
+
+
+def warm_start(model: Codec, model_file: str | Path) -> None:
+    """Load a shipped inference model (fp16, weight norm folded) into a training model.
+
+    Assigning a weight to a weight-normed conv splits it back into norm and direction.
+    Codebooks are taken as they are, each entry given equal usage; the optimisers and
+    the discriminator start afresh, so this is a warm start, not an exact resume.
+    """
+    from torch.nn.utils import parametrize
+
+    from neucomp.model import load_model
+
+    source = load_model(model_file).state_dict()
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            prefix = f"{name}." if name else ""
+            if parametrize.is_parametrized(module, "weight"):
+                module.weight = source[prefix + "weight"].to(module.weight)
+            for pname, param in module.named_parameters(recurse=False):
+                if prefix + pname in source:
+                    param.copy_(source[prefix + pname])
+        for layer in model.quantizer.layers:
+            layer.cluster_size.fill_(1.0)
+            layer.initialized.fill_(True)
+        for key, value in source.items():
+            if key.endswith(".embed"):
+                buf = model.get_buffer(key)
+                buf.copy_(value)
+                model.get_buffer(key.replace(".embed", ".embed_sum")).copy_(value)
 
 
 def _append_csv(path: Path, fields: list[str], row: dict) -> None:
