@@ -169,13 +169,15 @@ class Trainer:
         """Continue from this rank's checkpoint, or from rank 0's / the single-process one
         when the number of processes changed (then exact replay is lost: each rank's
         crop sampler is re-seeded from (seed, rank, step) so the ranks differ)."""
-        path = self._ckpt_path()
-        same_world = path.exists()
-        if not same_world:
-            candidates = [self.run_dir / "last.rank0.pt", self.run_dir / "last.pt"]
-            path = next((p for p in candidates if p.exists()), None)
-            if path is None:
-                return False
+        own = self._ckpt_path()
+        candidates = [
+            p for p in (own, self.run_dir / "last.rank0.pt", self.run_dir / "last.pt") if p.exists()
+        ]
+        if not candidates:
+            return False
+        # The newest wins: a run may go 1 → 2 → 1 processes, leaving a stale last.pt.
+        path = max(candidates, key=lambda p: p.stat().st_mtime)
+        same_world = path == own
         state = torch.load(path, map_location=self.device, weights_only=False)
         self.load_state_dict(state)
         if not same_world:
