@@ -174,6 +174,15 @@ def _check_chunk_sizes(header: Header, num_frames: int, payload_size: int) -> st
                 f"declares a payload of {payload_size} bytes, but {num_frames} frames of "
                 f"{header.num_codebooks} codebooks take {expected}"
             )
+    elif header.coder == Coder.LM:
+        # The range coder emits 32-bit words, at most ~32 bits per code plus a flush
+        # (docs/LM_CODER.md): anything else cannot have come from it.
+        limit = 4 * num_frames * header.num_codebooks + 8
+        if payload_size % 4 or payload_size > limit:
+            return (
+                f"declares an LM payload of {payload_size} bytes (must be a multiple of 4, "
+                f"at most {limit} for {num_frames} frames of {header.num_codebooks} codebooks)"
+            )
     return None
 
 

@@ -92,7 +92,7 @@ class PipeReader:
 
 def test_writer_bytes_match_the_spec_built_by_hand():
     header = make_header(coder=Coder.LM, lm_hash=LM_HASH, num_codebooks=8, model_channels=2)
-    payload = b"\x01\x02\x03\x04\x05"
+    payload = b"\x01\x02\x03\x04\x05\x06\x07\x08"  # LM payloads are whole 32-bit words
     data = write_file(header, [(750, payload)], Trailer(239_990, 441_000))
 
     name = b"neucomp_24khz"
@@ -106,7 +106,7 @@ def test_writer_bytes_match_the_spec_built_by_hand():
     end = struct.pack("<IQQ", 0, 239_990, 441_000)
     expected += end + struct.pack("<I", zlib.crc32(end))
     assert data == expected
-    assert len(data) == (93 + 13) + (12 + 5) + 24
+    assert len(data) == (93 + 13) + (12 + 8) + 24
 
 
 def test_plain_file_size_is_payload_plus_documented_overhead():
@@ -182,7 +182,8 @@ def test_random_files_round_trip(header, data):
             size = packed_size(num_frames, header.num_codebooks)
             payload = data.draw(st.binary(min_size=size, max_size=size))
         else:
-            payload = data.draw(st.binary(max_size=64))
+            words = data.draw(st.integers(0, num_frames * header.num_codebooks + 2))
+            payload = data.draw(st.binary(min_size=4 * words, max_size=4 * words))
         chunks.append((num_frames, payload))
     capacity = sum(frame_counts) * header.hop_length
     trailer = Trailer(
@@ -405,6 +406,8 @@ def forge_chunk(header: Header, num_frames: int, payload_size: int) -> bytes:
         (Coder.LM, 10, 2**31),
         (Coder.LM, 2**31, 100),
         (Coder.PLAIN, 10, packed_size(10, 2) + 1),  # plain size must be exact
+        (Coder.LM, 10, 6),  # the range coder writes whole 32-bit words
+        (Coder.LM, 10, 4 * 10 * 2 + 12),  # more than ~32 bits per code
     ],
 )
 def test_hostile_sizes_are_rejected_before_reading_the_payload(coder, num_frames, payload_size):
