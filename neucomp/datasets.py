@@ -10,6 +10,7 @@ Nothing here is imported by the inference path.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import os
@@ -263,3 +264,25 @@ def write_flac(path: Path, audio: np.ndarray, rate: int) -> None:
     sf.write(buf, np.clip(audio.T, -1.0, 1.0), rate, format="FLAC", subtype="PCM_16")
     tmp.write_bytes(buf.getvalue())
     os.replace(tmp, path)
+
+
+def write_tsv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    """Write `rows` as a tab-separated table with a header, atomically (temp file, then
+    rename), so an interrupted build never leaves a half-written manifest behind.
+
+    Floats are written with three decimals; missing keys become empty cells."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as fp:
+            writer = csv.DictWriter(fp, columns, delimiter="\t", lineterminator="\n", restval="")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: _cell(row.get(k, "")) for k in columns})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _cell(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)

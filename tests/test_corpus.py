@@ -148,6 +148,21 @@ def test_manifest_round_trip(tmp_path: Path) -> None:
     assert path.read_text().splitlines()[0].split("\t") == list(corpus.MANIFEST_COLUMNS)
 
 
+def test_write_tsv_is_atomic_and_formats_cells(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "table.tsv"
+    ds.write_tsv(path, [{"a": 1.23456, "b": "x"}, {"a": 2}], ["a", "b"])
+    assert path.read_text() == "a\tb\n1.235\tx\n2\t\n"
+
+    class Boom:
+        def __str__(self) -> str:
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        ds.write_tsv(path, [{"a": 1, "b": Boom()}], ["a", "b"])
+    assert path.read_text() == "a\tb\n1.235\tx\n2\t\n"  # the old table is intact
+    assert [p.name for p in path.parent.iterdir()] == ["table.tsv"]  # no temp file left
+
+
 def test_sampling_weights_balance_categories_and_bandwidth() -> None:
     entries = _entries()
     w = corpus.sampling_weights(entries)

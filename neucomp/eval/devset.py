@@ -11,7 +11,6 @@ file names and the same audio.
 from __future__ import annotations
 
 import argparse
-import csv
 import re
 import shutil
 import sys
@@ -262,10 +261,7 @@ def build(out: Path, seed: int = 0, cache: Path | None = None) -> list[dict]:
                 "channels": clip.shape[0],
             }
         )
-    with open(out / "manifest.tsv", "w", newline="", encoding="utf-8") as fp:
-        writer = csv.DictWriter(fp, list(rows[0]), delimiter="\t", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+    ds.write_tsv(out / "manifest.tsv", rows, list(rows[0]))
     shutil.rmtree(scratch, ignore_errors=True)
     return rows
 

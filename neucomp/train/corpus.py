@@ -190,19 +190,7 @@ def write_manifest(path: Path, rows: Iterable[dict]) -> None:
     Extra keys (e.g. a shard's `source` and `offset_s`) become extra columns."""
     rows = sorted(rows, key=lambda r: r["path"])
     extra = sorted({k for r in rows for k in r} - set(MANIFEST_COLUMNS))
-    columns = list(MANIFEST_COLUMNS) + extra
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fp:
-        writer = csv.DictWriter(fp, columns, delimiter="\t", lineterminator="\n", restval="")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _fmt(row.get(k, "")) for k in columns})
-    os.replace(tmp, path)
-
-
-def _fmt(value: object) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+    ds.write_tsv(path, rows, list(MANIFEST_COLUMNS) + extra)
 
 
 def load_manifest(path: str | Path) -> list[Entry]:
