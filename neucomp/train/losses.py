@@ -90,14 +90,3 @@ def feature_matching_loss(real_feats: list[list[Tensor]], fake_feats: list[list[
             r = r.detach()
             terms.append(F.l1_loss(f, r) / (r.abs().mean() + 1e-8))
     return sum(terms) / len(terms)
-
-
-def si_snr(ref: Tensor, est: Tensor, eps: float = 1e-8) -> Tensor:
-    """Scale-invariant SNR in dB per item, for [B, C, T] tensors (mean over channels)."""
-    ref = ref - ref.mean(dim=-1, keepdim=True)
-    est = est - est.mean(dim=-1, keepdim=True)
-    scale = (est * ref).sum(-1, keepdim=True) / (ref.pow(2).sum(-1, keepdim=True) + eps)
-    target = scale * ref
-    noise = est - target
-    ratio = target.pow(2).sum(-1) / (noise.pow(2).sum(-1) + eps)
-    return (10 * torch.log10(ratio + eps)).mean(dim=-1)

@@ -1,7 +1,8 @@
 """Periodic validation on the dev-eval clips: SI-SNR and mel distance per bandwidth.
 
-Only for watching the curve during training; the numbers users see come from
-`neucomp eval`. Clips are loaded once, resampled to the model's rate and channels.
+Only for watching the curve during training (on at most `max_clips` clips, cut to
+`max_seconds`); the metrics are `neucomp.eval.metrics`', the same definitions as
+`neucomp eval` reports. Clips are loaded once, resampled to the model's rate and channels.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import soundfile as sf
 import soxr
 import torch
 
+from neucomp.eval import metrics
 from neucomp.model import Codec, CodecConfig
-from neucomp.train.losses import MultiScaleMelLoss, si_snr
 
 
 class Validator:
@@ -41,7 +42,6 @@ class Validator:
                 audio = soxr.resample(audio, sr, config.sample_rate)
             category = path.parent.name
             self.clips.append((category, torch.from_numpy(np.ascontiguousarray(audio.T))[None]))
-        self.mel = MultiScaleMelLoss(config.sample_rate)
 
     @torch.no_grad()
     def run(self, model: Codec, step: int, log_path: Path) -> dict[str, float]:
@@ -57,20 +57,41 @@ class Validator:
             for _, clip in self.clips:
                 x = clip.to(device)
                 y = model.decode(model.encode(x, n_q))[..., : x.shape[-1]]
-                snrs.append(float(si_snr(x, y).mean()))
-                mels.append(float(self.mel(x, y)))
+                ref, deg = x[0].cpu().numpy(), y[0].cpu().float().numpy()
+                snrs.append(metrics.si_snr(ref, deg))
+                mels.append(metrics.mel_distance(ref, deg, self.config.sample_rate))
             results[f"sisnr_{bw:g}"] = float(np.mean(snrs))
-            results[f"mel_{bw:g}"] = float(np.mean(mels))
+            results[f"meldist_{bw:g}"] = float(np.mean(mels))
         model.train(was_training)
-        new = not log_path.exists()
-        with log_path.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["step", *results])
-            if new:
-                w.writeheader()
-            w.writerow({"step": step, **results})
+        append_row(log_path, {"step": step, **results})
         summary = "  ".join(
-            f"{bw:g}k: {results[f'sisnr_{bw:g}']:.2f}dB/{results[f'mel_{bw:g}']:.3f}"
+            f"{bw:g}k: {results[f'sisnr_{bw:g}']:.2f}dB/{results[f'meldist_{bw:g}']:.3f}"
             for bw in self.config.bandwidths
         )
         print(f"[val step {step}] SI-SNR/mel  {summary}", flush=True)
         return results
+
+
+def append_row(path: Path, row: dict) -> None:
+    """Append `row` to a CSV log. A column the file lacks widens its header (the file is
+    rewritten atomically, older rows get empty cells), so a run that outlives a change of
+    metrics keeps one continuous log."""
+    rows: list[dict] = []
+    columns: list[str] = []
+    if path.exists():
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            columns = list(reader.fieldnames or [])
+            rows = list(reader)
+    missing = [k for k in row if k not in columns]
+    if path.exists() and not missing:
+        with path.open("a", newline="") as f:
+            csv.DictWriter(f, fieldnames=columns, restval="").writerow(row)
+        return
+    columns += missing
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows([*rows, row])
+    tmp.replace(path)
