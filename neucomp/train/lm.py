@@ -51,6 +51,11 @@ DEFAULTS = {
     "ckpt_every": 100,
     "calib_crops": 16,
     "max_heads": 8,  # loss on at most this many random heads per batch (unbiased, faster)
+    # A float LM checkpoint (another run's ckpt.pt) to start from instead of random weights,
+    # for a codec that continued training from the one that checkpoint learned: its
+    # codebooks move slowly, so much of what the LM knows still holds. Tensors that are
+    # new or changed shape keep their initialisation.
+    "init_from": None,
 }
 
 
@@ -191,6 +196,7 @@ def train(model: CodesLM, codes: np.ndarray, cfg: dict, run: Path, codec_hash: s
     )
     rng = np.random.default_rng(cfg["seed"])
     step = 0
+    run.mkdir(parents=True, exist_ok=True)
     ckpt_path = run / "ckpt.pt"
     if ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, weights_only=True)
@@ -202,6 +208,8 @@ def train(model: CodesLM, codes: np.ndarray, cfg: dict, run: Path, codec_hash: s
             log(f"resumed at step {step}")
         else:
             log("checkpoint is for another codec or model shape: starting over")
+    if step == 0 and cfg.get("init_from"):
+        warm_start(model, Path(cfg["init_from"]))
     data = torch.from_numpy(codes.astype(np.int64))
     model.train()
     t0, window = time.time(), []
@@ -236,6 +244,16 @@ def train(model: CodesLM, codes: np.ndarray, cfg: dict, run: Path, codec_hash: s
             torch.save(state, run / "ckpt.tmp")
             (run / "ckpt.tmp").replace(ckpt_path)
     return step
+
+
+def warm_start(model: CodesLM, path: Path) -> None:
+    """Copy every tensor of the float checkpoint at `path` whose name and shape match."""
+    state = torch.load(path, weights_only=True)["model"]
+    own = model.state_dict()
+    taken = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(taken, strict=False)
+    fresh = sorted(set(own) - set(taken))
+    log(f"warm start from {path}: {len(taken)} tensors" + (f"; fresh: {fresh}" if fresh else ""))
 
 
 # ---------------------------------------------------------------------------------------
