@@ -34,7 +34,7 @@ def compress(
     model: str | None = None,
 ) -> bytes:
     """Compress float audio ``[T]`` or ``[C, T]`` in [-1, 1] to `.ecdc` bytes."""
-    from neucomp.codec import compress as _compress
+    from neucomp.api import compress as _compress
 
     return _compress(audio, sample_rate, bandwidth, lm=lm, model=model)
 
@@ -43,13 +43,13 @@ def decompress(
     data: bytes, *, salvage: bool = False, model: str | None = None
 ) -> tuple[np.ndarray, int]:
     """`.ecdc` bytes → ``(audio [C, T] float32, sample_rate)`` as the original was."""
-    from neucomp.codec import decompress as _decompress
+    from neucomp.api import decompress as _decompress
 
     return _decompress(data, salvage=salvage, model=model)
 
 
 def load_model(name: str | None = None) -> Codec:
     """A codec model by name or path (None: the default 24 kHz model), cached."""
-    from neucomp.codec import load_model as _load_model
+    from neucomp.loader import load_model as _load_model
 
     return _load_model(name)

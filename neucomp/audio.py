@@ -1,10 +1,11 @@
-"""Audio in and out: read any format blockwise, resample, map channels, write WAV/FLAC.
+"""Audio in: open any input blockwise, resample, map channels.
 
 Everything here works on float32 blocks shaped ``[channels, frames]`` so that long
 inputs never have to sit in memory whole. Files are read with soundfile (libsndfile:
-WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF, ...). A WAV arriving on a pipe is parsed here
-instead, because ffmpeg and other tools write placeholder sizes (0 or 0xFFFFFFFF)
-when they cannot seek back, and libsndfile cannot read a pipe at all.
+WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF, ...). A WAV arriving on a pipe is parsed by
+:mod:`neucomp.wavstream` instead, because ffmpeg and other tools write placeholder
+sizes (0 or 0xFFFFFFFF) when they cannot seek back, and libsndfile cannot read a pipe
+at all. Writing outputs lives in :mod:`neucomp.output`.
 
 Channel rule (see :func:`to_model_channels` / :func:`from_model_channels`):
 
@@ -18,11 +19,8 @@ Channel rule (see :func:`to_model_channels` / :func:`from_model_channels`):
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import shutil
-import struct
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -32,15 +30,13 @@ from typing import BinaryIO
 
 import numpy as np
 
-from neucomp.errors import InputError, OutputError, UsageError
+from neucomp.errors import InputError
 
 BLOCK_FRAMES = 1 << 16  # frames per block read from an input (~1.4 s at 48 kHz)
 STDIO = "-"  # the command-line name for stdin / stdout
 
 # Extensions the batch mode treats as audio inputs.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aif", ".aiff")
-# Output extension → (soundfile format, default subtype).
-OUTPUT_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16")}
 
 
 @dataclass(frozen=True)
@@ -135,123 +131,6 @@ class _SoundFileReader(AudioReader):
             self._owned.close()
 
 
-# WAVE_FORMAT_* tags we decode ourselves; EXTENSIBLE carries the real tag in its GUID.
-_WAVE_PCM, _WAVE_FLOAT, _WAVE_EXTENSIBLE = 0x0001, 0x0003, 0xFFFE
-_UNKNOWN_SIZES = (0, 0xFFFFFFFF)
-
-
-class _WavStreamReader(AudioReader):
-    """A RIFF/WAVE (or RF64) stream read front to back without seeking.
-
-    A data chunk size of 0 or 0xFFFFFFFF means "until end of stream", which is what
-    writers that cannot seek back (ffmpeg to a pipe, RF64) leave in the header.
-    """
-
-    def __init__(self, fp: BinaryIO, name: str) -> None:
-        self.name = name
-        self._fp = fp
-        riff = _read_exact(fp, 12)
-        if len(riff) < 12 or riff[:4] not in (b"RIFF", b"RF64", b"BW64") or riff[8:] != b"WAVE":
-            raise InputError(f"cannot read '{name}': not an audio file")
-        fmt = None
-        while True:
-            head = _read_exact(fp, 8)
-            if len(head) < 8:
-                raise InputError(f"cannot read '{name}': WAV stream has no data chunk")
-            chunk_id, size = head[:4], struct.unpack("<I", head[4:])[0]
-            if chunk_id == b"data":
-                break
-            if size == 0xFFFFFFFF:
-                raise InputError(f"cannot read '{name}': WAV chunk {chunk_id!r} has no length")
-            if chunk_id == b"fmt ":
-                if size > 1024:  # 16 to 40 bytes in practice
-                    raise InputError(f"cannot read '{name}': WAV fmt chunk is {size} bytes")
-                fmt = _read_exact(fp, size + (size & 1))[:size]
-                if len(fmt) < size:
-                    raise InputError(f"cannot read '{name}': WAV header is truncated")
-            elif not _skip(fp, size + (size & 1)):  # LIST, fact, ...: read past, in pieces
-                raise InputError(f"cannot read '{name}': WAV header is truncated")
-        if fmt is None or len(fmt) < 16:
-            raise InputError(f"cannot read '{name}': WAV stream has no valid fmt chunk")
-        tag, channels, rate, _, align, bits = struct.unpack("<HHIIHH", fmt[:16])
-        if tag == _WAVE_EXTENSIBLE and len(fmt) >= 26:
-            tag = struct.unpack("<H", fmt[24:26])[0]  # first two bytes of the sub-format GUID
-        self._dtype = _wav_sample_type(tag, bits)
-        if self._dtype is None or channels < 1 or rate < 1 or align != channels * bits // 8:
-            raise InputError(
-                f"cannot read '{name}': unsupported WAV encoding (format {tag:#06x}, {bits} bit)"
-            )
-        self._bits = bits
-        self._align = align
-        self._remaining = None if size in _UNKNOWN_SIZES else size
-        frames = None if self._remaining is None else self._remaining // align
-        self.info = AudioInfo(rate, channels, frames)
-
-    def blocks(self, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
-        want = block_frames * self._align
-        while self._remaining is None or self._remaining > 0:
-            n = want if self._remaining is None else min(want, self._remaining)
-            raw = _read_exact(self._fp, n)
-            if self._remaining is not None:
-                self._remaining -= len(raw)
-            usable = len(raw) - len(raw) % self._align  # a torn last frame is dropped
-            if usable:
-                yield _decode_pcm(raw[:usable], self._dtype, self._bits, self.info.channels)
-            if len(raw) < n:
-                return  # end of stream (possibly earlier than the header promised)
-
-    def close(self) -> None:
-        self._fp.close()
-
-
-def _wav_sample_type(tag: int, bits: int) -> str | None:
-    if tag == _WAVE_PCM:
-        return {8: "u1", 16: "<i2", 24: "i24", 32: "<i4"}.get(bits)
-    if tag == _WAVE_FLOAT:
-        return {32: "<f4", 64: "<f8"}.get(bits)
-    return None
-
-
-def _decode_pcm(raw: bytes, dtype: str, bits: int, channels: int) -> np.ndarray:
-    """Interleaved WAV sample bytes → ``[C, n]`` float32 in [-1, 1]."""
-    if dtype == "i24":
-        b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
-        ints = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-        ints = np.where(ints >= 1 << 23, ints - (1 << 24), ints)
-        x = ints.astype(np.float32) / float(1 << 23)
-    else:
-        x = np.frombuffer(raw, dtype)
-        if dtype == "u1":
-            x = (x.astype(np.float32) - 128.0) / 128.0
-        elif dtype[1] == "i":
-            x = x.astype(np.float32) / float(1 << (bits - 1))
-        else:
-            x = x.astype(np.float32)
-    return np.ascontiguousarray(x.reshape(-1, channels).T)
-
-
-def _skip(fp: BinaryIO, n: int) -> bool:
-    """Read and drop n bytes without holding them; False if the stream ends first."""
-    while n > 0:
-        got = len(_read_exact(fp, min(n, 1 << 16)))
-        if got == 0:
-            return False
-        n -= got
-    return True
-
-
-def _read_exact(fp: BinaryIO, n: int) -> bytes:
-    """Read n bytes, fewer only at end of stream (pipes may return short reads)."""
-    parts, got = [], 0
-    while got < n:
-        part = fp.read(n - got)
-        if not part:
-            break
-        parts.append(part)
-        got += len(part)
-    return b"".join(parts)
-
-
 def _sf_reason(err: Exception) -> str:
     text = str(err).lower()
     if "format not recognised" in text or "unknown format" in text or "not recognised" in text:
@@ -299,9 +178,12 @@ def open_audio(source: str | os.PathLike | BinaryIO, name: str | None = None) ->
     # A WAV whose header says "0 frames" may still hold samples (a pipe dump): parse it.
     if sf_file is not None:
         sf_file.close()
+    # neucomp.wavstream subclasses AudioReader, so it is imported here, not at the top.
+    from neucomp.wavstream import WavStreamReader
+
     fp.seek(0)
     try:
-        return _WavStreamReader(fp, name)
+        return WavStreamReader(fp, name)
     except BaseException:
         fp.close()
         raise
@@ -313,12 +195,14 @@ def _is_riff(head: bytes) -> bool:
 
 def _open_stream(fp: BinaryIO, name: str) -> AudioReader:
     """A non-seekable input: WAV is streamed; anything else is spooled to a temp file."""
-    head = _read_exact(fp, 12)
+    from neucomp.wavstream import Prefixed, WavStreamReader, read_exact
+
+    head = read_exact(fp, 12)
     if not head:
         raise InputError(f"'{name}' contains no audio samples (empty input)")
-    stream = _Prefixed(head, fp)
+    stream = Prefixed(head, fp)
     if _is_riff(head):
-        return _WavStreamReader(stream, name)
+        return WavStreamReader(stream, name)
     # FLAC/OGG/MP3 readers need to seek: spool to disk (not memory) so size stays bounded.
     import soundfile as sf
 
@@ -333,27 +217,6 @@ def _open_stream(fp: BinaryIO, name: str) -> AudioReader:
     except BaseException:
         spool.close()
         raise
-
-
-class _Prefixed(io.RawIOBase):
-    """A stream with some already-consumed bytes put back in front."""
-
-    def __init__(self, prefix: bytes, fp: BinaryIO) -> None:
-        self._prefix = prefix
-        self._fp = fp
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf) -> int:
-        if self._prefix:
-            n = min(len(buf), len(self._prefix))
-            buf[:n] = self._prefix[:n]
-            self._prefix = self._prefix[n:]
-            return n
-        data = self._fp.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
 
 
 def read_audio(source: str | os.PathLike | BinaryIO) -> tuple[np.ndarray, int]:
@@ -423,106 +286,3 @@ def fit_length(block: np.ndarray, length: int) -> np.ndarray:
     if n >= length:
         return block[:, :length]
     return np.pad(block, ((0, 0), (0, length - n)))
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def output_format(target: str | os.PathLike, float_wav: bool = False) -> tuple[str, str]:
-    """(soundfile format, subtype) for an output name; stdout gets WAV."""
-    suffix = ".wav" if str(target) == STDIO else Path(target).suffix.lower()
-    if suffix not in OUTPUT_FORMATS:
-        raise UsageError(
-            f"cannot write '{Path(target).name}': unsupported output format "
-            f"'{suffix or '(none)'}' (use .wav or .flac)"
-        )
-    fmt, subtype = OUTPUT_FORMATS[suffix]
-    if float_wav:
-        if fmt != "WAV":
-            raise UsageError("--float needs a .wav output")
-        subtype = "FLOAT"
-    return fmt, subtype
-
-
-class AudioWriter:
-    """Write ``[C, n]`` blocks to a seekable binary file in one of :data:`OUTPUT_FORMATS`."""
-
-    def __init__(
-        self, fp: BinaryIO, sample_rate: int, channels: int, fmt: str, subtype: str
-    ) -> None:
-        import soundfile as sf
-
-        self._sf = sf.SoundFile(
-            fp, "w", samplerate=sample_rate, channels=channels, format=fmt, subtype=subtype
-        )
-        self._clip = subtype != "FLOAT"
-        self.frames = 0
-
-    def write(self, block: np.ndarray) -> None:
-        if block.shape[1] == 0:
-            return
-        if self._clip:  # integer formats: out-of-range samples would wrap, not saturate
-            block = np.clip(block, -1.0, 1.0)
-        self._sf.write(np.ascontiguousarray(block.T))
-        self.frames += block.shape[1]
-
-    def close(self) -> None:
-        self._sf.close()
-
-
-def check_output(target: str | os.PathLike, force: bool) -> None:
-    """Fail early (before any work) if an output path cannot or must not be written."""
-    if str(target) == STDIO:
-        if sys.stdout.isatty():
-            raise OutputError("OUT is - but stdout is a terminal: pipe it on or redirect it")
-        return
-    path = Path(target)
-    if path.is_dir():
-        raise OutputError(f"'{target}' is a folder")
-    if path.exists() and not force:
-        raise OutputError(f"'{target}' already exists (use -f to overwrite)")
-    parent = path.parent
-    if not parent.is_dir():
-        raise OutputError(f"output folder '{parent}' does not exist")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"cannot write to folder '{parent}': permission denied")
-
-
-@contextlib.contextmanager
-def atomic_output(
-    target: str | os.PathLike, force: bool = False, stream_stdout: bool = False
-) -> Iterator[BinaryIO]:
-    """A binary file that becomes ``target`` only if the block succeeds.
-
-    The data goes to a hidden temp file in the same folder, which is renamed into place
-    at the end (an atomic replace) or deleted on any error or Ctrl-C, so a failed run
-    never leaves a partial output. For ``"-"`` the bytes are spooled to an anonymous
-    temp file and copied to stdout at the end, so that a failure writes nothing, unless
-    ``stream_stdout`` asks for stdout itself (not seekable; for formats that never seek).
-    """
-    check_output(target, force)
-    if str(target) == STDIO and stream_stdout:
-        yield sys.stdout.buffer
-        sys.stdout.buffer.flush()
-        return
-    if str(target) == STDIO:
-        with tempfile.TemporaryFile() as spool:
-            yield spool
-            spool.seek(0)
-            out = sys.stdout.buffer
-            shutil.copyfileobj(spool, out, 1 << 20)
-            out.flush()
-        return
-    path = Path(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w+b") as fp:
-            yield fp
-            fp.flush()
-        if path.exists() and not force:  # appeared while we worked (another job)
-            raise OutputError(f"'{target}' already exists (use -f to overwrite)")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

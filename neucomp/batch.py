@@ -3,7 +3,7 @@
 One bad file never stops a batch: its error is recorded and listed at the end. Files
 whose output already exists are skipped (unless forced), so an interrupted batch can
 simply be run again. Each worker process runs torch on one thread and loads the model
-once (the codec module caches it), so N jobs use about N cores.
+once (neucomp.loader caches it), so N jobs use about N cores.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from neucomp import audio as A
-from neucomp import codec
+from neucomp import api, loader
+from neucomp.audio import AUDIO_EXTENSIONS
+from neucomp.codec import Result
 from neucomp.errors import InputError, NeucompError, OutputError
 
 Mode = Literal["compress", "decompress"]
@@ -38,7 +39,7 @@ class Outcome:
     """What happened to one task (sent back from a worker process)."""
 
     task: Task
-    result: codec.Result | None = None
+    result: Result | None = None
     error: str | None = None
 
 
@@ -105,7 +106,7 @@ def output_name(src: Path, mode: Mode, fmt: str = "wav") -> str:
 
 def find_inputs(root: Path, mode: Mode) -> Iterator[Path]:
     """Input files under ``root`` in a stable order; hidden files and folders are ignored."""
-    suffixes = A.AUDIO_EXTENSIONS if mode == "compress" else (ECDC_SUFFIX,)
+    suffixes = AUDIO_EXTENSIONS if mode == "compress" else (ECDC_SUFFIX,)
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
@@ -144,7 +145,7 @@ def _probe_seconds(path: Path, mode: Mode) -> float:
 
 
 def _init_worker(threads: int) -> None:
-    codec.set_threads(threads)
+    loader.set_threads(threads)
 
 
 def convert(task: Task, mode: Mode, options: dict) -> Outcome:
@@ -152,9 +153,9 @@ def convert(task: Task, mode: Mode, options: dict) -> Outcome:
     try:
         task.dst.parent.mkdir(parents=True, exist_ok=True)
         if mode == "compress":
-            result = codec.compress_file(task.src, task.dst, **options)
+            result = api.compress_file(task.src, task.dst, **options)
         else:
-            result = codec.decompress_file(task.src, task.dst, **options)
+            result = api.decompress_file(task.src, task.dst, **options)
         return Outcome(task, result=result)
     except NeucompError as err:
         return Outcome(task, error=str(err))
@@ -178,7 +179,7 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "neucomp.model", "neucomp.codec"])
+    ctx.set_forkserver_preload(["torch", "neucomp.model", "neucomp.api"])
     return ctx
 
 
@@ -220,7 +221,7 @@ def run_batch(
 ) -> Summary:
     """Convert every input under ``src_dir`` into the mirrored place under ``out_dir``.
 
-    ``options`` go to :func:`codec.compress_file` / :func:`codec.decompress_file`.
+    ``options`` go to :func:`api.compress_file` / :func:`api.decompress_file`.
     """
     from tqdm import tqdm
 

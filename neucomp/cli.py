@@ -184,12 +184,12 @@ def compress(
 
     With folders, every audio file under IN is compressed into the same place under OUT.
     """
-    from neucomp import batch, codec
+    from neucomp import api, batch, loader
 
-    codec.set_threads(threads)
+    loader.set_threads(threads)
     if src != "-" and Path(src).is_dir():
         _folder_output(dst)
-        codec.check_options(model, bandwidth, lm)  # fail once, not once per file
+        loader.check_options(model, bandwidth, lm)  # fail once, not once per file
         options = {"bandwidth": bandwidth, "lm": lm, "model": model}
         summary = batch.run_batch(
             src,
@@ -204,7 +204,7 @@ def compress(
         _finish_batch(summary, quiet)
         return
     dst = _single_target(src, dst, batch.ECDC_SUFFIX)
-    r = codec.compress_file(src, dst, bandwidth=bandwidth, lm=lm, model=model, force=force)
+    r = api.compress_file(src, dst, bandwidth=bandwidth, lm=lm, model=model, force=force)
     _say(
         quiet,
         f"{r.source}: {batch.format_duration(r.seconds)}, {r.sample_rate} Hz, {r.channels} ch"
@@ -253,9 +253,9 @@ def decompress(
     The original sample rate, channel count and length are restored. With folders, every
     .ecdc under IN is decompressed into the same place under OUT.
     """
-    from neucomp import batch, codec
+    from neucomp import api, batch, loader
 
-    codec.set_threads(threads)
+    loader.set_threads(threads)
     if src != "-" and Path(src).is_dir():
         _folder_output(dst)
         options = {"float_wav": float_wav, "salvage": salvage, "model": model}
@@ -273,7 +273,7 @@ def decompress(
         _finish_batch(summary, quiet)
         return
     dst = _single_target(src, dst, f".{fmt}")
-    r = codec.decompress_file(
+    r = api.decompress_file(
         src, dst, float_wav=float_wav, salvage=salvage, force=force, model=model
     )
     for warning in r.warnings:
@@ -290,7 +290,7 @@ def decompress(
 @click.option("--json", "as_json", is_flag=True, help="Print the fields as JSON.")
 def info(src: str, as_json: bool) -> None:
     """Describe a .ecdc FILE (- for stdin): model, coder, rates, length, bitrate."""
-    from neucomp.codec import open_input
+    from neucomp.api import open_input
     from neucomp.container import summarize
 
     with open_input(src) as fp:

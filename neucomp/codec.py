@@ -1,4 +1,4 @@
-"""Audio ⇄ `.ecdc` bytes, chunk by chunk, with bounded memory (the Python API lives here).
+"""Audio ⇄ `.ecdc` streams, chunk by chunk, with bounded memory (the stream engine).
 
 Compress: input blocks → model channels → model rate (streaming soxr) → streaming
 encoder → every 750 frames (10 s at 24 kHz) one container chunk, coded plainly (10-bit
@@ -12,20 +12,17 @@ samples at each stage are held back until then (:class:`_HeldTail`).
 
 from __future__ import annotations
 
-import io
 import itertools
 import os
-import sys
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 import numpy as np
 
 from neucomp import audio as A
-from neucomp.errors import FormatError, InputError, ModelError, UsageError
+from neucomp.errors import FormatError, InputError
+from neucomp.loader import hash_bytes, lm_coder, model_for
 
 if TYPE_CHECKING:
     from neucomp.container import Header
@@ -37,123 +34,6 @@ DEFAULT_BANDWIDTH = 6.0
 # would take hundreds of MB with the full-width model; 2 s pieces keep memory small
 # (streaming makes the result independent of the split).
 DECODE_FRAMES = 150
-
-
-# ----------------------------------------------------------------------------- models
-
-_MODELS: dict[str, Codec] = {}  # loaded models by resolved path, one load per process
-_LMS: dict[str, object] = {}  # LM coders likewise
-_threads: int | None = None  # torch threads asked for by the CLI, applied when torch loads
-
-
-def set_threads(threads: int) -> None:
-    """Run inference on ``threads`` CPU threads (the CLI's --threads, default 1).
-
-    torch is only imported once there is work to do, so that errors about bad inputs
-    come back instantly; the setting is applied then.
-    """
-    global _threads
-    _threads = threads
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
-
-
-def load_model(name: str | os.PathLike | None = None) -> Codec:
-    """The codec model called ``name`` (or at that path; None = the default 24 kHz model).
-
-    Loaded once per process and cached, so batch workers and repeated API calls pay the
-    load cost only once.
-    """
-    from neucomp.model import resolve_model_path
-
-    path = resolve_model_path(name)
-    key = str(path.resolve())
-    if key not in _MODELS:
-        from neucomp.model import load_model as _load
-
-        if _threads is not None:
-            set_threads(_threads)
-
-        _MODELS[key] = _load(path)
-    return _MODELS[key]
-
-
-def _model_for(header: Header, model: Codec | str | os.PathLike | None) -> Codec:
-    """The model that made this stream (installed, or the one given by name or path),
-    or a ModelError saying what is missing."""
-    from neucomp.model import resolve_model_path
-
-    want = header.model_hash.hex()
-    if isinstance(model, (str, os.PathLike)):
-        model = load_model(model)
-    if model is None:
-        try:
-            resolve_model_path(header.model_name)
-        except ModelError:
-            raise ModelError(
-                f"this file needs model '{header.model_name}' with weights {want[:12]}…, "
-                "which is not installed"
-            ) from None
-        model = load_model(header.model_name)
-    if model.weights_hash != want:
-        raise ModelError(
-            f"this file was made by different weights of model '{header.model_name}' "
-            f"(hash {want[:12]}…; installed: {model.weights_hash[:12]}…)"
-        )
-    cfg = model.config
-    mismatch = [
-        label
-        for label, ours, theirs in (
-            ("sample rate", cfg.sample_rate, header.model_sample_rate),
-            ("channels", cfg.channels, header.model_channels),
-            ("hop length", cfg.hop_length, header.hop_length),
-            ("codebook size", cfg.codebook_size, header.codebook_size),
-        )
-        if ours != theirs
-    ]
-    if mismatch or header.num_codebooks > cfg.n_codebooks:
-        raise FormatError(
-            f"the header does not fit model '{cfg.name}' "
-            f"({', '.join(mismatch) or 'number of codebooks'} differ)"
-        )
-    return model
-
-
-def _lm_coder(model: Codec, want_hash: bytes | None = None):
-    """The LM range coder of ``model`` (``<models>/<name>.lm``), checked against the codec
-    weights and, when decoding, against the LM hash the stream records."""
-    try:
-        from neucomp.coding.range import LMCoder, default_lm_path
-    except ImportError:
-        raise UsageError("the LM coder is not available in this installation") from None
-    name = model.config.name
-    path = default_lm_path(name)
-    if not path.is_file():
-        hint = f" with hash {want_hash.hex()[:12]}…" if want_hash else ""
-        raise ModelError(f"the LM for model '{name}'{hint} is not installed ({path} is missing)")
-    key = str(path.resolve())
-    if key not in _LMS:
-        _LMS[key] = LMCoder.load(path)
-    coder = _LMS[key]
-    coder.check_codec(model.weights_hash)
-    if want_hash is not None and _hash_bytes(coder.hash) != want_hash:
-        raise ModelError(
-            f"this file was coded with a different LM for model '{name}' "
-            f"(hash {want_hash.hex()[:12]}…; installed: {_hash_bytes(coder.hash).hex()[:12]}…)"
-        )
-    return coder
-
-
-def check_options(model: str | os.PathLike | None, bandwidth: float, lm: bool) -> None:
-    """Raise the error a compression with these options would give, without any audio."""
-    codec = load_model(model)
-    codec.config.n_codebooks_for(bandwidth)
-    if lm:
-        _lm_coder(codec)
-
-
-def _hash_bytes(h: str | bytes) -> bytes:
-    return bytes.fromhex(h) if isinstance(h, str) else bytes(h)
 
 
 # ------------------------------------------------------------------------- compress
@@ -228,12 +108,12 @@ def compress_stream(
 
     cfg = model.config
     n_q = cfg.n_codebooks_for(bandwidth)
-    coder = _lm_coder(model) if lm else None
+    coder = lm_coder(model) if lm else None
     header = Header(
         model_name=cfg.name,
         model_hash=bytes.fromhex(model.weights_hash),
         coder=Coder.LM if coder else Coder.PLAIN,
-        lm_hash=_hash_bytes(coder.hash) if coder else bytes(32),
+        lm_hash=hash_bytes(coder.hash) if coder else bytes(32),
         model_sample_rate=cfg.sample_rate,
         model_channels=cfg.channels,
         hop_length=cfg.hop_length,
@@ -328,10 +208,10 @@ def decompress_stream(
 
     reader = EcdcReader(fp)  # a bad header fails here, before torch is even imported
     h = reader.header
-    model = _model_for(h, model)
+    model = model_for(h, model)
     import torch
 
-    coder = _lm_coder(model, h.lm_hash) if h.coder == Coder.LM else None
+    coder = lm_coder(model, h.lm_hash) if h.coder == Coder.LM else None
     hop, k = h.hop_length, h.num_codebooks
     resampler = A.Resampler(h.model_sample_rate, h.original_sample_rate, h.model_channels)
     model_tail = _HeldTail(hop, h.model_channels)
@@ -382,146 +262,3 @@ def _decode_payload(chunk, coder, k: int, unpack_codes) -> np.ndarray:
     else:
         codes = unpack_codes(chunk.payload, k, chunk.num_frames)
     return codes.astype(np.int64, copy=False)
-
-
-# ------------------------------------------------------------------- file front-ends
-
-
-def _file_size(path: str | os.PathLike) -> int | None:
-    return None if str(path) == A.STDIO else os.path.getsize(path)
-
-
-def compress_file(
-    src: str | os.PathLike,
-    dst: str | os.PathLike,
-    *,
-    bandwidth: float = DEFAULT_BANDWIDTH,
-    lm: bool = False,
-    model: str | os.PathLike | None = None,
-    force: bool = False,
-) -> Result:
-    """Compress the audio file ``src`` (or ``"-"``) into ``dst`` (or ``"-"``), atomically."""
-    with A.open_audio(src) as reader:
-        A.check_output(dst, force)
-        codec = load_model(model)
-        codec.config.n_codebooks_for(bandwidth)  # a bad bandwidth fails before any output
-        with A.atomic_output(dst, force, stream_stdout=True) as out:
-            result = compress_stream(reader, out, codec, bandwidth, lm)
-    result.source, result.target = A.display_name(src), A.display_name(dst, output=True)
-    result.input_bytes = _file_size(src)
-    result.output_bytes = result.ecdc_bytes
-    return result
-
-
-class _LazyWriter:
-    """An AudioWriter on ``fp``, opened once the header gives rate and channel count."""
-
-    def __init__(self, fp: BinaryIO, fmt: str, subtype: str) -> None:
-        self.fp, self.fmt, self.subtype = fp, fmt, subtype
-        self.writer: A.AudioWriter | None = None
-
-    def open(self, header: Header) -> A.AudioWriter:
-        self.writer = A.AudioWriter(
-            self.fp, header.original_sample_rate, header.original_channels, self.fmt, self.subtype
-        )
-        return self.writer
-
-
-def decompress_file(
-    src: str | os.PathLike,
-    dst: str | os.PathLike,
-    *,
-    float_wav: bool = False,
-    salvage: bool = False,
-    force: bool = False,
-    model: str | os.PathLike | None = None,
-) -> Result:
-    """Decompress the .ecdc file ``src`` (or ``"-"``) into ``dst`` (.wav/.flac or ``"-"``)."""
-    fmt, subtype = A.output_format(dst, float_wav)
-    with open_input(src) as fp:
-        A.check_output(dst, force)
-        with A.atomic_output(dst, force) as out:
-            lazy = _LazyWriter(out, fmt, subtype)
-            try:
-                result = decompress_stream(fp, lazy.open, salvage=salvage, model=model)
-            finally:
-                if lazy.writer is not None:
-                    lazy.writer.close()
-            out.flush()
-            result.output_bytes = out.tell()
-    result.source, result.target = A.display_name(src), A.display_name(dst, output=True)
-    result.input_bytes = result.ecdc_bytes
-    return result
-
-
-def open_input(src: str | os.PathLike) -> BinaryIO:
-    if str(src) == A.STDIO:
-        if sys.stdin.isatty():
-            raise InputError("IN is - but stdin is a terminal: pipe a .ecdc stream in")
-        return _NoClose(sys.stdin.buffer)
-    path = Path(src)
-    if not path.exists():
-        raise InputError(f"no such file: {src}")
-    if path.is_dir():
-        raise InputError(f"'{src}' is a folder, not a .ecdc file")
-    try:
-        return open(path, "rb")  # noqa: SIM115 - the caller closes it
-    except OSError as err:
-        raise InputError(f"cannot read '{src}': {err.strerror or err}") from err
-
-
-class _NoClose(io.BufferedIOBase):
-    """stdin as a context manager that does not close it."""
-
-    def __init__(self, fp: BinaryIO) -> None:
-        self._fp = fp
-
-    def read(self, size: int = -1) -> bytes:
-        return self._fp.read(size)
-
-    def readable(self) -> bool:
-        return True
-
-
-# ------------------------------------------------------------------------ Python API
-
-
-def compress(
-    audio: np.ndarray,
-    sample_rate: int,
-    bandwidth: float = DEFAULT_BANDWIDTH,
-    *,
-    lm: bool = False,
-    model: str | None = None,
-) -> bytes:
-    """Compress float audio ``[T]`` or ``[C, T]`` (values in [-1, 1]) to .ecdc bytes."""
-    codec = load_model(model)
-    out = io.BytesIO()
-    compress_stream(A.ArrayReader(audio, sample_rate), out, codec, bandwidth, lm)
-    return out.getvalue()
-
-
-class _Collect:
-    def __init__(self) -> None:
-        self.blocks: list[np.ndarray] = []
-
-    def write(self, block: np.ndarray) -> None:
-        if block.shape[1]:
-            self.blocks.append(block)
-
-
-def decompress(
-    data: bytes, *, salvage: bool = False, model: str | None = None
-) -> tuple[np.ndarray, int]:
-    """Decompress .ecdc bytes to ``(audio [C, T] float32, sample_rate)`` at the original
-    rate, channel count and length. With ``salvage``, damaged chunks become silence (and
-    a warning) instead of an error. ``model`` (a name or path) overrides the installed
-    model the stream names; its weights must still be the ones that made the stream."""
-    collect = _Collect()
-    result = decompress_stream(io.BytesIO(data), lambda h: collect, salvage=salvage, model=model)
-    for message in result.warnings:
-        warnings.warn(message, stacklevel=2)
-    audio = np.concatenate(collect.blocks, axis=1) if collect.blocks else None
-    if audio is None:
-        audio = np.zeros((result.channels, 0), np.float32)
-    return audio, result.sample_rate

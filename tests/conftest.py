@@ -60,10 +60,10 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def tiny_model(model_dir: Path, monkeypatch: pytest.MonkeyPatch):
     """The tiny model, installed as the default model for this test."""
-    from neucomp import codec
+    from neucomp import loader
 
     monkeypatch.setenv("NEUCOMP_MODEL_DIR", str(model_dir))
-    return codec.load_model()
+    return loader.load_model()
 
 
 @pytest.fixture

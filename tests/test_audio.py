@@ -1,4 +1,5 @@
-"""neucomp.audio: reading every format (files and pipes), resampling, channels, writing."""
+"""neucomp.audio, .wavstream, .output: reading every format (files and pipes), resampling,
+channels, writing."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from conftest import make_audio, pipe_wav_bytes, write_audio
 
 from neucomp import audio as A
 from neucomp.errors import InputError, OutputError, UsageError
+from neucomp.output import AudioWriter, atomic_output, output_format
 
 
 class Pipe(io.RawIOBase):
@@ -199,20 +201,20 @@ def test_fit_length():
 
 
 def test_output_format_from_extension():
-    assert A.output_format("a.wav") == ("WAV", "PCM_16")
-    assert A.output_format("a.FLAC") == ("FLAC", "PCM_16")
-    assert A.output_format("a.wav", float_wav=True) == ("WAV", "FLOAT")
-    assert A.output_format("-") == ("WAV", "PCM_16")
+    assert output_format("a.wav") == ("WAV", "PCM_16")
+    assert output_format("a.FLAC") == ("FLAC", "PCM_16")
+    assert output_format("a.wav", float_wav=True) == ("WAV", "FLOAT")
+    assert output_format("-") == ("WAV", "PCM_16")
     with pytest.raises(UsageError, match="unsupported output format '.mp3'"):
-        A.output_format("a.mp3")
+        output_format("a.mp3")
     with pytest.raises(UsageError, match="--float"):
-        A.output_format("a.flac", float_wav=True)
+        output_format("a.flac", float_wav=True)
 
 
 def test_writer_clips_integer_formats(tmp_path):
     path = tmp_path / "loud.wav"
-    with A.atomic_output(path) as fp:
-        w = A.AudioWriter(fp, 8000, 1, "WAV", "PCM_16")
+    with atomic_output(path) as fp:
+        w = AudioWriter(fp, 8000, 1, "WAV", "PCM_16")
         w.write(np.array([[2.0, -2.0, 0.5]], np.float32))
         w.close()
     y, _ = sf.read(path)
@@ -221,7 +223,7 @@ def test_writer_clips_integer_formats(tmp_path):
 
 def test_atomic_output_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "out.wav"
-    with pytest.raises(KeyboardInterrupt), A.atomic_output(target) as fp:
+    with pytest.raises(KeyboardInterrupt), atomic_output(target) as fp:
         fp.write(b"partial")
         raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
@@ -230,14 +232,14 @@ def test_atomic_output_leaves_nothing_on_failure(tmp_path):
 def test_atomic_output_refuses_existing_and_missing_folder(tmp_path):
     target = tmp_path / "out.wav"
     target.write_bytes(b"old")
-    with pytest.raises(OutputError, match="already exists"), A.atomic_output(target):
+    with pytest.raises(OutputError, match="already exists"), atomic_output(target):
         pass
-    with A.atomic_output(target, force=True) as fp:
+    with atomic_output(target, force=True) as fp:
         fp.write(b"new")
     assert target.read_bytes() == b"new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.wav"]
     with (
         pytest.raises(OutputError, match="does not exist"),
-        A.atomic_output(tmp_path / "no" / "x.wav"),
+        atomic_output(tmp_path / "no" / "x.wav"),
     ):
         pass

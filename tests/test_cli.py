@@ -355,11 +355,11 @@ def test_lm_flag(run, tiny_lm, song, tmp_path, monkeypatch):
 
 
 def test_system_errors_are_one_line(run, song, tmp_path, monkeypatch):
-    from neucomp import codec
+    from neucomp import api
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(codec, "compress_file", disk_full)
+    monkeypatch.setattr(api, "compress_file", disk_full)
     r = run("compress", song, tmp_path / "x.ecdc")
     assert_one_line_error(r, 1, "No space left on device")

@@ -1,0 +1,164 @@
+"""Front-ends to the stream engine: files and stdio (the CLI, batch workers) and
+in-memory arrays and bytes (the public Python API, re-exported by ``neucomp``)."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+import numpy as np
+
+from neucomp import audio as A
+from neucomp.codec import DEFAULT_BANDWIDTH, Result, compress_stream, decompress_stream
+from neucomp.errors import InputError
+from neucomp.loader import load_model
+from neucomp.output import AudioWriter, atomic_output, check_output, output_format
+
+if TYPE_CHECKING:
+    from neucomp.container import Header
+
+# ------------------------------------------------------------------- file front-ends
+
+
+def _file_size(path: str | os.PathLike) -> int | None:
+    return None if str(path) == A.STDIO else os.path.getsize(path)
+
+
+def compress_file(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    bandwidth: float = DEFAULT_BANDWIDTH,
+    lm: bool = False,
+    model: str | os.PathLike | None = None,
+    force: bool = False,
+) -> Result:
+    """Compress the audio file ``src`` (or ``"-"``) into ``dst`` (or ``"-"``), atomically."""
+    with A.open_audio(src) as reader:
+        check_output(dst, force)
+        codec = load_model(model)
+        codec.config.n_codebooks_for(bandwidth)  # a bad bandwidth fails before any output
+        with atomic_output(dst, force, stream_stdout=True) as out:
+            result = compress_stream(reader, out, codec, bandwidth, lm)
+    result.source, result.target = A.display_name(src), A.display_name(dst, output=True)
+    result.input_bytes = _file_size(src)
+    result.output_bytes = result.ecdc_bytes
+    return result
+
+
+class _LazyWriter:
+    """An AudioWriter on ``fp``, opened once the header gives rate and channel count."""
+
+    def __init__(self, fp: BinaryIO, fmt: str, subtype: str) -> None:
+        self.fp, self.fmt, self.subtype = fp, fmt, subtype
+        self.writer: AudioWriter | None = None
+
+    def open(self, header: Header) -> AudioWriter:
+        self.writer = AudioWriter(
+            self.fp, header.original_sample_rate, header.original_channels, self.fmt, self.subtype
+        )
+        return self.writer
+
+
+def decompress_file(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    float_wav: bool = False,
+    salvage: bool = False,
+    force: bool = False,
+    model: str | os.PathLike | None = None,
+) -> Result:
+    """Decompress the .ecdc file ``src`` (or ``"-"``) into ``dst`` (.wav/.flac or ``"-"``)."""
+    fmt, subtype = output_format(dst, float_wav)
+    with open_input(src) as fp:
+        check_output(dst, force)
+        with atomic_output(dst, force) as out:
+            lazy = _LazyWriter(out, fmt, subtype)
+            try:
+                result = decompress_stream(fp, lazy.open, salvage=salvage, model=model)
+            finally:
+                if lazy.writer is not None:
+                    lazy.writer.close()
+            out.flush()
+            result.output_bytes = out.tell()
+    result.source, result.target = A.display_name(src), A.display_name(dst, output=True)
+    result.input_bytes = result.ecdc_bytes
+    return result
+
+
+def open_input(src: str | os.PathLike) -> BinaryIO:
+    if str(src) == A.STDIO:
+        if sys.stdin.isatty():
+            raise InputError("IN is - but stdin is a terminal: pipe a .ecdc stream in")
+        return _NoClose(sys.stdin.buffer)
+    path = Path(src)
+    if not path.exists():
+        raise InputError(f"no such file: {src}")
+    if path.is_dir():
+        raise InputError(f"'{src}' is a folder, not a .ecdc file")
+    try:
+        return open(path, "rb")  # noqa: SIM115 - the caller closes it
+    except OSError as err:
+        raise InputError(f"cannot read '{src}': {err.strerror or err}") from err
+
+
+class _NoClose(io.BufferedIOBase):
+    """stdin as a context manager that does not close it."""
+
+    def __init__(self, fp: BinaryIO) -> None:
+        self._fp = fp
+
+    def read(self, size: int = -1) -> bytes:
+        return self._fp.read(size)
+
+    def readable(self) -> bool:
+        return True
+
+
+# ------------------------------------------------------------------------ Python API
+
+
+def compress(
+    audio: np.ndarray,
+    sample_rate: int,
+    bandwidth: float = DEFAULT_BANDWIDTH,
+    *,
+    lm: bool = False,
+    model: str | None = None,
+) -> bytes:
+    """Compress float audio ``[T]`` or ``[C, T]`` (values in [-1, 1]) to .ecdc bytes."""
+    codec = load_model(model)
+    out = io.BytesIO()
+    compress_stream(A.ArrayReader(audio, sample_rate), out, codec, bandwidth, lm)
+    return out.getvalue()
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.blocks: list[np.ndarray] = []
+
+    def write(self, block: np.ndarray) -> None:
+        if block.shape[1]:
+            self.blocks.append(block)
+
+
+def decompress(
+    data: bytes, *, salvage: bool = False, model: str | None = None
+) -> tuple[np.ndarray, int]:
+    """Decompress .ecdc bytes to ``(audio [C, T] float32, sample_rate)`` at the original
+    rate, channel count and length. With ``salvage``, damaged chunks become silence (and
+    a warning) instead of an error. ``model`` (a name or path) overrides the installed
+    model the stream names; its weights must still be the ones that made the stream."""
+    collect = _Collect()
+    result = decompress_stream(io.BytesIO(data), lambda h: collect, salvage=salvage, model=model)
+    for message in result.warnings:
+        warnings.warn(message, stacklevel=2)
+    audio = np.concatenate(collect.blocks, axis=1) if collect.blocks else None
+    if audio is None:
+        audio = np.zeros((result.channels, 0), np.float32)
+    return audio, result.sample_rate

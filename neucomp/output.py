@@ -1,0 +1,124 @@
+"""Outputs: the audio formats we write, the block writer, and atomic files / stdout.
+
+A failed or interrupted run never leaves a partial output: :func:`atomic_output` writes
+to a temp file that only becomes the target when everything succeeded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from neucomp.audio import STDIO
+from neucomp.errors import OutputError, UsageError
+
+# Output extension → (soundfile format, default subtype).
+OUTPUT_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16")}
+
+
+def output_format(target: str | os.PathLike, float_wav: bool = False) -> tuple[str, str]:
+    """(soundfile format, subtype) for an output name; stdout gets WAV."""
+    suffix = ".wav" if str(target) == STDIO else Path(target).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise UsageError(
+            f"cannot write '{Path(target).name}': unsupported output format "
+            f"'{suffix or '(none)'}' (use .wav or .flac)"
+        )
+    fmt, subtype = OUTPUT_FORMATS[suffix]
+    if float_wav:
+        if fmt != "WAV":
+            raise UsageError("--float needs a .wav output")
+        subtype = "FLOAT"
+    return fmt, subtype
+
+
+class AudioWriter:
+    """Write ``[C, n]`` blocks to a seekable binary file in one of :data:`OUTPUT_FORMATS`."""
+
+    def __init__(
+        self, fp: BinaryIO, sample_rate: int, channels: int, fmt: str, subtype: str
+    ) -> None:
+        import soundfile as sf
+
+        self._sf = sf.SoundFile(
+            fp, "w", samplerate=sample_rate, channels=channels, format=fmt, subtype=subtype
+        )
+        self._clip = subtype != "FLOAT"
+        self.frames = 0
+
+    def write(self, block: np.ndarray) -> None:
+        if block.shape[1] == 0:
+            return
+        if self._clip:  # integer formats: out-of-range samples would wrap, not saturate
+            block = np.clip(block, -1.0, 1.0)
+        self._sf.write(np.ascontiguousarray(block.T))
+        self.frames += block.shape[1]
+
+    def close(self) -> None:
+        self._sf.close()
+
+
+def check_output(target: str | os.PathLike, force: bool) -> None:
+    """Fail early (before any work) if an output path cannot or must not be written."""
+    if str(target) == STDIO:
+        if sys.stdout.isatty():
+            raise OutputError("OUT is - but stdout is a terminal: pipe it on or redirect it")
+        return
+    path = Path(target)
+    if path.is_dir():
+        raise OutputError(f"'{target}' is a folder")
+    if path.exists() and not force:
+        raise OutputError(f"'{target}' already exists (use -f to overwrite)")
+    parent = path.parent
+    if not parent.is_dir():
+        raise OutputError(f"output folder '{parent}' does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"cannot write to folder '{parent}': permission denied")
+
+
+@contextlib.contextmanager
+def atomic_output(
+    target: str | os.PathLike, force: bool = False, stream_stdout: bool = False
+) -> Iterator[BinaryIO]:
+    """A binary file that becomes ``target`` only if the block succeeds.
+
+    The data goes to a hidden temp file in the same folder, which is renamed into place
+    at the end (an atomic replace) or deleted on any error or Ctrl-C, so a failed run
+    never leaves a partial output. For ``"-"`` the bytes are spooled to an anonymous
+    temp file and copied to stdout at the end, so that a failure writes nothing, unless
+    ``stream_stdout`` asks for stdout itself (not seekable; for formats that never seek).
+    """
+    check_output(target, force)
+    if str(target) == STDIO and stream_stdout:
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    if str(target) == STDIO:
+        with tempfile.TemporaryFile() as spool:
+            yield spool
+            spool.seek(0)
+            out = sys.stdout.buffer
+            shutil.copyfileobj(spool, out, 1 << 20)
+            out.flush()
+        return
+    path = Path(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w+b") as fp:
+            yield fp
+            fp.flush()
+        if path.exists() and not force:  # appeared while we worked (another job)
+            raise OutputError(f"'{target}' already exists (use -f to overwrite)")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
