@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install demo test lint format data shard eval-data eval-tools eval bench bench-quick train train-lm clean
+.PHONY: install demo test lint format data shard eval-data eval-tools eval bench bench-quick lm-size train train-lm clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -49,6 +49,10 @@ eval-tools:
 
 eval: $(STAMP) eval-tools
 	$(PY) -m neucomp eval data/deveval --json bench/eval.json --plot docs/rate_quality.png --markdown docs/rate_quality.md
+
+# Whole-file size of --lm against plain packing on the dev-eval clips, per bandwidth.
+lm-size: $(STAMP)
+	$(PY) -m neucomp.eval.lmsize data/deveval --json bench/lm_size.json
 
 bench: $(STAMP)
 	$(PY) -m neucomp.eval.bench
