@@ -13,6 +13,20 @@ from neucomp.nn.intlm import FREQ_BITS, IntLM, code_bits, quantize_lm, random_lm
 from neucomp.nn.lm import CodesLM, LMConfig, bits_per_code
 
 TINY = LMConfig(dim=32, layers=2, heads=4, ff=64, window=6, max_codebooks=8)
+TINY_INTRA = LMConfig(dim=32, layers=2, heads=4, ff=64, window=6, max_codebooks=8, intra=True)
+both = pytest.mark.parametrize("config", [TINY, TINY_INTRA], ids=["plain", "intra"])
+
+
+def step_all(lm: IntLM, codes: torch.Tensor) -> torch.Tensor:
+    """Tables [K, T, card] through `step`, frame by frame (and code by code with intra)."""
+    state = lm.start(codes.shape[0])
+    return torch.stack(
+        [
+            lm.step(state, codes[:, t - 1] if t else None, lambda k, _, t=t: int(codes[k, t]))
+            for t in range(codes.shape[1])
+        ],
+        1,
+    )
 
 
 def structured_codes(k: int, t: int, seed: int = 0) -> np.ndarray:
@@ -46,14 +60,52 @@ def test_float_model_is_causal_and_windowed():
     assert torch.allclose(out[..., last_seen + 1 :, :], base[..., last_seen + 1 :, :])
 
 
+def test_intra_float_model_sees_earlier_codes_of_the_frame_only():
+    torch.manual_seed(0)
+    model = CodesLM(TINY_INTRA).eval()
+    with torch.no_grad():  # intra_proj starts at zero: make it bite
+        model.intra_proj.weight.normal_(0, 0.3)
+    codes = torch.randint(0, 1024, (2, 5, 12))
+    base = model(codes)
+    changed = codes.clone()
+    changed[:, 2, 7] = (changed[:, 2, 7] + 1) % 1024
+    out = model(changed)
+    assert torch.equal(out[:, :, :7], base[:, :, :7])  # earlier frames
+    assert torch.equal(out[:, :3, 7], base[:, :3, 7])  # codes 0..2 of the frame itself
+    assert not torch.allclose(out[:, 3:, 7], base[:, 3:, 7])  # codes 3.. see code 2
+    heads = torch.tensor([1, 3, 4])  # the training path: a subset of the heads
+    assert torch.allclose(model(codes, heads=heads), base[:, heads], atol=1e-5)
+
+
+def test_intra_lm_starts_as_the_plain_lm():
+    torch.manual_seed(0)
+    plain = CodesLM(TINY).eval()
+    torch.manual_seed(0)
+    intra = CodesLM(TINY_INTRA).eval()
+    codes = torch.randint(0, 1024, (1, 4, 9))
+    assert torch.equal(plain(codes), intra(codes))
+
+
+@both
 @pytest.mark.parametrize("k", [1, 3, 8])
-def test_step_path_equals_full_forward_exactly(k):
-    lm = random_lm(TINY, seed=k)
-    codes = torch.from_numpy(structured_codes(k, 3 * TINY.window + 5, seed=k))  # compacts caches
-    full = lm.forward(codes)
-    state = lm.start(k)
-    steps = [lm.step(state, codes[:, t - 1] if t else None) for t in range(codes.shape[1])]
-    assert torch.equal(torch.stack(steps, 1), full)
+def test_step_path_equals_full_forward_exactly(config, k):
+    lm = random_lm(config, seed=k)
+    codes = torch.from_numpy(structured_codes(k, 3 * config.window + 5, seed=k))  # compacts
+    assert torch.equal(step_all(lm, codes), lm.forward(codes))
+
+
+def test_intra_tables_follow_the_chosen_codes():
+    lm = random_lm(TINY_INTRA, seed=2, spread=0.5)
+    codes = torch.from_numpy(structured_codes(4, 5))
+    other = codes.clone()
+    other[1, 3] = (other[1, 3] + 1) % 1024
+    a, b = lm.forward(codes), lm.forward(other)
+    assert torch.equal(a[:2, :4], b[:2, :4]) and torch.equal(a[:, :3], b[:, :3])
+    assert not torch.equal(a[2:, 3], b[2:, 3])
+    with pytest.raises(ValueError, match="choose"):
+        lm.step(lm.start(4), None)
+    with pytest.raises(ValueError, match="out of range"):
+        lm.step(lm.start(4), None, lambda k, f: 1024)
 
 
 def test_tables_are_valid_frequencies():
@@ -94,12 +146,21 @@ def test_float32_matmul_sums_stay_exact_at_the_bound():
     assert intlm._matmul(x, w).tolist() == [[-n * 127 * 127] * 3]
 
 
-def test_int8_and_float32_matmul_paths_agree(monkeypatch):
-    lm = random_lm(TINY, seed=7)
+@both
+def test_int8_and_float32_matmul_paths_agree(monkeypatch, config):
+    lm = random_lm(config, seed=7)
     codes = torch.from_numpy(structured_codes(8, 30))
     with_int_mm = lm.forward(codes)
     monkeypatch.setattr(intlm, "USE_INT_MM", False)
-    assert torch.equal(random_lm(TINY, seed=7).forward(codes), with_int_mm)
+    assert torch.equal(random_lm(config, seed=7).forward(codes), with_int_mm)
+
+
+def test_multipliers_stay_below_their_bound_at_powers_of_two():
+    for bits in (16, 31):
+        for top in (1.0, 0.25, 3.0, 1 - 2.0**-40):
+            mult, shift = intlm._mult_shift(torch.tensor([top, top / 3]), bits)
+            assert mult.max() < 1 << bits and mult.max() >= 1 << (bits - 1)
+            assert abs(mult[0] / 2.0**shift - top) <= 2.0 ** -(shift + 1)
 
 
 def test_inner_dimension_over_the_bound_is_refused():
@@ -108,10 +169,10 @@ def test_inner_dimension_over_the_bound_is_refused():
         random_lm(big)
 
 
-def _train_tiny(codes: torch.Tensor, steps: int = 40) -> CodesLM:
+def _train_tiny(codes: torch.Tensor, config: LMConfig = TINY, steps: int = 40) -> CodesLM:
     """A few steps of sign-SGD (torch.optim would import torch._dynamo: seconds)."""
     torch.manual_seed(0)
-    model = CodesLM(TINY)
+    model = CodesLM(config)
     for _ in range(steps):
         model.zero_grad()
         bits_per_code(model(codes), codes).backward()
@@ -121,21 +182,29 @@ def _train_tiny(codes: torch.Tensor, steps: int = 40) -> CodesLM:
     return model.eval()
 
 
-def test_integer_model_codes_almost_as_well_as_the_float_model():
+def _tiny_bits(config: LMConfig) -> tuple[float, float]:
+    """Held-out bits per code of a briefly trained float model and of its integer twin."""
     codes = torch.from_numpy(np.stack([structured_codes(4, 48, seed=s) for s in range(6)]))
-    model = _train_tiny(codes)
+    model = _train_tiny(codes, config)
     lm = quantize_lm(model, [codes[:3]])
     held_out = torch.from_numpy(structured_codes(4, 48, seed=99))
     with torch.no_grad():
         float_bits = bits_per_code(model(held_out[None]), held_out[None]).item()
     int_bits = code_bits(lm.forward(held_out), held_out).item() / held_out.numel()
+    return float_bits, int_bits
+
+
+@both
+def test_integer_model_codes_almost_as_well_as_the_float_model(config):
+    float_bits, int_bits = _tiny_bits(config)
     assert float_bits < 6.0  # the model learnt something …
-    assert int_bits < float_bits * 1.02 + 0.02  # … and its integer twin keeps it
+    assert abs(int_bits - float_bits) < float_bits * 0.02 + 0.02  # … and its twin keeps it
 
 
-def test_model_arrays_round_trip():
-    lm = random_lm(TINY, seed=5)
-    again = IntLM(TINY, {k: v.numpy() for k, v in intlm.to_arrays(lm).items()})
+@both
+def test_model_arrays_round_trip(config):
+    lm = random_lm(config, seed=5)
+    again = IntLM(config, {k: v.numpy() for k, v in intlm.to_arrays(lm).items()})
     codes = torch.from_numpy(structured_codes(5, 10))
     assert torch.equal(lm.forward(codes), again.forward(codes))
     assert math.isclose(

@@ -8,13 +8,14 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from neucomp.coding.range import LMCoder, save_lm
+from neucomp.coding.range import LM_FILE_VERSION, LMCoder, save_lm
 from neucomp.errors import CorruptDataError, FormatError, ModelError
 from neucomp.nn.intlm import code_bits, random_lm
 from neucomp.nn.lm import LMConfig
@@ -22,6 +23,7 @@ from neucomp.nn.lm import LMConfig
 SMALL = LMConfig(dim=32, layers=2, heads=4, ff=64, window=16, max_codebooks=32)
 # Wide enough that BLAS takes its blocked, vectorised paths (they differ between ISAs).
 WIDE = LMConfig(dim=128, layers=2, heads=4, ff=512, window=24, max_codebooks=8)
+INTRA = [False, True]  # every coder test runs without and with intra-frame conditioning
 
 
 def structured_codes(k: int, t: int, seed: int = 0) -> np.ndarray:
@@ -34,17 +36,18 @@ def structured_codes(k: int, t: int, seed: int = 0) -> np.ndarray:
     return codes
 
 
-@pytest.fixture(scope="module")
-def coder(tmp_path_factory) -> LMCoder:
+@pytest.fixture(scope="module", params=INTRA, ids=["plain", "intra"])
+def coder(tmp_path_factory, request) -> LMCoder:
     path = tmp_path_factory.mktemp("lm") / "small.lm"
-    save_lm(random_lm(SMALL, seed=1), path, codec_hash="c0dec")
+    save_lm(random_lm(replace(SMALL, intra=request.param), seed=1), path, codec_hash="c0dec")
     return LMCoder.load(path)
 
 
-@pytest.fixture(scope="module")
-def wide_path(tmp_path_factory) -> Path:
+@pytest.fixture(scope="module", params=INTRA, ids=["plain", "intra"])
+def wide_path(tmp_path_factory, request) -> Path:
     path = tmp_path_factory.mktemp("lm") / "wide.lm"
-    save_lm(random_lm(WIDE, seed=2, spread=0.05), path, codec_hash="c0dec")
+    lm = random_lm(replace(WIDE, intra=request.param), seed=2, spread=0.05)
+    save_lm(lm, path, codec_hash="c0dec")
     return path
 
 
@@ -170,7 +173,8 @@ else:
     np.save(sys.argv[6], coder.decode_chunk(payload, k, f))
 state, h = coder.lm.start(k), hashlib.sha256()
 for t in range(f):
-    h.update(coder.lm.step(state, torch.from_numpy(codes[:, t - 1]) if t else None).numpy())
+    prev = torch.from_numpy(codes[:, t - 1]) if t else None
+    h.update(coder.lm.step(state, prev, lambda i, _: int(codes[i, t])).numpy())
 print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads(), h.hexdigest())
 print(intlm.USE_INT_MM)
 """
@@ -228,15 +232,43 @@ def test_bit_exact_across_processes_threads_and_instruction_sets(tmp_path, wide_
     assert here == (tmp_path / "a.bin").read_bytes()
 
 
-def test_worst_case_payload_stays_under_32_bits_per_code():
+@pytest.mark.parametrize("intra", INTRA, ids=["plain", "intra"])
+def test_worst_case_payload_stays_under_32_bits_per_code(intra):
     # adversarial codes: always the least likely symbol of a very peaked LM (~24 bits each)
-    coder = LMCoder(random_lm(SMALL, seed=4, spread=1.0), "c0dec", b"\0" * 32)
+    lm = random_lm(replace(SMALL, intra=intra), seed=4, spread=1.0)
+    coder = LMCoder(lm, "c0dec", b"\0" * 32)
     k, frames = 8, 60
     state, prev, codes = coder.lm.start(k), None, np.zeros((k, frames), dtype=np.int64)
     for t in range(frames):
-        codes[:, t] = coder.lm.step(state, prev).argmin(-1).numpy()
+        tables = coder.lm.step(state, prev, lambda i, table: int(table.argmin()))
+        codes[:, t] = tables.argmin(-1).numpy()
         prev = torch.from_numpy(codes[:, t])
     payload = coder.encode_chunk(codes)
     assert 8 * len(payload) >= 23 * k * frames
     assert len(payload) <= 4 * k * frames + 8  # the bound a container reader may enforce
     np.testing.assert_array_equal(coder.decode_chunk(payload, k, frames), codes)
+
+
+def test_plain_lm_files_keep_their_format_and_intra_files_say_so(tmp_path):
+    """A model without intra writes the version-1 file it always did (same meta config, so
+    the same hash for the same weights); an intra model writes version 2, which readers
+    from before intra refuse instead of misdecoding; a file claiming the wrong one fails."""
+    paths = {}
+    for intra in INTRA:
+        paths[intra] = tmp_path / f"{intra}.lm"
+        save_lm(random_lm(replace(SMALL, intra=intra), seed=6), paths[intra], codec_hash="c")
+        with np.load(paths[intra]) as npz:
+            meta = json.loads(npz["__meta__"].tobytes())
+        assert meta["version"] == (2 if intra else LM_FILE_VERSION)
+        assert ("intra" in meta["config"]) == intra
+        assert LMCoder.load(paths[intra]).lm.config.intra == intra
+    with np.load(paths[True]) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    meta = json.loads(arrays["__meta__"].tobytes())
+    meta["version"] = 1
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    (tmp_path / "bad.lm").write_bytes(buf.getvalue())
+    with pytest.raises(ModelError, match="intra"):
+        LMCoder.load(tmp_path / "bad.lm")

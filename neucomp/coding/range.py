@@ -12,6 +12,10 @@ interval starting at floor(C_i * scale) + i, where C_i = p_0 + ... + p_{i-1} is 
 integer below 2^24 and scale = (2^24 - n) / sum(p) = 1.0 exactly, i.e. at f_0 + ... +
 f_{i-1}: our table, bit for bit, with no rounding anywhere.
 The encoder computes its tables with `IntLM.step`, the very function the decoder runs.
+With an intra-frame LM (`LMConfig.intra`) the table of code k of a frame depends on codes
+0..k-1 of that frame: `step` then hands out one table at a time, the decoder decodes each
+code before asking for the next table, and the encoder feeds its known codes through the
+same calls. The payload layout is unchanged.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from neucomp.nn.intlm import FREQ_BITS, IntLM, to_arrays
 from neucomp.nn.lm import LMConfig
 
 LM_FILE_FORMAT = "neucomp-lm"
-LM_FILE_VERSION = 1
+LM_FILE_VERSION = 1  # files of LMs without intra-frame conditioning (what older readers know)
+LM_FILE_VERSION_INTRA = 2  # intra-frame LMs: older readers refuse them instead of misdecoding
 _META = "__meta__"
 
 
@@ -69,7 +74,7 @@ def save_lm(lm: IntLM, path: str | Path, codec_hash: str, card: dict | None = No
     digest = _hash(config, codec_hash, arrays)
     meta = {
         "format": LM_FILE_FORMAT,
-        "version": LM_FILE_VERSION,
+        "version": LM_FILE_VERSION_INTRA if lm.config.intra else LM_FILE_VERSION,
         "config": config,
         "codec_hash": codec_hash,
         "hash": digest.hex(),
@@ -112,14 +117,18 @@ class LMCoder:
             raise ModelError(f"cannot read LM file {path}: {type(err).__name__}") from None
         if not isinstance(meta, dict) or meta.get("format") != LM_FILE_FORMAT:
             raise ModelError(f"{path} is not a neucomp LM file")
-        if meta.get("version") != LM_FILE_VERSION:
-            raise ModelError(f"{path}: unsupported LM file version {meta.get('version')}")
+        version = meta.get("version")
+        if version not in (LM_FILE_VERSION, LM_FILE_VERSION_INTRA):
+            raise ModelError(f"{path}: unsupported LM file version {version}")
         digest = _hash(meta["config"], meta["codec_hash"], arrays)
         if digest.hex() != meta.get("hash"):
             raise ModelError(f"{path} is damaged: its weights do not match the recorded hash")
         try:
-            lm = IntLM(LMConfig.from_dict(meta["config"]), arrays)
-        except (KeyError, ValueError, RuntimeError) as err:
+            config = LMConfig.from_dict(meta["config"])
+            if config.intra != (version == LM_FILE_VERSION_INTRA):
+                raise ValueError(f"version {version} with intra={config.intra}")
+            lm = IntLM(config, arrays)
+        except (KeyError, ValueError, RuntimeError, TypeError) as err:
             raise ModelError(f"{path} does not fit its config: {err}") from None
         return cls(lm, meta["codec_hash"], digest, meta.get("card"))
 
@@ -153,7 +162,10 @@ class LMCoder:
         with torch.inference_mode(), _exact_matmuls():
             state = self.lm.start(k)
             for t in range(f):
-                freqs = self.lm.step(state, frames[:, t - 1] if t else None)
+                known = frames[:, t].tolist()  # intra: what the decoder's choose() gets back
+                freqs = self.lm.step(
+                    state, frames[:, t - 1] if t else None, lambda i, _, known=known: known[i]
+                )
                 tables.append(freqs)
         probs = (torch.cat(tables) - 1).double().numpy()  # frame-major [F * K, card]
         encoder = constriction.stream.queue.RangeEncoder()
@@ -172,14 +184,28 @@ class LMCoder:
         words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
         decoder = constriction.stream.queue.RangeDecoder(words)
         prev = None
+
+        def decode(freqs: torch.Tensor) -> np.ndarray:
+            try:
+                return decoder.decode(self._family, (freqs - 1).double().numpy())
+            except Exception as err:  # constriction reports bad data by various types
+                raise CorruptDataError(f"LM payload does not decode: {err}") from None
+
+        chosen: list[int] = []
+
+        def choose(k: int, freqs: torch.Tensor) -> int:  # intra: one code at a time
+            chosen.append(int(decode(freqs[None])[0]))
+            return chosen[-1]
+
         with torch.inference_mode(), _exact_matmuls():
             state = self.lm.start(num_codebooks)
             for t in range(num_frames):
-                probs = (self.lm.step(state, prev) - 1).double().numpy()
-                try:
-                    symbols = decoder.decode(self._family, probs)
-                except Exception as err:  # constriction reports bad data by various types
-                    raise CorruptDataError(f"LM payload does not decode: {err}") from None
+                if self.lm.config.intra:
+                    chosen.clear()
+                    self.lm.step(state, prev, choose)
+                    symbols = chosen
+                else:
+                    symbols = decode(self.lm.step(state, prev))
                 out[:, t] = symbols
                 prev = torch.from_numpy(out[:, t].copy())
         return out

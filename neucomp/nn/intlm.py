@@ -23,6 +23,11 @@ operation is exact, so the tables depend only on the model file and the codes:
   is corrected by ±1 with integer comparisons, so it is exact even for a sloppy sqrt.
 - `step` (one frame, key/value cache) and `forward` (whole sequence) run the same
   row-wise operations, and both give identical integers (tested).
+- With intra-frame conditioning (`LMConfig.intra`) head k's int8 input is requantised
+  from the final norm's int8 output h and W c_k, c_k being the exact int64 sum of the
+  embedding rows of codes 0..k-1 of the frame (requantised to int8 for the matmul): the
+  same three kinds of operation, so the same guarantees. `step` then produces the tables
+  one code at a time and asks its caller for each code before the next table.
 
 `quantize_lm` converts a trained float `CodesLM` into this form from activation ranges
 measured on calibration codes.
@@ -31,6 +36,7 @@ measured on calibration codes.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -107,16 +113,16 @@ class _Linear:
         if self.mult.abs().max() >= 1 << 31:
             raise ValueError(f"{name}: multiplier too large")
 
-    def matmul(self, x: Tensor, columns: int | None = None) -> Tensor:
-        """Exact x [T, in] @ w[:, :columns] as int64, x holding int8-range integers."""
+    def matmul(self, x: Tensor, columns: slice = slice(None)) -> Tensor:
+        """Exact x [T, in] @ w[:, columns] as int64, x holding int8-range integers."""
         if USE_INT_MM:
             try:
-                return torch._int_mm(x.to(torch.int8), self.w8[:, :columns]).long()
+                return torch._int_mm(x.to(torch.int8), self.w8[:, columns]).long()
             except RuntimeError:  # shape or build not supported: the float32 path is exact too
                 pass
         if self._wf is None:
             self._wf = self.w8.float()
-        return _matmul(x, self._wf[:, :columns])
+        return _matmul(x, self._wf[:, columns])
 
     def __call__(self, x: Tensor) -> Tensor:
         return torch.addcmul(self.half, self.matmul(x), self.mult) >> self.shift
@@ -191,6 +197,16 @@ class IntLM:
         self.k_emb = a["k_emb"].long()
         self.att_exp = a["att_exp"].long()
         self.out_exp = a["out_exp"].long()
+        if c.intra:
+            # context c_k (sum of emb * emb_mult, < 32 * 127 * 2^31 < 2^43) → int8:
+            # (c * cmult) >> cshift with cmult < 2^16 keeps the product below 2^59
+            self.intra = _Linear(a, "intra")  # W [dim, dim]; mult: its accumulator's share
+            self.intra_hmult = a["intra_hmult"].long()  # h's share, same shift
+            self.intra_cmult = a["intra_cmult"].long()
+            self.intra_cshift = int(a["intra_cshift"])
+            self.intra_chalf = torch.tensor(1 << (self.intra_cshift - 1))
+            if self.intra_cmult.abs().max() >= 1 << 16 or self.intra_hmult.abs().max() >= 1 << 31:
+                raise ValueError("intra multipliers too large")
 
     # -- building blocks shared by step() and forward() ---------------------------------
 
@@ -228,9 +244,30 @@ class IntLM:
         """x [T, dim] → integer frequency tables [K, T, card], each ≥ 1, summing to 2^24."""
         k, card = num_codebooks, self.config.card
         # head weights are [dim, Kmax * card]: the first K heads are a column slice.
-        acc = self.head.matmul(self.norm_f(x), k * card)  # [T, K * card]
+        acc = self.head.matmul(self.norm_f(x), slice(0, k * card))  # [T, K * card]
         z = torch.addcmul(self.head.half, acc, self.head.mult[: k * card]) >> self.head.shift
         z = (z + self.head_bias[: k * card]).view(-1, k, card).transpose(0, 1)
+        return self._tables(z)
+
+    def _code_table(self, h: Tensor, ctx: Tensor, k: int) -> Tensor:
+        """Intra: tables [T, card] of code k from h [T, dim] (the final norm's int8 output)
+        and ctx [T, dim] (sum of emb * emb_mult of the frame's codes 0..k-1, int64)."""
+        acc = h * self.intra_hmult
+        if k:  # at k = 0 the context is 0 and so is its product: skipping it changes nothing
+            c8 = ((ctx * self.intra_cmult + self.intra_chalf) >> self.intra_cshift).clamp_(-Q8, Q8)
+            acc = torch.addcmul(acc, self.intra.matmul(c8), self.intra.mult)
+        hk = ((acc + self.intra.half) >> self.intra.shift).clamp_(-Q8, Q8)
+        cols = slice(k * self.config.card, (k + 1) * self.config.card)
+        z = torch.addcmul(self.head.half, self.head.matmul(hk, cols), self.head.mult[cols])
+        return self._tables((z >> self.head.shift) + self.head_bias[cols])
+
+    def _emb_raw(self, rows: Tensor) -> Tensor:
+        """Embedding rows at their exact int64 scale (before emb_shift): [..., dim]."""
+        return self.emb[rows].long() * self.emb_mult[rows][..., None]
+
+    def _tables(self, z: Tensor) -> Tensor:
+        """Integer logits z [..., card] (1/64 nat) → frequency tables ≥ 1 summing to 2^24."""
+        card = self.config.card
         lut = self.out_exp
         gap = (z.amax(-1, keepdim=True) - z).clamp_(max=lut.numel() - 1)
         e = lut[gap]
@@ -246,7 +283,7 @@ class IntLM:
         if prev is None:
             return (self.start_vec + kvec)[None]
         rows = prev + torch.arange(num_codebooks)[:, None] * self.config.card  # [K, T]
-        summed = (self.emb[rows].long() * self.emb_mult[rows][..., None]).sum(0)
+        summed = self._emb_raw(rows).sum(0)
         return ((summed + (1 << (self.emb_shift - 1))) >> self.emb_shift) + kvec
 
     # -- public API -----------------------------------------------------------------------
@@ -263,9 +300,22 @@ class IntLM:
             [torch.zeros(shape) for _ in range(c.layers)],
         )
 
-    def step(self, state: LMState, prev: Tensor | None) -> Tensor:
-        """Frequencies [K, card] for the next frame given the codes [K] of the frame before."""
+    def step(
+        self,
+        state: LMState,
+        prev: Tensor | None,
+        choose: Callable[[int, Tensor], int] | None = None,
+    ) -> Tensor:
+        """Frequencies [K, card] for the next frame given the codes [K] of the frame before.
+
+        With intra-frame conditioning the table of code k depends on codes 0..k-1 of this
+        frame, so `choose` is required: it is called as choose(k, table_k) for k = 0..K-1 in
+        turn and returns code k (the encoder its known code, the decoder the decoded one)
+        before table k+1 is made. Without intra, `choose` is not used.
+        """
         w = self.config.window
+        if self.config.intra and choose is None:
+            raise ValueError("an intra-frame LM needs choose() to step")
         if (prev is None) != (state.frame == 0):
             raise ValueError("prev must be None exactly at the first frame")
         x = self._embed(None if prev is None else prev.long()[:, None], state.num_codebooks)
@@ -284,7 +334,18 @@ class IntLM:
             x = self._finish_block(layer, x, att)
         state.filled = n + 1
         state.frame += 1
-        return self._frequencies(x, state.num_codebooks)[:, 0]
+        if not self.config.intra:
+            return self._frequencies(x, state.num_codebooks)[:, 0]
+        h, ctx, card = self.norm_f(x), torch.zeros_like(x), self.config.card
+        tables = []
+        for k in range(state.num_codebooks):
+            tables.append(self._code_table(h, ctx, k)[0])
+            code = int(choose(k, tables[-1]))
+            if not 0 <= code < card:
+                raise ValueError(f"code {code} out of range")
+            if k + 1 < state.num_codebooks:
+                ctx = ctx + self._emb_raw(torch.tensor([k * card + code]))
+        return torch.stack(tables)
 
     def forward(self, codes: Tensor) -> Tensor:
         """Frequencies [K, T, card] for every frame of codes [K, T] (teacher forcing).
@@ -304,7 +365,12 @@ class IntLM:
             q, kk, v = self._qkv(layer, x)
             att = self._attend(layer, q, kk, v, layer.alibi[:, dist], visible)
             x = self._finish_block(layer, x, att)
-        return self._frequencies(x, k)
+        if not self.config.intra:
+            return self._frequencies(x, k)
+        h = self.norm_f(x)
+        rows = codes[: k - 1].long() + torch.arange(k - 1)[:, None] * self.config.card
+        ctx = torch.cat([torch.zeros_like(x)[None], self._emb_raw(rows).cumsum(0)])  # [K, T, dim]
+        return torch.stack([self._code_table(h, ctx[i], i) for i in range(k)])
 
 
 def code_bits(freqs: Tensor, codes: Tensor) -> Tensor:
@@ -317,11 +383,13 @@ def code_bits(freqs: Tensor, codes: Tensor) -> Tensor:
 # Float model → integer model
 
 
-def _mult_shift(real: Tensor | float) -> tuple[Tensor, int]:
-    """Fixed-point multipliers (< 2^31) and one shift for real multipliers ≥ 0."""
+def _mult_shift(real: Tensor | float, bits: int = 31) -> tuple[Tensor, int]:
+    """Fixed-point multipliers (< 2^bits) and one shift for real multipliers ≥ 0."""
     real = torch.as_tensor(real, dtype=torch.float64)
     top = float(real.abs().max())
-    shift = 31 - math.ceil(math.log2(top)) if top > 0 else 31
+    shift = bits - math.ceil(math.log2(top)) if top > 0 else bits
+    if round(top * 2.0**shift) >= 1 << bits:  # top a power of two (or just below one)
+        shift -= 1
     if not 1 <= shift <= 62:
         raise ValueError(f"multiplier {top} out of range")
     return torch.round(real * 2.0**shift).long(), shift
@@ -339,6 +407,12 @@ def _amax(tensors: list[Tensor], per_channel: bool = False) -> Tensor:
         flat = torch.cat([x.reshape(-1, x.shape[-1]) for x in tensors])
         return flat.abs().amax(0).double().clamp(min=1e-8)
     return torch.stack([x.abs().max() for x in tensors]).max().double().clamp(min=1e-8)
+
+
+def _channel_scale(acts: list[Tensor]) -> Tensor:
+    """Per-channel int8 scale of activations; near-dead channels get a bounded multiplier."""
+    scale = _amax(acts, per_channel=True) / Q8
+    return scale.clamp(min=float(scale.max()) / 256)
 
 
 def _exp_table(one: int) -> Tensor:
@@ -367,8 +441,7 @@ def quantize_lm(model: CodesLM, calibration: list[Tensor]) -> IntLM:
 
     def norm(name: str, weight: Tensor, acts: list[Tensor]) -> Tensor:
         """Integer RMSNorm multipliers; returns the per-channel scale of its int8 output."""
-        scale = _amax(acts, per_channel=True) / Q8
-        scale = scale.clamp(min=float(scale.max()) / 256)  # near-dead channels: bounded mult
+        scale = _channel_scale(acts)
         a[name] = torch.round(2.0**NORM_SHIFT * weight.double() * math.sqrt(c.dim) / scale)
         a[name] = a[name].long()
         return scale
@@ -401,15 +474,26 @@ def quantize_lm(model: CodesLM, calibration: list[Tensor]) -> IntLM:
         a[p + "gelu"] = torch.round(gelu / s_g).clamp(-Q8, Q8).long()
         linear(p + "fc2", block.fc2.weight.t(), s_g, s_x)
 
-    in_f = norm("norm_f_mult", model.norm.weight, probe["norm_f"])
-    linear("head", model.heads.weight.t(), in_f, torch.tensor(LOGIT_STEP, dtype=torch.float64))
-    a["head_bias"] = torch.round(model.heads.bias.double() / LOGIT_STEP).long()
-
     emb = model.emb.weight.double()
     row_scale = emb.abs().amax(1).clamp(min=1e-12) / Q8
     a["emb"] = torch.round(emb / row_scale[:, None]).to(torch.int8)
-    a["emb_mult"], shift = _mult_shift(row_scale / s_x)
-    a["emb_shift"] = torch.tensor(shift)
+    a["emb_mult"], emb_shift = _mult_shift(row_scale / s_x)
+    a["emb_shift"] = torch.tensor(emb_shift)
+
+    in_f = norm("norm_f_mult", model.norm.weight, probe["norm_f"])
+    if c.intra:  # head k input: int8 at per-channel scale s_h of h + W c_k
+        s_c = _channel_scale(probe["intra_c"])
+        s_h = _channel_scale(probe["intra_h"])
+        a["intra_cmult"], shift = _mult_shift(s_x / 2.0**emb_shift / s_c, bits=16)
+        a["intra_cshift"] = torch.tensor(shift)
+        wq, ws = _quant_weight(model.intra_proj.weight.t().double() * s_c.reshape(-1, 1))
+        a["intra_w"] = wq
+        mults, shift = _mult_shift(torch.cat([in_f / s_h, ws / s_h]))
+        a["intra_hmult"], a["intra_mult"] = mults[: c.dim], mults[c.dim :]
+        a["intra_shift"] = torch.tensor(shift)
+        in_f = s_h
+    linear("head", model.heads.weight.t(), in_f, torch.tensor(LOGIT_STEP, dtype=torch.float64))
+    a["head_bias"] = torch.round(model.heads.bias.double() / LOGIT_STEP).long()
     a["start"] = torch.round(model.start.double() / s_x).long()
     a["k_emb"] = torch.round(model.k_emb.weight.double() / s_x).long()
     a["att_exp"] = _exp_table(ATT_EXP_ONE)

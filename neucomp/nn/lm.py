@@ -7,6 +7,12 @@ position embeddings, so any chunk length works); head k predicts code k of frame
 One model serves every K up to `max_codebooks`: only the first K embeddings are summed
 and only the first K heads are used, and training draws K at random per batch.
 
+With `intra` (intra-frame conditioning), head k also sees the codes j < k of frame t
+itself: its input is h + W c_k, where h is the final-norm output, c_k the sum of the
+input embeddings (the `emb` table, shared) of codes 0..k-1 of frame t, and W a learned
+dim x dim map (zero at init). Coding must then run head by head (the decoder knows code
+k-1 of a frame only once it decoded it); training uses the true codes (teacher forcing).
+
 The layers were chosen so that `neucomp.nn.intlm.quantize_lm` can map every operation
 onto exact integer arithmetic: RMSNorm without bias, bias-free linear layers, GELU,
 softmax attention with ALiBi; only the output heads have a bias.
@@ -33,9 +39,13 @@ class LMConfig:
     window: int = 262  # frames of past each position attends to (itself included)
     max_codebooks: int = 32
     card: int = 1024  # codebook size
+    intra: bool = False  # head k also conditioned on codes 0..k-1 of the same frame
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not self.intra:  # left out, so files and checkpoints from before it keep their hash
+            del d["intra"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> LMConfig:
@@ -117,6 +127,9 @@ class CodesLM(nn.Module):
         for block in self.blocks:  # GPT-2 style: residual branches start small
             for lin in (block.proj, block.fc2):
                 nn.init.normal_(lin.weight, std=0.02 / math.sqrt(2 * c.layers))
+        if c.intra:  # made last and zeroed: starts as the same model without intra
+            self.intra_proj = nn.Linear(c.dim, c.dim, bias=False)
+            nn.init.zeros_(self.intra_proj.weight)
 
     @staticmethod
     def _init(module: nn.Module) -> None:
@@ -154,7 +167,23 @@ class CodesLM(nn.Module):
         w = self.heads.weight.view(c.max_codebooks, c.card, c.dim)
         bias = self.heads.bias.view(c.max_codebooks, c.card)
         w, bias = (w[:k], bias[:k]) if heads is None else (w[heads], bias[heads])
-        return torch.einsum("btd,kcd->bktc", h, w) + bias[None, :, None]
+        if not c.intra:
+            return torch.einsum("btd,kcd->bktc", h, w) + bias[None, :, None]
+        ctx = self.intra_context(codes)  # [B, K, T, dim]
+        if heads is not None:
+            ctx = ctx[:, heads]
+        hk = h[:, None] + self.intra_proj(ctx)  # [B, K or len(heads), T, dim]
+        if probe is not None:
+            probe.setdefault("intra_c", []).append(ctx.detach())
+            probe.setdefault("intra_h", []).append(hk.detach())
+        return torch.einsum("bktd,kcd->bktc", hk, w) + bias[None, :, None]
+
+    def intra_context(self, codes: Tensor) -> Tensor:
+        """[B, K, T, dim]: at k, the sum of the embeddings of codes 0..k-1 of frame t."""
+        b, k, t = codes.shape
+        offsets = torch.arange(k, device=codes.device)[None, :, None] * self.config.card
+        e = self.emb(codes[:, : k - 1] + offsets[:, : k - 1])  # [B, K-1, T, dim]
+        return torch.cat([e.new_zeros(b, 1, t, e.shape[-1]), e.cumsum(1)], 1)
 
 
 def bits_per_code(logits: Tensor, codes: Tensor) -> Tensor:
