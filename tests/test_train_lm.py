@@ -73,3 +73,18 @@ def test_warm_start_copies_matching_tensors_only(tmp_path: Path) -> None:
     assert torch.equal(target.blocks[0].qkv.weight, source.blocks[0].qkv.weight)
     assert torch.equal(target.start, source.start)
     assert torch.equal(target.emb.weight, fresh_emb)  # shape changed: left as initialised
+
+
+def test_intra_model_warm_started_from_a_plain_one_starts_equal(tmp_path: Path) -> None:
+    source = _fresh()
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(0.1 * torch.randn(p.shape))
+    torch.save({"model": source.state_dict()}, tmp_path / "ckpt.pt")
+    intra = CodesLM(LMConfig(**{**TINY.to_dict(), "intra": True}))
+    train_lm.warm_start(intra, tmp_path / "ckpt.pt")
+    codes = torch.from_numpy(_codes()[:2].astype(np.int64))
+    with torch.no_grad():  # intra_proj is fresh, i.e. zero: the same predictions
+        assert torch.equal(intra.eval()(codes), source.eval()(codes))
+    train_lm.train(intra, _codes(), _cfg(tmp_path / "run", 2), tmp_path / "run", "h")
+    assert intra.intra_proj.weight.abs().sum() > 0  # and training moves it

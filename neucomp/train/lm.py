@@ -41,6 +41,7 @@ DEFAULTS = {
     "val_crops": 200,
     "model": {},
     "k_choices": [2, 4, 8, 16, 32],
+    "eval_k": None,  # K values to measure bits per code at (None: k_choices)
     "steps": 4000,
     "batch": 8,
     "lr": 2e-3,
@@ -380,8 +381,9 @@ def main(argv: list[str] | None = None) -> None:
     ]
     model.eval()
     lm = quantize_lm(model, calib)
-    bits = evaluate(model, lm, val_codes, cfg["k_choices"])
-    dev_bits = deveval_bits(lm, deveval_codes(codec, cfg), cfg["k_choices"])
+    eval_k = cfg["eval_k"] or cfg["k_choices"]
+    bits = evaluate(model, lm, val_codes, eval_k)
+    dev_bits = deveval_bits(lm, deveval_codes(codec, cfg), eval_k)
 
     from neucomp.model import models_dir
 
