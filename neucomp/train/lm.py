@@ -279,6 +279,8 @@ def evaluate(model: CodesLM, lm, codes: np.ndarray, k_choices: list[int]) -> dic
 def deveval_bits(lm, clips: list[np.ndarray], k_choices: list[int], chunk: int = 750) -> dict:
     """Integer-LM bits per code of whole dev-eval clips, coded in container-sized chunks."""
     out = {}
+    if not clips:  # no dev-eval set
+        return out
     for k in k_choices:
         bits, count = 0.0, 0
         for clip in clips:
