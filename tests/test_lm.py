@@ -197,7 +197,7 @@ def _tiny_bits(config: LMConfig) -> tuple[float, float]:
 @both
 def test_integer_model_codes_almost_as_well_as_the_float_model(config):
     float_bits, int_bits = _tiny_bits(config)
-    assert float_bits < 6.0  # the model learnt something …
+    assert float_bits < 6.5  # the model learnt something (uniform: 10 bits) …
     assert abs(int_bits - float_bits) < float_bits * 0.02 + 0.02  # … and its twin keeps it
 
 

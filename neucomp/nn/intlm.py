@@ -24,9 +24,9 @@ operation is exact, so the tables depend only on the model file and the codes:
 - `step` (one frame, key/value cache) and `forward` (whole sequence) run the same
   row-wise operations, and both give identical integers (tested).
 - With intra-frame conditioning (`LMConfig.intra`) head k's int8 input is requantised
-  from the final norm's int8 output h and W c_k, c_k being the exact int64 sum of the
-  embedding rows of codes 0..k-1 of the frame (requantised to int8 for the matmul): the
-  same three kinds of operation, so the same guarantees. `step` then produces the tables
+  from the final norm's int8 output h and W norm(c_k), c_k being the exact int64 sum of
+  the embedding rows of codes 0..k-1 of the frame and norm the integer RMSNorm: the same
+  kinds of operation, so the same guarantees. `step` then produces the tables
   one code at a time and asks its caller for each code before the next table.
 
 `quantize_lm` converts a trained float `CodesLM` into this form from activation ranges
@@ -198,14 +198,12 @@ class IntLM:
         self.att_exp = a["att_exp"].long()
         self.out_exp = a["out_exp"].long()
         if c.intra:
-            # context c_k (sum of emb * emb_mult, < 32 * 127 * 2^31 < 2^43) → int8:
-            # (c * cmult) >> cshift with cmult < 2^16 keeps the product below 2^59
+            # context c_k: sum of emb * emb_mult (< 32 * 127 * 2^31 < 2^43), rounded to the
+            # residual scale as _embed does, clamped as the residual is, RMS-normed to int8
+            self.intra_norm = _Norm(a["intra_norm_mult"])
             self.intra = _Linear(a, "intra")  # W [dim, dim]; mult: its accumulator's share
             self.intra_hmult = a["intra_hmult"].long()  # h's share, same shift
-            self.intra_cmult = a["intra_cmult"].long()
-            self.intra_cshift = int(a["intra_cshift"])
-            self.intra_chalf = torch.tensor(1 << (self.intra_cshift - 1))
-            if self.intra_cmult.abs().max() >= 1 << 16 or self.intra_hmult.abs().max() >= 1 << 31:
+            if self.intra_hmult.abs().max() >= 1 << 31:
                 raise ValueError("intra multipliers too large")
 
     # -- building blocks shared by step() and forward() ---------------------------------
@@ -254,8 +252,10 @@ class IntLM:
         and ctx [T, dim] (sum of emb * emb_mult of the frame's codes 0..k-1, int64)."""
         acc = h * self.intra_hmult
         if k:  # at k = 0 the context is 0 and so is its product: skipping it changes nothing
-            c8 = ((ctx * self.intra_cmult + self.intra_chalf) >> self.intra_cshift).clamp_(-Q8, Q8)
-            acc = torch.addcmul(acc, self.intra.matmul(c8), self.intra.mult)
+            c = ((ctx + (1 << (self.emb_shift - 1))) >> self.emb_shift).clamp_(
+                -RESID_CLAMP, RESID_CLAMP
+            )
+            acc = torch.addcmul(acc, self.intra.matmul(self.intra_norm(c)), self.intra.mult)
         hk = ((acc + self.intra.half) >> self.intra.shift).clamp_(-Q8, Q8)
         cols = slice(k * self.config.card, (k + 1) * self.config.card)
         z = torch.addcmul(self.head.half, self.head.matmul(hk, cols), self.head.mult[cols])
@@ -481,11 +481,9 @@ def quantize_lm(model: CodesLM, calibration: list[Tensor]) -> IntLM:
     a["emb_shift"] = torch.tensor(emb_shift)
 
     in_f = norm("norm_f_mult", model.norm.weight, probe["norm_f"])
-    if c.intra:  # head k input: int8 at per-channel scale s_h of h + W c_k
-        s_c = _channel_scale(probe["intra_c"])
+    if c.intra:  # head k input: int8 at per-channel scale s_h of h + W norm(c_k)
+        s_c = norm("intra_norm_mult", model.intra_norm.weight, probe["intra_c"])
         s_h = _channel_scale(probe["intra_h"])
-        a["intra_cmult"], shift = _mult_shift(s_x / 2.0**emb_shift / s_c, bits=16)
-        a["intra_cshift"] = torch.tensor(shift)
         wq, ws = _quant_weight(model.intra_proj.weight.t().double() * s_c.reshape(-1, 1))
         a["intra_w"] = wq
         mults, shift = _mult_shift(torch.cat([in_f / s_h, ws / s_h]))

@@ -8,10 +8,11 @@ One model serves every K up to `max_codebooks`: only the first K embeddings are 
 and only the first K heads are used, and training draws K at random per batch.
 
 With `intra` (intra-frame conditioning), head k also sees the codes j < k of frame t
-itself: its input is h + W c_k, where h is the final-norm output, c_k the sum of the
-input embeddings (the `emb` table, shared) of codes 0..k-1 of frame t, and W a learned
-dim x dim map (zero at init). Coding must then run head by head (the decoder knows code
-k-1 of a frame only once it decoded it); training uses the true codes (teacher forcing).
+itself: its input is h + W norm(c_k), where h is the final-norm output, c_k the sum of
+the input embeddings (the `emb` table, shared) of codes 0..k-1 of frame t, norm an
+RMSNorm and W a learned dim x dim map (zero at init). Coding must then run head by head
+(the decoder knows code k-1 of a frame only once it decoded it); training uses the true
+codes (teacher forcing).
 
 The layers were chosen so that `neucomp.nn.intlm.quantize_lm` can map every operation
 onto exact integer arithmetic: RMSNorm without bias, bias-free linear layers, GELU,
@@ -128,6 +129,7 @@ class CodesLM(nn.Module):
             for lin in (block.proj, block.fc2):
                 nn.init.normal_(lin.weight, std=0.02 / math.sqrt(2 * c.layers))
         if c.intra:  # made last and zeroed: starts as the same model without intra
+            self.intra_norm = RMSNorm(c.dim)  # c_k's scale grows with k: normalise it
             self.intra_proj = nn.Linear(c.dim, c.dim, bias=False)
             nn.init.zeros_(self.intra_proj.weight)
 
@@ -172,6 +174,7 @@ class CodesLM(nn.Module):
         ctx = self.intra_context(codes)  # [B, K, T, dim]
         if heads is not None:
             ctx = ctx[:, heads]
+        ctx = self.intra_norm(ctx)  # 0 stays 0 (k = 0: no context)
         hk = h[:, None] + self.intra_proj(ctx)  # [B, K or len(heads), T, dim]
         if probe is not None:
             probe.setdefault("intra_c", []).append(ctx.detach())
