@@ -352,6 +352,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--config", required=True)
     ap.add_argument("--steps", type=int, help="override the number of training steps")
+    ap.add_argument("--init-from", help="float LM checkpoint to warm-start from (see init_from)")
+    ap.add_argument("--run-dir", help="override run_dir (codes cache and checkpoint)")
     ap.add_argument("--standin", action="store_true", help="random-init codec (pipeline tests)")
     ap.add_argument("--bench", action="store_true", help="only time the coder (random weights)")
     args = ap.parse_args(argv)
@@ -360,6 +362,10 @@ def main(argv: list[str] | None = None) -> None:
         return bench(cfg)
     if args.steps is not None:
         cfg["steps"] = args.steps
+    if args.init_from:
+        cfg["init_from"] = args.init_from
+    if args.run_dir:
+        cfg["run_dir"] = args.run_dir
     torch.set_num_threads(cfg["threads"])
     torch.manual_seed(cfg["seed"])
     run = Path(cfg["run_dir"])
