@@ -304,7 +304,8 @@ def write_card(path: Path, card: dict) -> None:
         f"- data: {card['data']}",
         f"- model: {card['model']}",
         f"- training: {card['steps']} steps, batch {card['batch']} × {card['crop_s']} s, "
-        f"K drawn from {card['k_choices']}",
+        f"K drawn from {card['k_choices']}"
+        + (f"; warm-started from `{card['init_from']}`" if card.get("init_from") else ""),
         "",
         "Bits per code (plain packing: 10; the range coder adds < 0.1 %). Held-out: 5 s",
         "crops of held-out corpus files; dev-eval: every dev-eval clip, whole, coded in 10 s",
@@ -404,6 +405,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{cfg['corpus']}; {val_codes.shape[0]} held-out crops from every 20th file",
         "model": ", ".join(f"{k}={v}" for k, v in lm_config.to_dict().items()),
         "steps": steps,
+        "init_from": cfg["init_from"],
         "batch": cfg["batch"],
         "crop_s": cfg["crop_s"],
         "k_choices": cfg["k_choices"],
