@@ -266,6 +266,12 @@ def write_flac(path: Path, audio: np.ndarray, rate: int) -> None:
     os.replace(tmp, path)
 
 
+def read_tsv(path: Path) -> list[dict]:
+    """Rows of a tab-separated table with a header (as `write_tsv` writes), as dicts."""
+    with open(path, newline="", encoding="utf-8") as fp:
+        return list(csv.DictReader(fp, delimiter="\t"))
+
+
 def write_tsv(path: Path, rows: list[dict], columns: list[str]) -> None:
     """Write `rows` as a tab-separated table with a header, atomically (temp file, then
     rename), so an interrupted build never leaves a half-written manifest behind.

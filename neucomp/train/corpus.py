@@ -368,8 +368,7 @@ class Corpus:
         path = self.state_file(package)
         if not path.exists():
             return []
-        with open(path, newline="", encoding="utf-8") as fp:
-            return list(csv.DictReader(fp, delimiter="\t"))
+        return ds.read_tsv(path)
 
     def append_state(self, package: str, rows: list[dict]) -> None:
         path = self.state_file(package)

@@ -147,31 +147,19 @@ def deveval_codes(codec, cfg: dict) -> list[np.ndarray]:
     if path.is_file():
         with np.load(path) as npz:
             return np.split(npz["codes"], npz["ends"][:-1], axis=1)
-    import soxr
+    from neucomp.datasets import read_tsv
+    from neucomp.eval.runner import load_reference  # how `neucomp eval` feeds the codec
 
-    from neucomp.audio import read_audio
-
-    rows = load_tsv(manifest)
     clips = []
-    for row in rows:
-        audio, rate = read_audio(manifest.parent / row["file"])
-        mono = audio.mean(0)
-        if rate != codec.config.sample_rate:
-            mono = soxr.resample(mono, rate, codec.config.sample_rate, quality="HQ")
-        wav = torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))[None, None]
+    for row in read_tsv(manifest):
+        mono = load_reference(manifest.parent / row["file"], codec.config.sample_rate)
+        wav = torch.from_numpy(mono)[None, None]
         with torch.inference_mode():
             clips.append(codec.encode(wav, codec.config.n_codebooks)[0].to(torch.int16).numpy())
     ends = np.cumsum([c.shape[1] for c in clips])
     np.savez(path, codes=np.concatenate(clips, axis=1), ends=ends)
     log(f"dev-eval: {len(clips)} clips, {ends[-1] / codec.config.frame_rate:.0f} s")
     return clips
-
-
-def load_tsv(path: Path) -> list[dict]:
-    import csv
-
-    with open(path, newline="", encoding="utf-8") as fp:
-        return list(csv.DictReader(fp, delimiter="\t"))
 
 
 # ---------------------------------------------------------------------------------------
