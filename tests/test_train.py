@@ -15,7 +15,7 @@ from neucomp.model import Codec
 from neucomp.nn.discriminator import MultiScaleSTFTDiscriminator
 from neucomp.train.balancer import Balancer
 from neucomp.train.corpus import write_manifest
-from neucomp.train.loop import TrainConfig, Trainer
+from neucomp.train.loop import TrainConfig, Trainer, learning_rate
 from neucomp.train.losses import MultiScaleMelLoss
 from neucomp.train.validate import Validator, append_row
 
@@ -89,6 +89,29 @@ def test_resume_gives_the_same_next_step(config: TrainConfig) -> None:
     assert resumed.try_resume() and resumed.step == 2
     got = resumed.train_step()
     assert got == expected
+
+
+def test_learning_rate_cools_down_on_a_half_cosine() -> None:
+    cfg = TrainConfig(lr=1e-3, lr_decay_start=100, lr_decay_steps=50, lr_final_ratio=0.1)
+    assert learning_rate(cfg, 0) == learning_rate(cfg, 99) == 1e-3
+    assert learning_rate(cfg, 125) == pytest.approx(0.55e-3)  # half way
+    lrs = [learning_rate(cfg, s) for s in range(100, 151)]
+    assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
+    assert learning_rate(cfg, 150) == learning_rate(cfg, 10_000) == pytest.approx(1e-4)
+    assert learning_rate(TrainConfig(lr=2e-4), 10**6) == 2e-4  # no cool-down configured
+
+
+def test_steps_use_the_scheduled_rate_and_resume_replays_it(config: TrainConfig) -> None:
+    config.lr_decay_start, config.lr_decay_steps = 0, 4
+    first = Trainer(config)
+    rates = [first.train_step()["lr"] for _ in range(2)]
+    assert rates == [config.lr, learning_rate(config, 1)] and rates[1] < config.lr
+    assert first.opt_g.param_groups[0]["lr"] == first.opt_d.param_groups[0]["lr"] == rates[1]
+    first.save_checkpoint()
+    expected = first.train_step()
+    resumed = Trainer(config)
+    assert resumed.try_resume()
+    assert resumed.train_step() == expected
 
 
 def test_config_round_trips_through_json(config: TrainConfig, tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ weights, optimisers, balancer, step, and every RNG.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -34,7 +33,7 @@ from neucomp.train.losses import (
     hinge_discriminator_loss,
     hinge_generator_loss,
 )
-from neucomp.train.validate import Validator
+from neucomp.train.validate import Validator, append_row
 
 
 @dataclass
@@ -47,6 +46,11 @@ class TrainConfig:
     batch_size: int = 8
     steps: int = 1_000_000
     lr: float = 3e-4
+    # Cool-down: from lr_decay_start the learning rate follows a half cosine down to
+    # lr * lr_final_ratio over lr_decay_steps, then stays there (0 steps: constant lr).
+    lr_decay_start: int = 0
+    lr_decay_steps: int = 0
+    lr_final_ratio: float = 0.1
     betas: tuple[float, float] = (0.5, 0.9)
     grad_clip: float = 1.0
     weights: dict = field(default_factory=lambda: {"l1": 0.1, "mel": 1.0, "adv": 3.0, "feat": 3.0})
@@ -72,6 +76,16 @@ class TrainConfig:
         data = json.loads(Path(path).read_text())
         data.update(overrides or {})
         return cls(**data)
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """The learning rate of step `step`: a pure function of the step, so a resumed run
+    replays it exactly."""
+    if cfg.lr_decay_steps <= 0 or step < cfg.lr_decay_start:
+        return cfg.lr
+    progress = min(1.0, (step - cfg.lr_decay_start) / cfg.lr_decay_steps)
+    ratio = cfg.lr_final_ratio + (1 - cfg.lr_final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return cfg.lr * ratio
 
 
 def _world() -> tuple[int, int]:
@@ -219,6 +233,10 @@ class Trainer:
         x = self.sampler.batch(cfg.batch_size).to(self.device)
         n_q = self._choose_codebooks()
         adversarial = self.step >= cfg.adv_start_step
+        lr = learning_rate(cfg, self.step)
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["lr"] = lr
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
 
         with autocast:
@@ -243,7 +261,7 @@ class Trainer:
         self.opt_g.step()
 
         out = {k: float(v.detach()) for k, v in losses.items()}
-        out.update({"commit": float(commit.detach()), "n_q": n_q, "gnorm": float(gnorm)})
+        out.update({"commit": float(commit.detach()), "n_q": n_q, "gnorm": float(gnorm), "lr": lr})
         out.update({f"norm_{k}": v for k, v in norms.items()})
         if adversarial:
             with autocast:
@@ -308,6 +326,7 @@ class Trainer:
             "norm_mel",
             "norm_adv",
             "norm_feat",
+            "lr",
         ]
         start = time.time()
         last = start
@@ -329,7 +348,7 @@ class Trainer:
                     wall_s=round(now - start, 1),
                     sec_per_step=round((now - last) / len(window), 3),
                 )
-                _append_csv(log_path, fields, row)
+                append_row(log_path, {k: row[k] for k in fields if k in row})
                 print(_format_row(row), flush=True)
                 window, last = [], now
             if self.step % cfg.ckpt_every == 0:
@@ -373,18 +392,11 @@ def warm_start(model: Codec, model_file: str | Path) -> None:
                 model.get_buffer(key.replace(".embed", ".embed_sum")).copy_(value)
 
 
-def _append_csv(path: Path, fields: list[str], row: dict) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        if new:
-            w.writeheader()
-        w.writerow(row)
-
-
 def _format_row(row: dict) -> str:
     parts = [f"step {row['step']}", f"{row['sec_per_step']:.2f}s/it"]
     for k in ("l1", "mel", "adv", "feat", "commit", "d_loss"):
         if k in row and not math.isnan(row[k]):
             parts.append(f"{k} {row[k]:.4f}")
+    if "lr" in row:
+        parts.append(f"lr {row['lr']:.2e}")
     return " | ".join(parts)
