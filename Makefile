@@ -36,7 +36,7 @@ data: $(STAMP)
 
 # A ≤40 MiB subset of the corpus that fits through the lent GPU's 64 MiB-per-call door.
 shard: $(STAMP)
-	$(PY) -m neucomp.train.corpus shard --out .shards/shard0 --max-mib 40 --seed 0
+	$(PY) -m neucomp.train.corpus shard --out .shards/shard0 --max-mib 24 --format opus --seed 0
 
 eval-data: $(STAMP)
 	$(PY) -m neucomp.eval.devset build --out data/deveval

@@ -266,6 +266,27 @@ def write_flac(path: Path, audio: np.ndarray, rate: int) -> None:
     os.replace(tmp, path)
 
 
+def write_opus(path: Path, audio: np.ndarray, rate: int, level: float = 0.75) -> None:
+    """Write `[C, T]` float audio as Ogg/Opus, atomically. `level` is libsndfile's
+    compression level (0 best … 1 smallest); 0.75 gives about 70 kbps VBR for a mono
+    24 kHz signal, transparent enough for training crops at a third of FLAC's size."""
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    buf = io.BytesIO()
+    sf.write(
+        buf,
+        np.clip(audio.T, -1.0, 1.0),
+        rate,
+        format="OGG",
+        subtype="OPUS",
+        compression_level=level,
+    )
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, path)
+
+
 def read_tsv(path: Path) -> list[dict]:
     """Rows of a tab-separated table with a header (as `write_tsv` writes), as dicts."""
     with open(path, newline="", encoding="utf-8") as fp:

@@ -185,7 +185,7 @@ def test_sampling_weights_missing_category_shares_redistributed() -> None:
     assert sum(w[:2]) == pytest.approx(0.5)
 
 
-def test_shard_respects_size_cap(tmp_path: Path) -> None:
+def _noise_corpus(tmp_path: Path) -> Path:
     root = tmp_path / "corpus24"
     rows = []
     rng = np.random.default_rng(0)
@@ -197,13 +197,44 @@ def test_shard_respects_size_cap(tmp_path: Path) -> None:
             | {"bandwidth_hz": 12000.0, "orig_rate": 24000, "orig_channels": 1, "language": ""}
         )
     corpus.write_manifest(root / "manifest.tsv", rows)
+    return root
+
+
+@pytest.mark.parametrize("fmt", corpus.SHARD_FORMATS)
+def test_shard_respects_size_cap(tmp_path: Path, fmt: str) -> None:
+    root = _noise_corpus(tmp_path)
     out = tmp_path / "shard"
-    made = corpus.make_shard(root / "manifest.tsv", out, max_mib=1.0, seed=3, crop_s=2.0)
+    made = corpus.make_shard(root / "manifest.tsv", out, 1.0, seed=3, crop_s=2.0, fmt=fmt)
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     assert 0 < total <= 2**20
     assert len(corpus.load_manifest(out / "manifest.tsv")) == len(made) > 5
-    again = corpus.make_shard(root / "manifest.tsv", tmp_path / "shard2", 1.0, seed=3, crop_s=2.0)
+    again = corpus.make_shard(
+        root / "manifest.tsv", tmp_path / "s2", 1.0, seed=3, crop_s=2.0, fmt=fmt
+    )
     assert [r["source"] for r in again] == [r["source"] for r in made]
+    for row in made[:3]:  # what the training sampler will read: 24 kHz mono, 2 s
+        info = sf.info(str(out / row["path"]))
+        assert row["path"].endswith(f".{fmt}")
+        assert (info.samplerate, info.channels) == (24000, 1)
+        assert info.duration == pytest.approx(2.0, abs=0.03)
+
+
+def test_opus_shard_holds_more_audio_than_flac(tmp_path: Path) -> None:
+    root = _noise_corpus(tmp_path)
+    audio = {
+        fmt: sum(
+            float(r["duration_s"])
+            for r in corpus.make_shard(root / "manifest.tsv", tmp_path / fmt, 1.0, 3, 2.0, fmt)
+        )
+        for fmt in corpus.SHARD_FORMATS
+    }
+    assert audio["opus"] > 2 * audio["flac"]
+
+
+def test_shard_rejects_an_unknown_format(tmp_path: Path) -> None:
+    root = _noise_corpus(tmp_path)
+    with pytest.raises(ds.DataBuildError, match="unknown shard format"):
+        corpus.make_shard(root / "manifest.tsv", tmp_path / "s", 1.0, fmt="mp3")
 
 
 def test_build_dedupes_and_resumes_without_network(tmp_path: Path, monkeypatch) -> None:
