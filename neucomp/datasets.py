@@ -254,37 +254,28 @@ def to_channels(audio: np.ndarray, channels: int) -> np.ndarray:
     return to_channels(audio.mean(axis=0, keepdims=True), channels)
 
 
-def write_flac(path: Path, audio: np.ndarray, rate: int) -> None:
-    """Write `[C, T]` float audio as 16-bit FLAC (clipped to [-1, 1]), atomically."""
+def _write_audio_atomic(path: Path, audio: np.ndarray, rate: int, **sf_args) -> None:
+    """Encode `[C, T]` float audio (clipped to [-1, 1]) in memory, then replace `path`."""
     import soundfile as sf
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     buf = io.BytesIO()
-    sf.write(buf, np.clip(audio.T, -1.0, 1.0), rate, format="FLAC", subtype="PCM_16")
+    sf.write(buf, np.clip(audio.T, -1.0, 1.0), rate, **sf_args)
     tmp.write_bytes(buf.getvalue())
     os.replace(tmp, path)
+
+
+def write_flac(path: Path, audio: np.ndarray, rate: int) -> None:
+    """Write `[C, T]` float audio as 16-bit FLAC, atomically."""
+    _write_audio_atomic(path, audio, rate, format="FLAC", subtype="PCM_16")
 
 
 def write_opus(path: Path, audio: np.ndarray, rate: int, level: float = 0.75) -> None:
     """Write `[C, T]` float audio as Ogg/Opus, atomically. `level` is libsndfile's
     compression level (0 best … 1 smallest); 0.75 gives about 70 kbps VBR for a mono
     24 kHz signal, transparent enough for training crops at a third of FLAC's size."""
-    import soundfile as sf
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    buf = io.BytesIO()
-    sf.write(
-        buf,
-        np.clip(audio.T, -1.0, 1.0),
-        rate,
-        format="OGG",
-        subtype="OPUS",
-        compression_level=level,
-    )
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    _write_audio_atomic(path, audio, rate, format="OGG", subtype="OPUS", compression_level=level)
 
 
 def read_tsv(path: Path) -> list[dict]:

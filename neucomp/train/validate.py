@@ -80,14 +80,15 @@ def append_row(path: Path, row: dict) -> None:
     columns: list[str] = []
     if path.exists():
         with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            columns = list(reader.fieldnames or [])
-            rows = list(reader)
+            columns = next(csv.reader(f), [])  # the header only: the usual case appends
     missing = [k for k in row if k not in columns]
     if path.exists() and not missing:
         with path.open("a", newline="") as f:
             csv.DictWriter(f, fieldnames=columns, restval="").writerow(row)
         return
+    if path.exists():
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
     columns += missing
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", newline="") as f:
