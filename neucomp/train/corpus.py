@@ -507,7 +507,9 @@ def build(out: Path, packages: list[str] | None = None, workers: int = 2) -> lis
 # --------------------------------------------------------------------------- shards
 
 
-SHARD_FORMATS = ("opus", "flac")
+# Shard formats and their writers; the first is the default.
+SHARD_WRITERS = {"opus": ds.write_opus, "flac": ds.write_flac}
+SHARD_FORMATS = tuple(SHARD_WRITERS)
 
 
 def make_shard(
@@ -529,9 +531,9 @@ def make_shard(
     time per category follows the sampling weights instead of favouring long tracks."""
     import soundfile as sf
 
-    if fmt not in SHARD_FORMATS:
+    write = SHARD_WRITERS.get(fmt)
+    if write is None:
         raise ds.DataBuildError(f"unknown shard format {fmt!r} (choose {', '.join(SHARD_FORMATS)})")
-    write = ds.write_opus if fmt == "opus" else ds.write_flac
     entries = load_manifest(manifest)
     if not entries:
         raise ds.DataBuildError(f"{manifest} lists no files")

@@ -76,17 +76,17 @@ def append_row(path: Path, row: dict) -> None:
     """Append `row` to a CSV log. A column the file lacks widens its header (the file is
     rewritten atomically, older rows get empty cells), so a run that outlives a change of
     metrics keeps one continuous log."""
-    rows: list[dict] = []
     columns: list[str] = []
     if path.exists():
         with path.open(newline="") as f:
             columns = next(csv.reader(f), [])  # the header only: the usual case appends
     missing = [k for k in row if k not in columns]
-    if path.exists() and not missing:
+    if columns and not missing:
         with path.open("a", newline="") as f:
             csv.DictWriter(f, fieldnames=columns, restval="").writerow(row)
         return
-    if path.exists():
+    rows: list[dict] = []
+    if columns:
         with path.open(newline="") as f:
             rows = list(csv.DictReader(f))
     columns += missing
