@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from neucomp.errors import ModelError, UsageError
+from neucomp.nn.framedecoder import FrameDecoder, FrameDecoderConfig
 from neucomp.nn.quantizer import ResidualVectorQuantizer
 from neucomp.nn.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
 
@@ -40,6 +41,9 @@ class CodecConfig:
     codebook_size: int = 1024
     # Bandwidths (kbps) offered to users; each must map to a whole number of codebooks.
     bandwidths: list[float] = field(default_factory=lambda: [1.5, 3.0, 6.0, 12.0, 24.0])
+    # "seanet": the mirrored SEANet decoder; "frame": ConvNeXt at the frame rate + iSTFT.
+    decoder: str = "seanet"
+    frame_decoder: dict = field(default_factory=dict)  # FrameDecoderConfig fields
 
     @property
     def channels(self) -> int:
@@ -79,6 +83,22 @@ class CodecConfig:
         return cls(**d)
 
 
+def make_decoder(config: CodecConfig) -> nn.Module:
+    if config.decoder == "seanet":
+        return SEANetDecoder(config.seanet)
+    if config.decoder == "frame":
+        fd = FrameDecoderConfig(
+            **{
+                "latent_dim": config.seanet.latent_dim,
+                "hop": config.hop_length,
+                "channels": config.channels,
+                **config.frame_decoder,
+            }
+        )
+        return FrameDecoder(fd)
+    raise ModelError(f"unknown decoder type {config.decoder!r}")
+
+
 class Codec(nn.Module):
     """SEANet encoder → RVQ → SEANet decoder."""
 
@@ -86,7 +106,7 @@ class Codec(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = SEANetEncoder(config.seanet)
-        self.decoder = SEANetDecoder(config.seanet)
+        self.decoder = make_decoder(config)
         self.quantizer = ResidualVectorQuantizer(
             config.seanet.latent_dim, config.n_codebooks, config.codebook_size
         )

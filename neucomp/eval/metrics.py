@@ -206,3 +206,114 @@ def _resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     import soxr
 
     return soxr.resample(x, rate_in, rate_out, quality="HQ")
+
+
+# ------------------------------------------------------------ speech scores and spectra
+
+#: PESQ wideband and STOI are defined at 16 kHz.
+SPEECH_RATE = 16000
+#: Bands (Hz) of the log-spectral distance.
+LSD_BANDS: tuple[tuple[int, int], ...] = ((0, 4000), (4000, 8000), (8000, 12000))
+#: Frames quieter than this many dB below the reference's loudest frame are not scored.
+LSD_ACTIVE_DB = 40.0
+
+
+def rms_db(x: np.ndarray) -> float:
+    """RMS level in dBFS (a full-scale square wave is 0 dB)."""
+    a = np.asarray(x, dtype=np.float64)
+    return float(10.0 * np.log10(np.mean(a * a) + 1e-20))
+
+
+def pesq_wb(ref: np.ndarray, deg: np.ndarray, sample_rate: int) -> float:
+    """PESQ wideband MOS-LQO (ITU-T P.862.2; about 1.0 … 4.64) at 16 kHz, mono.
+
+    Raises MissingDependencyError without the `pesq` package (it builds from source, so
+    installing it needs a C compiler). NaN when PESQ finds no speech in the reference.
+    """
+    try:
+        from pesq import NoUtterancesError, pesq
+    except ImportError:
+        raise MissingDependencyError(
+            "PESQ needs the pesq package (pip install 'neucomp[eval]'; needs a C compiler)"
+        ) from None
+    r, d = _speech_pair(ref, deg, sample_rate)
+    try:
+        return float(pesq(SPEECH_RATE, r, d, "wb"))
+    except NoUtterancesError:
+        return float("nan")
+
+
+def stoi(ref: np.ndarray, deg: np.ndarray, sample_rate: int) -> float:
+    """Short-time objective intelligibility (0 … 1) at 16 kHz, mono (pystoi, classic)."""
+    try:
+        from pystoi import stoi as _stoi
+    except ImportError:
+        raise MissingDependencyError("STOI needs the pystoi package: pip install 'neucomp[eval]'") from None
+    r, d = _speech_pair(ref, deg, sample_rate)
+    return float(_stoi(r, d, SPEECH_RATE, extended=False))
+
+
+def speech_scores(ref: np.ndarray, deg: np.ndarray, sample_rate: int) -> dict[str, float]:
+    """{"pesq": PESQ-wb, "stoi": STOI} of a speech signal."""
+    return {"pesq": pesq_wb(ref, deg, sample_rate), "stoi": stoi(ref, deg, sample_rate)}
+
+
+def _speech_pair(ref: np.ndarray, deg: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    r, d = _aligned(ref, deg)
+    r = _resample(r.mean(axis=0), sample_rate, SPEECH_RATE)
+    d = _resample(d.mean(axis=0), sample_rate, SPEECH_RATE)
+    n = min(len(r), len(d))
+    return r[:n].astype(np.float64), d[:n].astype(np.float64)
+
+
+def lsd_bands(
+    ref: np.ndarray,
+    deg: np.ndarray,
+    sample_rate: int,
+    bands: Sequence[tuple[int, int]] = LSD_BANDS,
+    n_fft: int = 1024,
+) -> dict[str, float]:
+    """Log-spectral distance in dB per band, over the reference's active frames.
+
+    Definition: mono signals, Hann-windowed STFT (n_fft 1024 at 24 kHz, scaled with the
+    rate; hop n_fft/4); power spectra in dB with a floor 100 dB below the reference's
+    peak bin; a frame is active when its reference energy is within 40 dB of the loudest
+    frame's. Per band, LSD = mean over active frames of sqrt(mean over the band's bins of
+    (dB_ref − dB_deg)²). Keys: "lsd_0_4k", "lsd_4_8k", … Bands above Nyquist are NaN.
+    Lower is better; 0 means identical spectra.
+    """
+    import torch
+
+    r, d = _aligned(ref, deg)
+    n_fft = max(256, int(round(n_fft * sample_rate / 24000 / 2)) * 2)
+    window = torch.hann_window(n_fft, dtype=torch.float64)
+
+    def power(x: np.ndarray) -> np.ndarray:
+        spec = torch.stft(
+            torch.from_numpy(x.mean(axis=0)),
+            n_fft,
+            n_fft // 4,
+            window=window,
+            center=True,
+            pad_mode="constant",
+            return_complex=True,
+        )
+        return (spec.abs() ** 2).numpy()  # [F, T]
+
+    p_ref, p_deg = power(r), power(d)
+    floor = max(float(p_ref.max()), 1e-20) * 1e-10
+    db_ref = 10 * np.log10(np.maximum(p_ref, floor))
+    db_deg = 10 * np.log10(np.maximum(p_deg, floor))
+    frame_energy = 10 * np.log10(p_ref.sum(axis=0) + 1e-30)
+    active = frame_energy > frame_energy.max() - LSD_ACTIVE_DB
+    freqs = np.arange(p_ref.shape[0]) * sample_rate / n_fft
+    out: dict[str, float] = {}
+    for lo, hi in bands:
+        key = f"lsd_{lo // 1000}_{hi // 1000}k"
+        sel = (freqs >= lo) & (freqs < hi)
+        if hi > sample_rate / 2 + 1 or not sel.any():
+            out[key] = float("nan")
+            continue
+        diff = db_ref[sel][:, active] - db_deg[sel][:, active]
+        out[key] = float(np.mean(np.sqrt(np.mean(diff**2, axis=0))))
+    return out

@@ -28,10 +28,11 @@ from neucomp.nn.discriminator import MultiScaleSTFTDiscriminator
 from neucomp.train.balancer import Balancer
 from neucomp.train.dataset import AugmentConfig, CropSampler
 from neucomp.train.losses import (
-    MultiScaleMelLoss,
     feature_matching_loss,
     hinge_discriminator_loss,
     hinge_generator_loss,
+    level_normalise,
+    make_mel_loss,
 )
 from neucomp.train.validate import Validator, append_row
 
@@ -55,6 +56,16 @@ class TrainConfig:
     grad_clip: float = 1.0
     weights: dict = field(default_factory=lambda: {"l1": 0.1, "mel": 1.0, "adv": 3.0, "feat": 3.0})
     commit_weight: float = 1.0
+    # The commitment loss summed over the active stages (as first shipped) or their mean.
+    commit_mean: bool = False
+    # "balancer": EnCodec's loss balancer sets each loss's share of the gradient;
+    # "sum": a plain weighted sum of the losses (what the overfit tests could train with).
+    loss_mixing: str = "balancer"
+    mel_loss: str = "v1"  # train.losses.MEL_LOSSES
+    level_norm_l1: bool = False  # the waveform L1 on level-normalised signals
+    # Train only the decoder: the encoder and RVQ are frozen, so the codes (and the LM
+    # trained on them) stay valid. A new decoder type starts from scratch.
+    decoder_only: bool = False
     adv_start_step: int = 0  # adversarial losses (and the discriminator) from this step on
     disc_filters: int = 32
     train_codebooks: list[int] = field(default_factory=lambda: [2, 4, 8, 16, 32])
@@ -116,10 +127,14 @@ class Trainer:
         self._broadcast_from_rank0()
         torch.manual_seed(cfg.seed + self.rank)  # … but each rank its own randomness
         random.seed(cfg.seed + self.rank)
-        self.opt_g = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+        if cfg.decoder_only:
+            self.model.encoder.requires_grad_(False)
+            self.model.quantizer.requires_grad_(False)
+        self.gen_params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt_g = torch.optim.Adam(self.gen_params, lr=cfg.lr, betas=tuple(cfg.betas))
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         self.balancer = Balancer(cfg.weights)
-        self.mel_loss = MultiScaleMelLoss(self.codec_config.sample_rate).to(self.device)
+        self.mel_loss = make_mel_loss(cfg.mel_loss, self.codec_config.sample_rate).to(self.device)
         self.sampler = CropSampler(
             cfg.corpus,
             self.codec_config.sample_rate,
@@ -240,9 +255,15 @@ class Trainer:
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
 
         with autocast:
-            y, _, commit = self.model(x, n_q)
+            if cfg.decoder_only:
+                y, commit = self._decode_frozen(x, n_q), x.new_zeros(())
+            else:
+                y, _, commit = self.model(x, n_q)
+        if cfg.commit_mean:
+            commit = commit / n_q
         y = y[..., : x.shape[-1]].float()
-        losses = {"l1": F.l1_loss(y, x), "mel": self.mel_loss(x, y)}
+        l1 = F.l1_loss(*level_normalise(x, y)) if cfg.level_norm_l1 else F.l1_loss(y, x)
+        losses = {"l1": l1, "mel": self.mel_loss(x, y)}
         if adversarial:
             with autocast:
                 fake_logits, fake_feats = self.disc(y)
@@ -253,11 +274,16 @@ class Trainer:
                 [[r.float() for r in rs] for rs in real_feats],
                 [[f.float() for f in fs] for fs in fake_feats],
             )
-        grad_y, norms = self.balancer.gradient(losses, y)
         self.opt_g.zero_grad(set_to_none=True)
-        torch.autograd.backward([y, commit * cfg.commit_weight], [grad_y, None])
-        self._average_gradients(self.model.parameters())
-        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        if cfg.loss_mixing == "sum":
+            norms: dict[str, float] = {}
+            total = sum(cfg.weights.get(k, 0.0) * v for k, v in losses.items())
+            (total + commit * cfg.commit_weight).backward()
+        else:
+            grad_y, norms = self.balancer.gradient(losses, y)
+            torch.autograd.backward([y, commit * cfg.commit_weight], [grad_y, None])
+        self._average_gradients(self.gen_params)
+        gnorm = torch.nn.utils.clip_grad_norm_(self.gen_params, cfg.grad_clip)
         self.opt_g.step()
 
         out = {k: float(v.detach()) for k, v in losses.items()}
@@ -278,6 +304,14 @@ class Trainer:
             out["d_loss"] = float(d_loss.detach())
         self.step += 1
         return out
+
+    def _decode_frozen(self, x: torch.Tensor, n_q: int) -> torch.Tensor:
+        """Decoder-only training: codes from the frozen encoder + RVQ, decoded with grad."""
+        with torch.no_grad():
+            codes = self.model.encode(x, n_q)
+            latent = self.model.quantizer.decode(codes)
+        y, _ = self.model.decoder(latent)
+        return y
 
     # -- the loop -----------------------------------------------------------------------
 

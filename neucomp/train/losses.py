@@ -15,8 +15,9 @@ def _mel_to_hz(m: Tensor) -> Tensor:
     return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
 
 
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> Tensor:
-    """Triangular HTK-style mel filters, [n_mels, n_fft // 2 + 1], area-normalised."""
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, area_norm: bool = True) -> Tensor:
+    """Triangular HTK-style mel filters, [n_mels, n_fft // 2 + 1]; area-normalised (each
+    filter integrates to 1 over Hz), or with peak 1 when `area_norm` is False."""
     n_freqs = n_fft // 2 + 1
     freqs = torch.linspace(0, sample_rate / 2, n_freqs)
     mels = torch.linspace(
@@ -27,16 +28,19 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> Tensor:
     rising = (freqs - lower) / (centre - lower)
     falling = (upper - freqs) / (upper - centre)
     fb = torch.clamp(torch.minimum(rising, falling), min=0.0)
+    if not area_norm:
+        return fb
     return fb * (2.0 / (upper - lower))  # Slaney-style normalisation by band width
 
 
 class MelSpectrogram(nn.Module):
-    def __init__(self, sample_rate: int, n_fft: int, n_mels: int) -> None:
+    def __init__(self, sample_rate: int, n_fft: int, n_mels: int, area_norm: bool = True) -> None:
         super().__init__()
         self.n_fft = n_fft
         self.hop = max(n_fft // 4, 1)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
-        self.register_buffer("fb", mel_filterbank(sample_rate, n_fft, n_mels), persistent=False)
+        fb = mel_filterbank(sample_rate, n_fft, n_mels, area_norm)
+        self.register_buffer("fb", fb, persistent=False)
 
     def forward(self, wav: Tensor) -> Tensor:
         """wav [B, C, T] → mel magnitudes [B*C, n_mels, frames]."""
@@ -69,6 +73,58 @@ class MultiScaleMelLoss(nn.Module):
             )
             total = total + F.mse_loss(m_out, m_ref)
         return total / len(self.mels)
+
+
+#: The reference level both signals are scaled to before the level-normalised losses.
+NORM_RMS = 0.1
+#: Quieter references are not scaled up further (silence must not explode).
+NORM_MIN_RMS = 1e-3
+
+
+def level_normalise(ref: Tensor, out: Tensor) -> tuple[Tensor, Tensor]:
+    """Scale each example of both signals by the same gain, bringing the reference to
+    NORM_RMS: a loss on the result weighs a −45 dBFS clip as much as a −15 dBFS one."""
+    rms = ref.pow(2).mean(dim=tuple(range(1, ref.dim())), keepdim=True).sqrt()
+    gain = NORM_RMS / rms.clamp_min(NORM_MIN_RMS)
+    return ref * gain, out * gain
+
+
+class LevelNormalisedMelLoss(nn.Module):
+    """DAC-style multi-scale mel loss, made independent of the input level.
+
+    Windows 2^5…2^11 with 5…320 mel bands (2.5 bins per band at every size), magnitude
+    (not power) spectra, peak-1 triangles, and per window L1(log10 mel) + L1(mel). Both
+    signals are first scaled by the gain that brings the reference to NORM_RMS, so the
+    1e-5 floor sits ~100 dB below the signal whatever its level, and a quiet crop gets
+    the same gradient as a loud one.
+    """
+
+    def __init__(self, sample_rate: int, exponents: range = range(5, 12)) -> None:
+        super().__init__()
+        self.mels = nn.ModuleList(
+            MelSpectrogram(sample_rate, 2**e, 5 * 2 ** (e - 5), area_norm=False) for e in exponents
+        )
+
+    def forward(self, ref: Tensor, out: Tensor) -> Tensor:
+        ref, out = level_normalise(ref, out)
+        total = ref.new_zeros(())
+        for mel in self.mels:
+            m_ref, m_out = mel(ref), mel(out)
+            total = total + F.l1_loss(
+                torch.log10(m_out.clamp_min(1e-5)), torch.log10(m_ref.clamp_min(1e-5))
+            )
+            total = total + F.l1_loss(m_out, m_ref)
+        return total / len(self.mels)
+
+
+#: Mel-loss definitions by name: "v1" the original, "v2" the level-normalised DAC-style one.
+MEL_LOSSES = {"v1": MultiScaleMelLoss, "v2": LevelNormalisedMelLoss}
+
+
+def make_mel_loss(name: str, sample_rate: int) -> nn.Module:
+    if name not in MEL_LOSSES:
+        raise ValueError(f"unknown mel loss {name!r} (choose one of {', '.join(MEL_LOSSES)})")
+    return MEL_LOSSES[name](sample_rate)
 
 
 def hinge_discriminator_loss(real_logits: list[Tensor], fake_logits: list[Tensor]) -> Tensor:
