@@ -228,6 +228,7 @@ def decompress_stream(
     with torch.inference_mode():
         for chunk in reader.iter_chunks(salvage=salvage):
             if chunk.payload is None:  # damaged (salvage mode): silence, fresh decoder state
+                emit(model_tail.push(decoder.flush()[0].numpy()))
                 emit(
                     model_tail.push(
                         np.zeros((h.model_channels, chunk.num_frames * hop), np.float32)
@@ -239,6 +240,7 @@ def decompress_stream(
             for start in range(0, codes.shape[1], DECODE_FRAMES):
                 part = codes[None, :, start : start + DECODE_FRAMES]
                 emit(model_tail.push(decoder.push(part)[0].numpy()))
+        emit(model_tail.push(decoder.flush()[0].numpy()))  # a look-ahead decoder's last samples
         trailer = reader.trailer
         emit(model_tail.finish(trailer.model_samples, "model-rate"), last=True)
         sink.write(out_tail.finish(trailer.original_samples, "original"))

@@ -183,18 +183,37 @@ class StreamingEncoder:
 
 
 class StreamingDecoder:
-    """Decodes codes pushed a few frames at a time, carrying the decoder's state."""
+    """Decodes codes pushed a few frames at a time, carrying the decoder's state.
+
+    A decoder with look-ahead (the frame decoder's overlap-add) holds back its last
+    samples until more frames or `flush` arrive; the SEANet decoder holds back nothing.
+    Over a whole stream, the pushes plus the flush give exactly `frames * hop` samples.
+    """
 
     def __init__(self, codec: Codec) -> None:
         self.codec = codec
         self.state = None
+        self.streams = hasattr(codec.decoder, "stream")
 
     @torch.no_grad()
     def push(self, codes: Tensor) -> Tensor:
-        """codes [B, K, f] → wav [B, C, f * hop]."""
+        """codes [B, K, f] → wav [B, C, ≤ f * hop] (what is final so far)."""
         if codes.shape[-1] == 0:
             return torch.zeros(codes.shape[0], self.codec.config.channels, 0)
-        y, self.state = self.codec.decoder(self.codec.quantizer.decode(codes), self.state)
+        latent = self.codec.quantizer.decode(codes)
+        if self.streams:
+            y, self.state = self.codec.decoder.stream(latent, self.state)
+        else:
+            y, self.state = self.codec.decoder(latent, self.state)
+        return y
+
+    @torch.no_grad()
+    def flush(self, batch: int = 1) -> Tensor:
+        """The samples held back so far; the decoder then starts a new stream."""
+        if not self.streams:
+            return torch.zeros(batch, self.codec.config.channels, 0)
+        y = self.codec.decoder.stream_flush(self.state, batch)
+        self.state = None
         return y
 
 
@@ -237,7 +256,8 @@ def inference_copy(codec: Codec) -> Codec:
             for pname, param in module.named_parameters(recurse=False):
                 state[prefix + pname] = param.detach().clone()
             for bname, buf in module.named_buffers(recurse=False):
-                state[prefix + bname] = buf.detach().clone()
+                if bname not in module._non_persistent_buffers_set:  # e.g. an STFT window
+                    state[prefix + bname] = buf.detach().clone()
     # Weight norm's own sub-modules hold the g/v factors already folded in above.
     out.load_state_dict({k: v for k, v in state.items() if ".parametrizations." not in k})
     out.weights_hash = codec.weights_hash

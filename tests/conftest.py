@@ -37,15 +37,21 @@ def tiny_config(name: str = DEFAULT_NAME):
     return CodecConfig(name=name, seanet=seanet)
 
 
-def build_model_file(folder: Path, name: str = DEFAULT_NAME, seed: int = 0) -> Path:
-    """Save a random-weight tiny model as ``folder/<name>.pt``; returns the path."""
+def build_model_file(
+    folder: Path, name: str = DEFAULT_NAME, seed: int = 0, decoder: str = "seanet"
+) -> Path:
+    """Save a random-weight tiny model as ``folder/<name>.pt``; returns the path.
+    ``decoder="frame"`` gives it the frame-rate iSTFT decoder (which looks ahead)."""
     import torch
 
     from neucomp.model import Codec, save_model
 
     torch.manual_seed(seed)
     path = folder / f"{name}.pt"
-    save_model(Codec(tiny_config(name)), path)
+    config = tiny_config(name)
+    if decoder == "frame":
+        config.decoder, config.frame_decoder = "frame", {"dim": 16, "layers": 2}
+    save_model(Codec(config), path)
     return path
 
 

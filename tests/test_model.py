@@ -131,3 +131,51 @@ def test_unknown_model_name(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("NEUCOMP_MODEL_DIR", str(tmp_path))
     with pytest.raises(ModelError, match="'nope' is not installed"):
         load_model("nope")
+
+
+# ------------------------------------------------------------- the frame-rate decoder
+
+
+@pytest.fixture
+def frame_codec() -> Codec:
+    torch.manual_seed(0)
+    config = tiny_config()
+    config.decoder = "frame"
+    config.frame_decoder = {"dim": 32, "layers": 2}
+    model = Codec(config)
+    for layer in model.quantizer.layers:
+        layer.embed.normal_()
+    return inference_copy(model)
+
+
+@pytest.mark.parametrize("cuts", [[0, 50], [0, 1, 2, 17, 49, 50], [0, *range(1, 51)]])
+def test_frame_decoder_streams_like_the_whole_signal(frame_codec: Codec, cuts) -> None:
+    codes = torch.randint(0, 1024, (2, 4, 50))
+    whole = frame_codec.decode(codes)
+    assert whole.shape == (2, 1, 50 * 320)
+    stream = frame_codec.stream_decoder()
+    parts = [stream.push(codes[..., a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
+    parts.append(stream.flush(batch=2))
+    streamed = torch.cat(parts, dim=-1)
+    assert streamed.shape == whole.shape
+    torch.testing.assert_close(streamed, whole, rtol=0, atol=1e-5)
+
+
+def test_frame_decoder_looks_ahead_two_frames_at_most(frame_codec: Codec) -> None:
+    codes = torch.randint(0, 1024, (1, 4, 30))
+    changed = codes.clone()
+    changed[..., 20:] = (changed[..., 20:] + 1) % 1024
+    a, b = frame_codec.decode(codes), frame_codec.decode(changed)
+    lookahead = frame_codec.decoder.cfg.lookahead_frames
+    safe = (20 - lookahead) * 320 + 160  # the last sample no window of frame 20 reaches
+    torch.testing.assert_close(a[..., :safe], b[..., :safe], rtol=0, atol=1e-6)
+    assert not torch.allclose(a[..., safe : 20 * 320], b[..., safe : 20 * 320])
+
+
+def test_frame_decoder_model_file_round_trip(frame_codec: Codec, tmp_path) -> None:
+    path = tmp_path / "frame.pt"
+    digest = save_model(frame_codec, path)
+    loaded = load_model(path)
+    assert loaded.weights_hash == digest and loaded.config.decoder == "frame"
+    codes = torch.randint(0, 1024, (1, 4, 20))
+    torch.testing.assert_close(loaded.decode(codes), frame_codec.decode(codes), rtol=0, atol=2e-3)

@@ -13,7 +13,7 @@ its own: the decoder has a look-ahead of `lookahead_frames` = 2 frames.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -41,15 +41,19 @@ class FrameDecoderConfig:
 
 
 class CausalDepthwiseConv(nn.Module):
-    """Per-channel conv over time, padded on the left (no look-ahead)."""
+    """Per-channel conv over time, padded on the left (no look-ahead); `state` is the
+    previous call's last kernel − 1 frames (None: the start of the signal)."""
 
     def __init__(self, dim: int, kernel: int) -> None:
         super().__init__()
         self.pad = kernel - 1
         self.conv = nn.Conv1d(dim, dim, kernel, groups=dim)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.pad(x, (self.pad, 0)))
+    def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if state is None:
+            state = x.new_zeros(x.shape[0], x.shape[1], self.pad)
+        x = torch.cat([state, x], dim=-1)
+        return self.conv(x), x[..., x.shape[-1] - self.pad :]
 
 
 class ConvNeXtBlock(nn.Module):
@@ -63,10 +67,24 @@ class ConvNeXtBlock(nn.Module):
         self.ff2 = nn.Linear(ff_mult * dim, dim)
         self.gamma = nn.Parameter(torch.full((dim,), layer_scale))
 
-    def forward(self, x: Tensor) -> Tensor:  # x [B, D, F]
-        y = self.dwconv(x).transpose(1, 2)
-        y = self.ff2(F.gelu(self.ff1(self.norm(y))))
-        return x + (self.gamma * y).transpose(1, 2)
+    def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        y, state = self.dwconv(x, state)  # x [B, D, F]
+        y = self.ff2(F.gelu(self.ff1(self.norm(y.transpose(1, 2)))))
+        return x + (self.gamma * y).transpose(1, 2), state
+
+
+@dataclass
+class FrameStreamState:
+    """Where a streaming decode stands: each block's conv context, and the overlap-add
+    sums (signal, window²) over the positions not yet final, from `start` on (positions
+    counted in the uncropped overlap-add buffer: frame g's window starts at g·hop)."""
+
+    contexts: list[Tensor | None]
+    frames: int = 0
+    start: int = 0
+    signal: Tensor | None = None  # [N, L]
+    envelope: Tensor | None = None  # [1, L]
+    extra: dict = field(default_factory=dict)
 
 
 class FrameDecoder(nn.Module):
@@ -85,37 +103,108 @@ class FrameDecoder(nn.Module):
         self.head = nn.Linear(cfg.dim, cfg.channels * 2 * n_bins)
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
 
-    def spectrum(self, latent: Tensor) -> Tensor:
-        """latent [B, D, F] → complex STFT frames [B, channels, n_bins, F]."""
+    def spectrum(
+        self, latent: Tensor, contexts: list[Tensor | None] | None = None
+    ) -> tuple[Tensor, list[Tensor | None]]:
+        """latent [B, D, F] → (complex STFT frames [B, channels, n_bins, F], contexts)."""
         x = self.embed(latent)
-        for block in self.blocks:
-            x = block(x)
+        contexts = contexts or [None] * len(self.blocks)
+        new_contexts: list[Tensor | None] = []
+        for block, ctx in zip(self.blocks, contexts, strict=True):
+            x, ctx = block(x, ctx)
+            new_contexts.append(ctx)
         h = self.head(self.norm(x.transpose(1, 2)))  # [B, F, channels * 2 * bins]
         b, f, _ = h.shape
         h = h.reshape(b, f, self.cfg.channels, 2, -1).permute(0, 2, 3, 4, 1)
         mag = torch.exp(h[:, :, 0].clamp(max=self.cfg.max_log_mag))
         phase = h[:, :, 1]
-        return torch.polar(mag, phase)
+        return torch.polar(mag, phase), new_contexts
 
     def forward(self, latent: Tensor, state: None = None) -> tuple[Tensor, None]:
-        """Whole-signal decoding (the SEANet decoder's call signature; no state)."""
-        spec = self.spectrum(latent)
+        """Whole-signal decoding: [B, D, F] → [B, channels, F · hop] (no state)."""
+        spec, _ = self.spectrum(latent)
         b, c, _, f = spec.shape
         return self.overlap_add(spec.reshape(b * c, -1, f)).reshape(b, c, -1), None
+
+    def _frames(self, spec: Tensor) -> Tensor:
+        """[N, n_bins, F] → windowed time frames [N, n_fft, F]."""
+        return torch.fft.irfft(spec, n=self.cfg.n_fft, dim=1) * self.window[:, None]
+
+    @property
+    def _crop(self) -> int:
+        # Frame f's window starts at f·hop; its centre n_fft/2 must land on (f + ½)·hop.
+        return self.cfg.n_fft // 2 - self.cfg.hop // 2
+
+    def stream(
+        self, latent: Tensor, state: FrameStreamState | None
+    ) -> tuple[Tensor, FrameStreamState]:
+        """Streaming decoding: the samples that are final once these frames are in.
+
+        Overlap-add makes a sample final only when every window over it has arrived, so
+        the output lags the input by up to `lookahead_frames`; `stream_flush` returns the
+        rest at the end. Pushing the frames in any split gives the whole-signal output.
+        """
+        b, _, f = latent.shape
+        c, hop, n_fft = self.cfg.channels, self.cfg.hop, self.cfg.n_fft
+        if state is None:
+            state = FrameStreamState(contexts=[None] * len(self.blocks))
+        spec, state.contexts = self.spectrum(latent, state.contexts)
+        frames = self._frames(spec.reshape(b * c, -1, f))
+        first = state.frames * hop  # where the first new window starts
+        end = (state.frames + f - 1) * hop + n_fft
+        local = F.fold(frames, (1, end - first), (1, n_fft), stride=(1, hop)).reshape(b * c, -1)
+        w2 = (self.window**2)[None, :, None].expand(1, n_fft, f)
+        local_env = F.fold(w2, (1, end - first), (1, n_fft), stride=(1, hop)).reshape(1, -1)
+        if state.signal is None:
+            state.signal, state.envelope, state.start = local, local_env, first
+        else:
+            grow = end - (state.start + state.signal.shape[-1])
+            signal = F.pad(state.signal, (0, grow))
+            envelope = F.pad(state.envelope, (0, grow))
+            offset = first - state.start
+            signal[:, offset:] += local
+            envelope[:, offset:] += local_env
+            state.signal, state.envelope = signal, envelope
+        state.frames += f
+        return self._emit(state, state.frames * hop), state
+
+    def stream_flush(self, state: FrameStreamState | None, batch: int = 1) -> Tensor:
+        """The samples still held back at the end of the stream."""
+        if state is None or state.signal is None:
+            return torch.zeros(batch, self.cfg.channels, 0)
+        return self._emit(state, self._crop + state.frames * self.cfg.hop)
+
+    def _emit(self, state: FrameStreamState, final_end: int) -> Tensor:
+        """Cut the positions [start, final_end) out of the sums, normalised, cropped."""
+        assert state.signal is not None and state.envelope is not None
+        lo = max(state.start, self._crop)
+        if final_end <= lo:  # nothing final yet past the crop: keep the sums as they are
+            return state.signal.new_zeros(
+                state.signal.shape[0] // self.cfg.channels, self.cfg.channels, 0
+            )
+        hi = final_end
+        a, z = lo - state.start, hi - state.start
+        out = state.signal[:, a:z] / state.envelope[:, a:z].clamp_min(1e-3)
+        state.signal, state.envelope = state.signal[:, z:], state.envelope[:, z:]
+        state.start = hi
+        n = out.shape[0] // self.cfg.channels
+        return out.reshape(n, self.cfg.channels, -1)
 
     def overlap_add(self, spec: Tensor) -> Tensor:
         """[N, n_bins, F] → [N, F * hop]: windowed inverse FFT frames, overlap-added,
         divided by the summed squared window, frame f centred on output (f + ½)·hop."""
         n_fft, hop = self.cfg.n_fft, self.cfg.hop
         n, _, f = spec.shape
-        frames = torch.fft.irfft(spec, n=n_fft, dim=1) * self.window[:, None]  # [N, n_fft, F]
+        frames = self._frames(spec)
         total = (f - 1) * hop + n_fft
         out = F.fold(frames, (1, total), (1, n_fft), stride=(1, hop)).reshape(n, total)
         env = F.fold(
-            (self.window**2)[None, :, None].expand(1, n_fft, f), (1, total), (1, n_fft), stride=(1, hop)
+            (self.window**2)[None, :, None].expand(1, n_fft, f),
+            (1, total),
+            (1, n_fft),
+            stride=(1, hop),
         ).reshape(1, total)
-        # Frame f starts at f·hop in `out`; its centre n_fft/2 must land on (f + ½)·hop.
-        start = n_fft // 2 - hop // 2
+        start = self._crop
         out = out[:, start : start + f * hop]
         env = env[:, start : start + f * hop]
         return out / env.clamp_min(1e-3)

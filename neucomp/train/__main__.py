@@ -1,6 +1,8 @@
 """`python -m neucomp.train --config configs/codec24_cpu.json [--set key=value …]`
 
-Trains (or resumes) the codec; `export` writes an inference model file from a checkpoint.
+Trains (or resumes) the codec; `export` writes an inference model file from a checkpoint;
+`rebind-lm` re-issues an LM for a new decoder on unchanged codes; `overfit` runs the
+one-clip memorisation test.
 """
 
 from __future__ import annotations
@@ -25,6 +27,17 @@ def main(argv: list[str] | None = None) -> None:
     exp = sub.add_parser("export", help="write an inference model file from a checkpoint")
     exp.add_argument("checkpoint")
     exp.add_argument("out")
+    reb = sub.add_parser(
+        "rebind-lm", help="re-issue an LM for a codec with a new decoder on the same codes"
+    )
+    reb.add_argument("lm")
+    reb.add_argument("old_codec")
+    reb.add_argument("new_codec")
+    reb.add_argument("out")
+    ovf = sub.add_parser("overfit", help="can a recipe memorise one clip? (docs/EXPERIMENTS.md)")
+    from neucomp.train.overfit import add_arguments
+
+    add_arguments(ovf)
     args = parser.parse_args(argv)
 
     import torch  # noqa: F401  (imported here so --help stays fast)
@@ -34,6 +47,19 @@ def main(argv: list[str] | None = None) -> None:
 
         digest = export_checkpoint(Path(args.checkpoint), Path(args.out))
         print(f"wrote {args.out} (sha256 {digest[:16]}…)")
+        return
+    if args.command == "rebind-lm":
+        from neucomp.train.export import rebind_lm
+
+        digest = rebind_lm(
+            Path(args.lm), Path(args.old_codec), Path(args.new_codec), Path(args.out)
+        )
+        print(f"wrote {args.out} (LM hash {digest.hex()[:16]}…)")
+        return
+    if args.command == "overfit":
+        from neucomp.train.overfit import run_and_save
+
+        run_and_save(args)
         return
     if not args.config:
         parser.error("--config is required")

@@ -14,3 +14,42 @@ def export_checkpoint(checkpoint: Path, out: Path) -> str:
     codec = Codec(CodecConfig.from_dict(state["config"]["model"]))
     codec.load_state_dict(state["model"])
     return save_model(codec, out)
+
+
+def same_codes(a: Codec, b: Codec) -> bool:
+    """True when two codecs turn audio into the same codes: equal encoder and RVQ
+    weights (the decoders may differ)."""
+
+    def coding_keys(state: dict) -> list[str]:
+        # EMA statistics are training state, not part of what maps audio to codes.
+        return [
+            k
+            for k in state
+            if k.startswith(("encoder.", "quantizer."))
+            and not k.endswith(("cluster_size", "embed_sum", "initialized"))
+        ]
+
+    sa, sb = a.state_dict(), b.state_dict()
+    keys = coding_keys(sa)
+    if keys != coding_keys(sb):
+        return False
+    return a.config.seanet == b.config.seanet and all(torch.equal(sa[k], sb[k]) for k in keys)
+
+
+def rebind_lm(lm_path: Path, old_codec: Path, new_codec: Path, out: Path) -> bytes:
+    """Re-issue an LM file for a codec whose decoder changed but whose codes did not.
+
+    An LM file names the codec weights it was trained for, so a new decoder on the same
+    frozen encoder and RVQ needs its LM re-issued: the same integer weights, bound to the
+    new codec hash. Refused (ValueError) when the two codecs do not give the same codes.
+    """
+    from neucomp.coding.range import LMCoder, save_lm
+    from neucomp.model import load_model
+
+    coder = LMCoder.load(lm_path)
+    old, new = load_model(old_codec), load_model(new_codec)
+    coder.check_codec(old.weights_hash)
+    if not same_codes(old, new):
+        raise ValueError(f"{new_codec} codes audio differently from {old_codec}: retrain the LM")
+    card = dict(coder.card, rebound_from_codec=old.weights_hash)
+    return save_lm(coder.lm, out, new.weights_hash, card)

@@ -68,6 +68,11 @@ class TrainConfig:
     decoder_only: bool = False
     adv_start_step: int = 0  # adversarial losses (and the discriminator) from this step on
     disc_filters: int = 32
+    disc_n_ffts: list[int] = field(default_factory=lambda: [2048, 1024, 512, 256, 128])
+    # A CPU-sized adversarial phase: the discriminator sees a random adv_segment_s-long
+    # piece of each crop (0: the whole crop) and is updated every disc_every-th step.
+    adv_segment_s: float = 0.0
+    disc_every: int = 1
     train_codebooks: list[int] = field(default_factory=lambda: [2, 4, 8, 16, 32])
     augment: dict = field(default_factory=dict)
     seed: int = 0
@@ -121,9 +126,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank …
         self.codec_config = CodecConfig.from_dict(cfg.model)
         self.model = Codec(self.codec_config).to(self.device)
-        self.disc = MultiScaleSTFTDiscriminator(self.codec_config.channels, cfg.disc_filters).to(
-            self.device
-        )
+        self.disc = MultiScaleSTFTDiscriminator(
+            self.codec_config.channels, cfg.disc_filters, tuple(cfg.disc_n_ffts)
+        ).to(self.device)
         self._broadcast_from_rank0()
         torch.manual_seed(cfg.seed + self.rank)  # … but each rank its own randomness
         random.seed(cfg.seed + self.rank)
@@ -265,10 +270,11 @@ class Trainer:
         l1 = F.l1_loss(*level_normalise(x, y)) if cfg.level_norm_l1 else F.l1_loss(y, x)
         losses = {"l1": l1, "mel": self.mel_loss(x, y)}
         if adversarial:
+            x_adv, y_adv = self._adversarial_piece(x, y)
             with autocast:
-                fake_logits, fake_feats = self.disc(y)
+                fake_logits, fake_feats = self.disc(y_adv)
                 with torch.no_grad():
-                    _, real_feats = self.disc(x)
+                    _, real_feats = self.disc(x_adv)
             losses["adv"] = hinge_generator_loss([f.float() for f in fake_logits])
             losses["feat"] = feature_matching_loss(
                 [[r.float() for r in rs] for rs in real_feats],
@@ -289,10 +295,10 @@ class Trainer:
         out = {k: float(v.detach()) for k, v in losses.items()}
         out.update({"commit": float(commit.detach()), "n_q": n_q, "gnorm": float(gnorm), "lr": lr})
         out.update({f"norm_{k}": v for k, v in norms.items()})
-        if adversarial:
+        if adversarial and self.step % cfg.disc_every == 0:
             with autocast:
-                real_logits, _ = self.disc(x)
-                fake_logits, _ = self.disc(y.detach())
+                real_logits, _ = self.disc(x_adv)
+                fake_logits, _ = self.disc(y_adv.detach())
             d_loss = hinge_discriminator_loss(
                 [r.float() for r in real_logits], [f.float() for f in fake_logits]
             )
@@ -304,6 +310,16 @@ class Trainer:
             out["d_loss"] = float(d_loss.detach())
         self.step += 1
         return out
+
+    def _adversarial_piece(
+        self, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same random piece of every reference and output crop, for the discriminator."""
+        n = int(round(self.cfg.adv_segment_s * self.codec_config.sample_rate))
+        if n <= 0 or n >= x.shape[-1]:
+            return x, y
+        start = int(torch.randint(0, x.shape[-1] - n + 1, ()))
+        return x[..., start : start + n], y[..., start : start + n]
 
     def _decode_frozen(self, x: torch.Tensor, n_q: int) -> torch.Tensor:
         """Decoder-only training: codes from the frozen encoder + RVQ, decoded with grad."""

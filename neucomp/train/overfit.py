@@ -24,8 +24,8 @@ from neucomp.eval.runner import load_reference
 from neucomp.model import Codec, CodecConfig, load_model
 from neucomp.nn.framedecoder import FrameDecoder, FrameDecoderConfig
 from neucomp.train.balancer import Balancer
-from neucomp.train.losses import make_mel_loss
 from neucomp.train.loop import warm_start
+from neucomp.train.losses import make_mel_loss
 
 
 def _score(model: Codec, clip: torch.Tensor, n_q: int, sample_rate: int) -> dict[str, float]:
@@ -125,8 +125,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop-s", type=float, default=1.0)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--n-q", type=int, default=8, help="codebooks; 0 bypasses the RVQ")
-    p.add_argument("--decoder", choices=("seanet", "frame"), default="seanet",
-                   help="frame: a new frame-rate iSTFT decoder on the frozen encoder + RVQ")
+    p.add_argument(
+        "--decoder",
+        choices=("seanet", "frame"),
+        default="seanet",
+        help="frame: a new frame-rate iSTFT decoder on the frozen encoder + RVQ",
+    )
     p.add_argument("--mel", default="v1", help="mel-loss definition (losses.MEL_LOSSES)")
     p.add_argument("--balancer", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--w-l1", type=float, default=0.1)
@@ -137,14 +141,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, default=None, help="write the score log here")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m neucomp.train overfit", description=__doc__)
-    add_arguments(p)
-    args = p.parse_args(argv)
+def run_and_save(args: argparse.Namespace) -> list[dict]:
     log = run(args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "log": log}, indent=1))
+        record = {"args": {k: str(v) for k, v in vars(args).items()}, "log": log}
+        args.json.write_text(json.dumps(record, indent=1))
+    return log
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m neucomp.train.overfit", description=__doc__)
+    add_arguments(p)
+    run_and_save(p.parse_args(argv))
     return 0
 
 
