@@ -77,3 +77,27 @@ def test_plan_lists_every_bitrate(monkeypatch: pytest.MonkeyPatch) -> None:
     ]
     with pytest.raises(ValueError):
         B.plan_baselines(["aac"])
+
+
+@needs_opus
+def test_opus_rows_get_the_speech_scores_and_lsd(tmp_path) -> None:
+    """Baselines are scored like neucomp: PESQ/STOI on speech rise with the bitrate, and
+    Opus 6 kbps (coded at 8 kHz bandwidth or less) loses most above 4 kHz."""
+    pytest.importorskip("pesq")
+    pytest.importorskip("pystoi")
+    from pathlib import Path
+
+    import soundfile as sf
+
+    from neucomp.eval import runner
+
+    audio, rate = sf.read(str(Path(__file__).parent / "data" / "sample.flac"), dtype="float32")
+    (tmp_path / "speech").mkdir()
+    sf.write(str(tmp_path / "speech" / "s.flac"), audio[: 4 * rate], rate)
+    files = runner.find_files([tmp_path])
+    plan = [B.Baseline("opus", 6), B.Baseline("opus", 24)]
+    rows = runner.evaluate(files, [], plan, None, use_visqol=False, progress=False)
+    by = {r.setting: r for r in rows}
+    assert set(by) == {6.0, 24.0} and all(r.codec == "opus" for r in rows)
+    assert by[24.0].pesq > by[6.0].pesq + 0.5 and by[24.0].stoi > by[6.0].stoi
+    assert by[6.0].lsd_4_8k > by[24.0].lsd_4_8k + 3

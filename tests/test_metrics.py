@@ -92,3 +92,79 @@ def test_visqol_rejects_unknown_mode() -> None:
     x = _music(seconds=0.5)
     with pytest.raises(ValueError):
         metrics.visqol(x, x, RATE, mode="music")
+
+
+# ------------------------------------------------------------ speech scores and spectra
+
+
+def _speech(seconds: float = 5.0, rate: int = RATE) -> np.ndarray:
+    """The first seconds of the shipped speech recording, mono, at `rate`."""
+    from pathlib import Path
+
+    import soundfile as sf
+    import soxr
+
+    audio, sr = sf.read(str(Path(__file__).parent / "data" / "sample.flac"), dtype="float32")
+    audio = audio.reshape(len(audio), -1).mean(axis=1)[: int(seconds * sr)]
+    return soxr.resample(audio, sr, rate).astype(np.float32) if sr != rate else audio
+
+
+def test_pesq_is_high_for_a_copy_and_low_for_noise() -> None:
+    pytest.importorskip("pesq")
+    x = _speech()
+    rms = float(np.sqrt(np.mean(x**2)))
+    copy = metrics.pesq_wb(x, x, RATE)
+    mild = metrics.pesq_wb(x, _noisy(x, rms / 30), RATE)
+    noise = metrics.pesq_wb(x, _noisy(np.zeros_like(x), rms), RATE)
+    assert copy > 4.4
+    assert noise < 1.3
+    assert noise < mild < copy
+
+
+def test_stoi_is_near_one_for_a_copy_and_low_for_noise() -> None:
+    pytest.importorskip("pystoi")
+    x = _speech()
+    rms = float(np.sqrt(np.mean(x**2)))
+    assert metrics.stoi(x, x, RATE) > 0.99
+    assert metrics.stoi(x, _noisy(np.zeros_like(x), rms), RATE) < 0.3
+    assert metrics.speech_scores(x, x, RATE)["stoi"] > 0.99
+
+
+def test_lsd_is_zero_for_a_copy_and_sees_a_missing_band() -> None:
+    x = _music(seconds=2.0) + _noisy(np.zeros(2 * RATE, np.float32), 0.01)
+    same = metrics.lsd_bands(x, x, RATE)
+    assert set(same) == {"lsd_0_4k", "lsd_4_8k", "lsd_8_12k"}
+    assert all(v == 0.0 for v in same.values())
+    # Nothing above 4 kHz: the upper bands are far off, the lowest one nearly exact.
+    spectrum = np.fft.rfft(x)
+    spectrum[int(len(spectrum) * 4000 / (RATE / 2)) :] = 0
+    lowpass = metrics.lsd_bands(x, np.fft.irfft(spectrum, len(x)), RATE)
+    assert lowpass["lsd_4_8k"] > 20 and lowpass["lsd_8_12k"] > 20
+    assert lowpass["lsd_0_4k"] < 3
+    # At 16 kHz the 8–12 kHz band is above Nyquist.
+    assert np.isnan(metrics.lsd_bands(x[:16000], x[:16000], 16000)["lsd_8_12k"])
+
+
+def test_dnsmos_prefers_speech_to_noise_and_ignores_level() -> None:
+    if metrics.missing_for("dnsmos"):
+        pytest.skip("speechmos/onnxruntime/librosa not installed")
+    x = _speech(seconds=4.0)
+    clean = metrics.dnsmos(x, RATE)
+    assert set(clean) == set(metrics.DNSMOS_KEYS)
+    assert all(1.0 <= v <= 5.0 for v in clean.values())
+    quiet = metrics.dnsmos(0.05 * x, RATE)  # peak-normalised first
+    assert quiet == pytest.approx(clean, abs=1e-3)
+    rms = float(np.sqrt(np.mean(x**2)))
+    noisy = metrics.dnsmos(_noisy(x, rms), RATE)
+    assert noisy["dnsmos_ovrl"] < clean["dnsmos_ovrl"] - 0.3
+    assert noisy["dnsmos_bak"] < clean["dnsmos_bak"] - 0.5
+    assert all(np.isnan(v) for v in metrics.dnsmos(np.zeros(RATE), RATE).values())
+
+
+def test_missing_packages_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert metrics.missing_for("stoi") is None or "pystoi" in metrics.missing_for("stoi")
+    monkeypatch.setitem(
+        metrics.METRIC_PACKAGES, "pesq", (("no_such_module_xyz",), "pesq (needs a C compiler)")
+    )
+    why = metrics.missing_for("pesq")
+    assert why is not None and "no_such_module_xyz" in why and "C compiler" in why

@@ -35,6 +35,11 @@ def _rows() -> list[Row]:
                     mel_distance=1 / setting,
                     visqol_audio=1 + setting / 20 + 0.1 * i,
                     visqol_speech=2.0 + i if category == "speech" else None,
+                    pesq=1.0 + setting / 10 + i if category == "speech" else None,
+                    stoi=0.5 + setting / 100 if category == "speech" else None,
+                    lsd_0_4k=20 / setting + i,
+                    lsd_4_8k=30 / setting,
+                    lsd_8_12k=40 / setting,
                 )
             )
     return rows
@@ -94,3 +99,66 @@ def test_plot_writes_a_png(tmp_path) -> None:
     path = tmp_path / "rq.png"
     report.plot(_rows(), path, title="test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_speech_scores_are_means_over_speech_files_and_lsd_over_all() -> None:
+    md = report.markdown(_rows())
+    header = md.split("**all**", 1)[1].split("\n\n", 2)[1].splitlines()[0]
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    assert columns[:5] == ["codec", "nominal kbps", "actual kbps", "PESQ-wb ↑", "STOI ↑"]
+    row = dict(zip(columns, _table_rows(md, "all")[2], strict=True))  # neucomp 6 kbps
+    # PESQ: speech files only (1.6 and 2.6); LSD 0–4k: all three (20/6 + 0, 1, 2).
+    assert float(row["PESQ-wb ↑"]) == pytest.approx(2.1, abs=0.01)
+    assert float(row["LSD 0–4k ↓"]) == pytest.approx(20 / 6 + 1, abs=0.05)
+    music = md.split("**music**", 1)[1].split("**all**", 1)[0]
+    assert "PESQ" not in music and "STOI" not in music and "LSD 8–12k ↓" in music
+
+
+def test_reference_rows_show_dnsmos_only_and_lead_the_table() -> None:
+    rows = _rows()
+    for name, category in FILES:
+        if category == "speech":
+            rows.append(
+                Row(name, category, "reference", 0.0, 8.0, None, None, None, dnsmos_ovrl=3.0)
+            )
+            for r in rows:
+                if r.file == name and r.codec != "reference":
+                    r.dnsmos_ovrl = 1.0 + r.setting / 24
+    md = report.markdown(rows)
+    for category in ("speech", "all"):
+        table = _table_rows(md, category)
+        assert table[0][:3] == ["reference", "–", "–"]
+        assert table[0][-1] == "3.00" and table[1][-1] == f"{1 + 1.5 / 24:.2f}"
+    assert "DNSMOS" not in md.split("**music**", 1)[1].split("**all**", 1)[0]
+    doc = json.loads(json.dumps(report.to_json(rows)))
+    assert report.rows_from_json(doc) == rows
+
+
+def test_old_json_without_the_new_metrics_still_loads() -> None:
+    old = {
+        "rows": [
+            {k: v for k, v in r.items() if k not in ("pesq", "stoi", "lsd_0_4k")}
+            for r in report.to_json(_rows())["rows"]
+        ]
+    }
+    rows = report.rows_from_json(old)
+    assert len(rows) == len(_rows()) and all(r.pesq is None for r in rows)
+
+
+def test_plot_has_a_row_per_measured_metric(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    shapes = []
+    real = plt.subplots
+
+    def spy(*args, **kwargs):
+        fig, axes = real(*args, **kwargs)
+        shapes.append(axes.shape)
+        return fig, axes
+
+    monkeypatch.setattr(plt, "subplots", spy)
+    report.plot(_rows(), tmp_path / "rq.png")
+    # PESQ, LSD 0–4k and ViSQOL audio have values (no DNSMOS); speech, music, all.
+    assert shapes == [(3, 3)]
+    assert (tmp_path / "rq.png").stat().st_size > 10_000

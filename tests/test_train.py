@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 from conftest import tiny_config
 
-from neucomp.model import Codec
+from neucomp.model import Codec, CodecConfig
 from neucomp.nn.discriminator import MultiScaleSTFTDiscriminator
 from neucomp.train.balancer import Balancer
 from neucomp.train.corpus import write_manifest
@@ -192,6 +192,59 @@ def test_validator_reports_eval_metrics_per_bandwidth(tmp_path: Path) -> None:
     assert all(results[f"meldist_{bw:g}"] > 0 for bw in config.bandwidths)
 
 
+def _speech_and_music_dev(root: Path) -> Path:
+    """A dev set of one real speech clip (from the shipped recording) and one tone."""
+    audio, rate = sf.read(str(Path(__file__).parent / "data" / "sample.flac"), dtype="float32")
+    (root / "speech").mkdir(parents=True)
+    (root / "music").mkdir()
+    sf.write(root / "speech" / "s.flac", audio[: 3 * rate], rate)
+    t = np.arange(3 * 24000) / 24000
+    sf.write(root / "music" / "m.flac", 0.3 * np.sin(2 * np.pi * 440 * t), 24000)
+    return root
+
+
+def test_validator_logs_pesq_stoi_on_speech_and_lsd_on_every_clip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("pesq")
+    pytest.importorskip("pystoi")
+    from neucomp.eval import metrics
+
+    scored: list[float] = []
+    real_pesq = metrics.pesq_wb
+
+    def counting_pesq(ref, deg, rate):
+        scored.append(float(np.abs(ref).max()))
+        return real_pesq(ref, deg, rate)
+
+    monkeypatch.setattr(metrics, "pesq_wb", counting_pesq)
+    config = tiny_config()
+    validator = Validator(_speech_and_music_dev(tmp_path / "dev"), config, 4, max_seconds=2.0)
+    torch.manual_seed(0)
+    results = validator.run(Codec(config), 100, tmp_path / "val_log.csv")
+    assert len(scored) == len(config.bandwidths)  # the speech clip only, once per bandwidth
+    for bw in config.bandwidths:
+        assert 1.0 <= results[f"pesq_{bw:g}"] <= 4.7
+        assert 0.0 <= results[f"stoi_{bw:g}"] <= 1.0
+        for band in ("0_4k", "4_8k", "8_12k"):
+            assert results[f"lsd_{band}_{bw:g}"] > 0
+    header = (tmp_path / "val_log.csv").read_text().splitlines()[0].split(",")
+    assert header == ["step", *results]
+
+
+def test_validator_leaves_out_speech_columns_without_their_packages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from neucomp.eval import metrics
+
+    monkeypatch.setattr(metrics, "missing_for", lambda m: f"{m} cannot be imported")
+    config = tiny_config()
+    validator = Validator(_speech_and_music_dev(tmp_path / "dev"), config, 4, max_seconds=1.0)
+    results = validator.run(Codec(config), 100, tmp_path / "val_log.csv")
+    assert not any(k.startswith(("pesq", "stoi")) for k in results)
+    assert {f"lsd_0_4k_{bw:g}" for bw in config.bandwidths} <= set(results)
+
+
 def test_data_parallel_ranks_stay_in_sync(config: TrainConfig, tmp_path: Path) -> None:
     """Two CPU ranks under torchrun (gloo): after steps with adversarial losses, both
     hold identical weights, though each drew its own crops."""
@@ -259,3 +312,83 @@ def test_warm_start_from_a_shipped_model(config: TrainConfig, tmp_path: Path) ->
     assert torch.equal(fresh.model.encode(wav, 8), codes)
     torch.testing.assert_close(fresh.model.decode(codes), shipped.decode(codes), rtol=0, atol=1e-4)
     assert "mel" in fresh.train_step()  # and it trains on from there
+
+
+@pytest.mark.parametrize("mel_loss", ["v1", "v2"])
+def test_plain_sum_mixing_lowers_the_loss(config: TrainConfig, monkeypatch, mel_loss) -> None:
+    config.adv_start_step = 10_000
+    config.loss_mixing, config.mel_loss, config.level_norm_l1 = "sum", mel_loss, True
+    config.commit_mean = True
+    trainer = Trainer(config)
+    fixed = trainer.sampler.batch(2)
+    monkeypatch.setattr(trainer.sampler, "batch", lambda n: fixed)
+    monkeypatch.setattr(trainer, "_choose_codebooks", lambda: 8)
+    mels = [trainer.train_step()["mel"] for _ in range(25)]
+    assert np.mean(mels[-5:]) < 0.8 * np.mean(mels[:5])
+
+
+def test_decoder_only_training_keeps_the_codes(config: TrainConfig, monkeypatch) -> None:
+    config.decoder_only, config.loss_mixing, config.adv_start_step = True, "sum", 10_000
+    config.model = dict(config.model, decoder="frame", frame_decoder={"dim": 16, "layers": 2})
+    trainer = Trainer(config)
+    frozen = {
+        k: v.clone()
+        for k, v in trainer.model.state_dict().items()
+        if k.startswith(("encoder.", "quantizer."))
+    }
+    fixed = trainer.sampler.batch(2)
+    monkeypatch.setattr(trainer.sampler, "batch", lambda n: fixed)
+    decoder_before = [p.detach().clone() for p in trainer.model.decoder.parameters()]
+    mels = [trainer.train_step()["mel"] for _ in range(20)]
+    after = trainer.model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in frozen.items())  # codebooks too
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(decoder_before, trainer.model.decoder.parameters(), strict=True)
+    )
+    assert np.mean(mels[-5:]) < np.mean(mels[:5])
+
+
+def test_cpu_sized_adversarial_phase(config: TrainConfig) -> None:
+    config.adv_segment_s, config.disc_every, config.disc_n_ffts = 0.1, 2, [256, 128]
+    trainer = Trainer(config)
+    assert len(trainer.disc.discriminators) == 2
+    first, second = trainer.train_step(), trainer.train_step()
+    assert {"adv", "feat", "d_loss"} <= set(first)  # step 0: the discriminator updates
+    assert "adv" in second and "d_loss" not in second  # step 1: it rests
+    x = torch.randn(2, 1, 4800)
+    xa, ya = trainer._adversarial_piece(x, x + 1)
+    assert xa.shape[-1] == 2400 and torch.equal(ya, xa + 1)
+
+
+def test_rebind_lm_needs_the_same_codes(tmp_path: Path) -> None:
+    from conftest import build_model_file
+
+    from neucomp.coding.range import LMCoder, save_lm
+    from neucomp.model import load_model, save_model
+    from neucomp.nn.intlm import random_lm
+    from neucomp.nn.lm import LMConfig
+    from neucomp.train.export import rebind_lm
+
+    old_path = build_model_file(tmp_path)
+    old = load_model(old_path)
+    lm_path = tmp_path / "old.lm"
+    lm = random_lm(LMConfig(dim=16, layers=1, heads=2, ff=32, window=8))
+    save_lm(lm, lm_path, old.weights_hash)
+    # Same encoder and RVQ, another decoder: the LM is re-issued for the new hash.
+    config = CodecConfig.from_dict(old.config.to_dict())
+    config.decoder, config.frame_decoder = "frame", {"dim": 16, "layers": 2}
+    new = Codec(config)
+    new.encoder.load_state_dict(old.encoder.state_dict())
+    new.quantizer.load_state_dict(old.quantizer.state_dict())
+    new_path = tmp_path / "new.pt"
+    new_hash = save_model(new, new_path)
+    rebind_lm(lm_path, old_path, new_path, tmp_path / "new.lm")
+    coder = LMCoder.load(tmp_path / "new.lm")
+    coder.check_codec(new_hash)
+    assert coder.card["rebound_from_codec"] == old.weights_hash
+    # Other codes: refused.
+    (tmp_path / "other").mkdir()
+    other = build_model_file(tmp_path / "other", seed=1)
+    with pytest.raises(ValueError, match="retrain the LM"):
+        rebind_lm(lm_path, old_path, other, tmp_path / "bad.lm")

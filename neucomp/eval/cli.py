@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from neucomp.errors import UsageError
+
+if TYPE_CHECKING:
+    from neucomp.eval.runner import MetricSet
 
 DEFAULT_BANDWIDTHS = "1.5,3,6,12,24"
 DEFAULT_BASELINES = "opus,mp3"
@@ -68,6 +72,22 @@ def _note(message: str) -> None:
 @click.option(
     "--visqol/--no-visqol", default=True, help="Compute ViSQOL (the slowest metric, ~0.3 s/s)."
 )
+@click.option(
+    "--speech-metrics/--no-speech-metrics",
+    default=True,
+    help="PESQ-wb and STOI on speech files (~0.05 s/s).",
+)
+@click.option(
+    "--dnsmos/--no-dnsmos",
+    default=True,
+    help="DNSMOS P.835/P.808 on speech files, reference included (~0.1 s/s).",
+)
+@click.option(
+    "--spectrograms",
+    "spectrogram_dir",
+    type=click.Path(file_okay=False),
+    help="Write one spectrogram PNG per file here (reference, neucomp, Opus).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def eval_command(
     refs: tuple[str, ...],
@@ -79,12 +99,17 @@ def eval_command(
     plot_path: str | None,
     md_path: str | None,
     visqol: bool,
+    speech_metrics: bool,
+    dnsmos: bool,
+    spectrogram_dir: str | None,
     quiet: bool,
 ) -> None:
     """Compare neucomp with Opus and MP3 on REF files or folders (speech/music/sfx).
 
-    Prints markdown tables of actual bitrate, ViSQOL, SI-SNR and mel distance per
-    category and overall; --json keeps every file's row, --plot draws bitrate vs ViSQOL.
+    Prints markdown tables per category and overall: actual bitrate, PESQ-wb and STOI
+    (speech), log-spectral distance per band, ViSQOL, SI-SNR, mel distance and DNSMOS
+    (speech, with the reference's own). --json keeps every file's row, --plot draws
+    bitrate against PESQ, LSD, ViSQOL and DNSMOS, --spectrograms draws every file.
     """
     import torch
 
@@ -102,11 +127,35 @@ def eval_command(
         _note("ViSQOL skipped: visqol-python is not installed (pip install 'neucomp[eval]')")
         visqol = False
     files = runner.find_files(refs)
+    # These score speech files only: without any, nothing to check or record.
+    speech = any(f.category == "speech" for f in files)
+    wanted = {"pesq": speech_metrics, "stoi": speech_metrics, "dnsmos": dnsmos}
+    wanted = {m: on and speech for m, on in wanted.items()}
+    names = {"pesq": "PESQ", "stoi": "STOI", "dnsmos": "DNSMOS"}
+    for metric in [m for m, on in wanted.items() if on]:
+        why = metrics.missing_for(metric)
+        if why:
+            _note(f"{names[metric]} skipped: {why}")
+            wanted[metric] = False
+    use = runner.MetricSet(visqol=visqol, **wanted)
+    spectrogram_path = Path(spectrogram_dir) if spectrogram_dir else None
+    if spectrogram_path is not None and not _has_matplotlib():
+        _note("spectrograms skipped: matplotlib is not installed (pip install 'neucomp[eval]')")
+        spectrogram_path = None
     codec = runner.neucomp_codec(lm=lm, model=model) if bws else None
     label = "neucomp+lm" if lm else "neucomp"
-    meta = _meta(bws, plan, lm, model, visqol)
+    meta = _meta(bws, plan, lm, model, use)
 
-    rows = runner.evaluate(files, bws, plan, codec, label, use_visqol=visqol, progress=not quiet)
+    rows = runner.evaluate(
+        files,
+        bws,
+        plan,
+        codec,
+        label,
+        progress=not quiet,
+        use=use,
+        spectrogram_dir=spectrogram_path,
+    )
 
     table = report.markdown(rows, note=runner.TABLE_NOTE)
     click.echo(table)
@@ -122,6 +171,12 @@ def eval_command(
             _note(f"plot skipped: {err}")
 
 
+def _has_matplotlib() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def _model_meta(model: str | None) -> dict:
     """Name and weights hash of the model the neucomp rows come from."""
     import neucomp
@@ -130,11 +185,18 @@ def _model_meta(model: str | None) -> dict:
     return {"name": codec.config.name, "hash": codec.weights_hash}
 
 
-def _meta(bws: list[float], plan: list, lm: bool, model: str | None, visqol: bool) -> dict:
+def _meta(bws: list[float], plan: list, lm: bool, model: str | None, use: MetricSet) -> dict:
     """What the numbers depend on, for the JSON file."""
     import datetime
+    from importlib.metadata import PackageNotFoundError, version
 
     from neucomp.eval import metrics, runner
+
+    def installed(package: str) -> str | None:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return None
 
     meta: dict = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -144,14 +206,28 @@ def _meta(bws: list[float], plan: list, lm: bool, model: str | None, visqol: boo
         "lm": lm,
         "baselines": [b.label for b in plan],
         "mel_distance": {"fft_sizes": metrics.MEL_FFT_SIZES, "mels": metrics.MEL_BANDS},
+        "lsd": {
+            "bands_hz": metrics.LSD_BANDS,
+            "n_fft_at_24k": 1024,
+            "active_within_db": metrics.LSD_ACTIVE_DB,
+        },
     }
     if bws:
         meta["model"] = _model_meta(model)
-    if visqol:
-        from importlib.metadata import version
-
+    if use.visqol:
         meta["visqol"] = {
-            "version": version("visqol-python"),
+            "version": installed("visqol-python"),
             "speech_mapper": metrics.visqol_speech_mapper(),
+        }
+    if use.pesq:
+        meta["pesq"] = {"version": installed("pesq"), "mode": "wb", "rate": metrics.SPEECH_RATE}
+    if use.stoi:
+        meta["stoi"] = {"version": installed("pystoi"), "extended": False}
+    if use.dnsmos:
+        meta["dnsmos"] = {
+            "speechmos": installed("speechmos"),
+            "onnxruntime": installed("onnxruntime"),
+            "peak_normalised": True,
+            "personalized": False,
         }
     return meta

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,19 +19,35 @@ import numpy as np
 from neucomp.errors import InputError
 from neucomp.eval import metrics
 from neucomp.eval.baselines import Baseline, round_trip
-from neucomp.eval.report import CATEGORY_ORDER, Row
+from neucomp.eval.report import CATEGORY_ORDER, REFERENCE, Row
 
 #: Rate every codec is scored at (the 24 kHz model's domain).
 EVAL_RATE = 24000
 #: Shown above the tables so nobody compares these numbers with full-band ones.
 TABLE_NOTE = (
     "All codecs coded and scored on the reference mixed to mono and resampled to "
-    f"{EVAL_RATE // 1000} kHz (the model's domain); ViSQOL audio mode at 48 kHz, speech mode "
-    "at 16 kHz (speech files only); means over files; kbps from the compressed size."
+    f"{EVAL_RATE // 1000} kHz (the model's domain). PESQ-wb, STOI, ViSQOL speech mode and "
+    "DNSMOS (each clip peak-normalised) at 16 kHz on speech files only; LSD (dB, per band, "
+    f"active frames) at {EVAL_RATE // 1000} kHz and ViSQOL audio mode at 48 kHz on every file. "
+    "Means over the files each metric was measured on; kbps from the compressed size; the "
+    "reference row is the uncoded file's own DNSMOS."
 )
+
+#: References with no sample above this are silent: PESQ and STOI have no answer.
+SILENT = 1e-6
 
 #: audio [T] at `rate`, bandwidth → (decoded [T] or [C, T], its rate, compressed bytes).
 CodecFn = Callable[[np.ndarray, int, float], tuple[np.ndarray, int, int]]
+
+
+@dataclass(frozen=True)
+class MetricSet:
+    """Which optional metrics to compute (SI-SNR, mel distance and LSD always are)."""
+
+    visqol: bool = True
+    pesq: bool = True  # speech files only, as STOI and DNSMOS
+    stoi: bool = True
+    dnsmos: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,20 +131,55 @@ def _mono_at(decoded: np.ndarray, rate: int, target_rate: int, length: int) -> n
 
 
 def score(
-    ref: np.ndarray, deg: np.ndarray, category: str, use_visqol: bool
+    ref: np.ndarray,
+    deg: np.ndarray,
+    category: str,
+    use_visqol: bool,
+    use: MetricSet | None = None,
 ) -> dict[str, float | None]:
-    """The metrics of one decoded signal against its reference (both at EVAL_RATE)."""
+    """The metrics of one decoded signal against its reference (both at EVAL_RATE).
+
+    `use` picks the optional metrics (default: ViSQOL as `use_visqol`, PESQ and STOI,
+    no DNSMOS); None marks a metric not measured or without an answer.
+    """
+    use = use or MetricSet(visqol=use_visqol)
     out: dict[str, float | None] = {
         "si_snr": metrics.si_snr(ref, deg),
         "mel_distance": metrics.mel_distance(ref, deg, EVAL_RATE),
         "visqol_audio": None,
         "visqol_speech": None,
     }
-    if use_visqol:
+    out.update(_finite(metrics.lsd_bands(ref, deg, EVAL_RATE)))
+    if use.visqol:
         out["visqol_audio"] = _visqol_or_none(ref, deg, "audio")
         if category == "speech":
             out["visqol_speech"] = _visqol_or_none(ref, deg, "speech")
+    if category == "speech":
+        if use.pesq:
+            out["pesq"] = _or_none(metrics.pesq_wb, ref, deg)
+        if use.stoi:
+            out["stoi"] = _or_none(metrics.stoi, ref, deg)
+        if use.dnsmos:
+            out.update(_finite(metrics.dnsmos(deg, EVAL_RATE)))
     return out
+
+
+def _finite(values: dict[str, float]) -> dict[str, float | None]:
+    """NaN (no answer) as None, so the JSON stays valid and means skip it."""
+    return {k: None if math.isnan(v) else v for k, v in values.items()}
+
+
+def _or_none(
+    metric: Callable[[np.ndarray, np.ndarray, int], float], ref: np.ndarray, deg: np.ndarray
+) -> float | None:
+    """PESQ or STOI, or None where it has no answer (silence, no speech found, too short)."""
+    if float(np.abs(ref).max(initial=0.0)) < SILENT:
+        return None
+    try:
+        value = metric(ref, deg, EVAL_RATE)
+    except (RuntimeError, ValueError):  # pesq's errors are RuntimeErrors
+        return None
+    return None if math.isnan(value) else value
 
 
 def _visqol_or_none(ref: np.ndarray, deg: np.ndarray, mode: str) -> float | None:
@@ -149,29 +200,93 @@ def evaluate(
     codec_label: str = "neucomp",
     use_visqol: bool = True,
     progress: bool = True,
+    use: MetricSet | None = None,
+    spectrogram_dir: Path | None = None,
 ) -> list[Row]:
-    """Rows for every file × (each bandwidth of `codec`, each baseline)."""
+    """Rows for every file × (each bandwidth of `codec`, each baseline).
+
+    With DNSMOS on, each speech file also gets a "reference" row with the uncoded
+    file's scores. With `spectrogram_dir`, one PNG per file is written there
+    (`spectrogram_panels` says which decodings it shows).
+    """
     from tqdm import tqdm
 
+    use = use or MetricSet(visqol=use_visqol)
+    names = SpectrogramNames()
     rows: list[Row] = []
     for item in tqdm(files, desc="eval", unit="file", disable=not progress):
         ref = load_reference(item.path)
         seconds = len(ref) / EVAL_RATE
+        common = {"file": str(item.path), "category": item.category, "seconds": seconds}
+        if use.dnsmos and item.category == "speech":
+            rows.append(
+                Row(
+                    **common,
+                    codec=REFERENCE,
+                    setting=0.0,
+                    kbps=None,
+                    si_snr=None,
+                    mel_distance=None,
+                    **_finite(metrics.dnsmos(ref, EVAL_RATE)),
+                )
+            )
+        decoded: list[tuple[str, float, np.ndarray]] = []
         for label, setting, deg, n_bytes in _decodings(
             ref, bandwidths, baselines, codec, codec_label
         ):
             rows.append(
                 Row(
-                    file=str(item.path),
-                    category=item.category,
+                    **common,
                     codec=label,
                     setting=setting,
-                    seconds=seconds,
                     kbps=metrics.kbps(n_bytes, seconds),
-                    **score(ref, deg, item.category, use_visqol),
+                    **score(ref, deg, item.category, use.visqol, use),
                 )
             )
+            if spectrogram_dir is not None:
+                decoded.append((label, setting, deg))
+        if spectrogram_dir is not None:
+            from neucomp.eval import spectrogram
+
+            spectrogram.write(
+                Path(spectrogram_dir) / names.next(item),
+                spectrogram_panels(ref, decoded, codec_label),
+                EVAL_RATE,
+                title=f"{item.path.name} ({item.category})",
+            )
     return rows
+
+
+def spectrogram_panels(
+    ref: np.ndarray, decoded: Sequence[tuple[str, float, np.ndarray]], codec_label: str
+) -> list[tuple[str, np.ndarray]]:
+    """Reference, `codec_label` at each bandwidth, then Opus at each rate that equals one
+    of those bandwidths (if none does, the Opus rate nearest to one of them)."""
+    ours = [(s, x) for label, s, x in decoded if label == codec_label]
+    opus = [(s, x) for label, s, x in decoded if label == "opus"]
+    rates = {s for s, _ in ours}
+    matching = [(s, x) for s, x in opus if s in rates]
+    if not matching and opus and rates:
+        matching = [min(opus, key=lambda o: min(abs(math.log(o[0] / r)) for r in rates))]
+    panels = [("reference", ref)]
+    panels += [(f"{codec_label} {s:g} kbps", x) for s, x in ours]
+    panels += [(f"opus {s:g} kbps", x) for s, x in matching]
+    return panels
+
+
+@dataclass
+class SpectrogramNames:
+    """File names "<category>_<stem>.png", numbered where two files share one."""
+
+    used: set[str] = field(default_factory=set)
+
+    def next(self, item: EvalFile) -> str:
+        base = f"{item.category}_{item.path.stem}"
+        name, n = f"{base}.png", 2
+        while name in self.used:
+            name, n = f"{base}_{n}.png", n + 1
+        self.used.add(name)
+        return name
 
 
 def _decodings(
