@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     table = level_sweep(clips, neucomp_codec(model=args.model), args.bandwidth)
     for level, row in table.items():
         print(
-            f"{level:6.1f} dBFS  PESQ {row['pesq']:.2f}  STOI {row['stoi']:.3f}  ({row['clips']} clips)"
+            f"{level:6.1f} dBFS  PESQ {row['pesq']:.2f}  STOI {row['stoi']:.3f}"
+            f"  ({row['clips']} clips)"
         )
     if args.json:
         record = {"bandwidth": args.bandwidth, "model": args.model, "levels": table}
