@@ -21,7 +21,12 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from neucomp.errors import ModelError, UsageError
-from neucomp.nn.framedecoder import FrameDecoder, FrameDecoderConfig
+from neucomp.nn.framedecoder import (
+    FrameDecoder,
+    FrameDecoderConfig,
+    FrameEncoder,
+    FrameEncoderConfig,
+)
 from neucomp.nn.quantizer import ResidualVectorQuantizer
 from neucomp.nn.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
 
@@ -44,6 +49,9 @@ class CodecConfig:
     # "seanet": the mirrored SEANet decoder; "frame": ConvNeXt at the frame rate + iSTFT.
     decoder: str = "seanet"
     frame_decoder: dict = field(default_factory=dict)  # FrameDecoderConfig fields
+    # "seanet": strided convs at the sample rate; "frame": causal STFT + ConvNeXt.
+    encoder: str = "seanet"
+    frame_encoder: dict = field(default_factory=dict)  # FrameEncoderConfig fields
 
     @property
     def channels(self) -> int:
@@ -83,6 +91,22 @@ class CodecConfig:
         return cls(**d)
 
 
+def make_encoder(config: CodecConfig) -> nn.Module:
+    if config.encoder == "seanet":
+        return SEANetEncoder(config.seanet)
+    if config.encoder == "frame":
+        fe = FrameEncoderConfig(
+            **{
+                "latent_dim": config.seanet.latent_dim,
+                "hop": config.hop_length,
+                "channels": config.channels,
+                **config.frame_encoder,
+            }
+        )
+        return FrameEncoder(fe)
+    raise ModelError(f"unknown encoder type {config.encoder!r}")
+
+
 def make_decoder(config: CodecConfig) -> nn.Module:
     if config.decoder == "seanet":
         return SEANetDecoder(config.seanet)
@@ -105,7 +129,7 @@ class Codec(nn.Module):
     def __init__(self, config: CodecConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = SEANetEncoder(config.seanet)
+        self.encoder = make_encoder(config)
         self.decoder = make_decoder(config)
         self.quantizer = ResidualVectorQuantizer(
             config.seanet.latent_dim, config.n_codebooks, config.codebook_size

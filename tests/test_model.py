@@ -179,3 +179,26 @@ def test_frame_decoder_model_file_round_trip(frame_codec: Codec, tmp_path) -> No
     assert loaded.weights_hash == digest and loaded.config.decoder == "frame"
     codes = torch.randint(0, 1024, (1, 4, 20))
     torch.testing.assert_close(loaded.decode(codes), frame_codec.decode(codes), rtol=0, atol=2e-3)
+
+
+def test_frame_encoder_streams_like_the_whole_signal() -> None:
+    torch.manual_seed(0)
+    config = tiny_config()
+    config.encoder, config.frame_encoder = "frame", {"dim": 32, "layers": 2}
+    config.decoder, config.frame_decoder = "frame", {"dim": 32, "layers": 2}
+    model = Codec(config)
+    for layer in model.quantizer.layers:
+        layer.embed.normal_()
+    codec = inference_copy(model)
+    wav = torch.randn(2, 1, 24000 + 123)
+    whole = codec.encode(wav, 8)
+    assert whole.shape == (2, 8, 76)
+    stream = codec.stream_encoder(8)
+    cuts = [0, 1, 500, 640, 641, 9000, 24000 + 123]
+    parts = [stream.push(wav[..., a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
+    parts.append(stream.flush())
+    assert torch.equal(torch.cat(parts, dim=-1), whole)
+    # Causal: changing the audio after frame 40's hop leaves codes ≤ 40 alone.
+    changed = wav.clone()
+    changed[..., 41 * 320 :] += 1.0
+    assert torch.equal(codec.encode(changed, 8)[..., :41], whole[..., :41])

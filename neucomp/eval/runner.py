@@ -63,7 +63,7 @@ def neucomp_codec(lm: bool = False, model: str | None = None) -> CodecFn:
         import neucomp
 
         data = neucomp.compress(audio, rate, bandwidth=bandwidth, lm=lm, model=model)
-        decoded, out_rate = neucomp.decompress(data)
+        decoded, out_rate = neucomp.decompress(data, model=model)
         return decoded, out_rate, len(data)
 
     return run

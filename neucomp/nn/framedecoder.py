@@ -208,3 +208,69 @@ class FrameDecoder(nn.Module):
         out = out[:, start : start + f * hop]
         env = env[:, start : start + f * hop]
         return out / env.clamp_min(1e-3)
+
+
+# ----------------------------------------------------------------- the frame encoder
+
+
+@dataclass
+class FrameEncoderConfig:
+    """A frame-rate encoder, the mirror of FrameDecoder: causal STFT frames (log
+    magnitude and phase as cos/sin) → causal ConvNeXt blocks → latent."""
+
+    latent_dim: int = 128
+    dim: int = 256
+    layers: int = 6
+    ff_mult: int = 3
+    kernel_size: int = 7
+    hop: int = 320
+    channels: int = 1
+
+    @property
+    def n_fft(self) -> int:
+        return 4 * self.hop
+
+
+class FrameEncoder(nn.Module):
+    """Audio [B, channels, T] (T a multiple of hop) → latent [B, latent_dim, T / hop].
+
+    Frame f analyses the n_fft samples that end where its hop ends, so the encoder
+    never looks ahead; `state` carries the last n_fft − hop input samples and each
+    block's conv context, which makes chunked encoding equal to whole-signal encoding.
+    """
+
+    def __init__(self, cfg: FrameEncoderConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        n_bins = cfg.n_fft // 2 + 1
+        self.embed = nn.Conv1d(cfg.channels * 3 * n_bins, cfg.dim, 1)
+        self.blocks = nn.ModuleList(
+            ConvNeXtBlock(cfg.dim, cfg.kernel_size, cfg.ff_mult, 1.0 / cfg.layers)
+            for _ in range(cfg.layers)
+        )
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.out = nn.Linear(cfg.dim, cfg.latent_dim)
+        self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
+
+    def forward(self, wav: Tensor, state: list | None = None) -> tuple[Tensor, list]:
+        b, c, t = wav.shape
+        hop, n_fft = self.cfg.hop, self.cfg.n_fft
+        history, contexts = (None, [None] * len(self.blocks)) if state is None else state
+        if history is None:
+            history = wav.new_zeros(b, c, n_fft - hop)
+        x = torch.cat([history, wav], dim=-1)
+        new_history = x[..., x.shape[-1] - (n_fft - hop) :]
+        frames = x.reshape(b * c, -1).unfold(-1, n_fft, hop)  # [B*C, F, n_fft]
+        spec = torch.fft.rfft(frames * self.window, dim=-1)  # [B*C, F, bins]
+        mag = spec.abs()
+        unit = spec / mag.clamp_min(1e-7)
+        feats = torch.cat([torch.log(mag + 1e-5), unit.real, unit.imag], dim=-1)
+        f = feats.shape[1]
+        feats = feats.reshape(b, c, f, -1).permute(0, 1, 3, 2).reshape(b, -1, f)
+        h = self.embed(feats)
+        new_contexts = []
+        for block, ctx in zip(self.blocks, contexts, strict=True):
+            h, ctx = block(h, ctx)
+            new_contexts.append(ctx)
+        z = self.out(self.norm(h.transpose(1, 2))).transpose(1, 2)
+        return z, [new_history, new_contexts]

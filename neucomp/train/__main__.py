@@ -34,6 +34,14 @@ def main(argv: list[str] | None = None) -> None:
     reb.add_argument("old_codec")
     reb.add_argument("new_codec")
     reb.add_argument("out")
+    fork = sub.add_parser(
+        "fork", help="start a new run folder from a checkpoint (e.g. a GAN phase branch)"
+    )
+    fork.add_argument("checkpoint")
+    fork.add_argument("run_dir")
+    fork.add_argument(
+        "--fresh-disc", action="store_true", help="drop the discriminator: the branch's own starts"
+    )
     ovf = sub.add_parser("overfit", help="can a recipe memorise one clip? (docs/EXPERIMENTS.md)")
     from neucomp.train.overfit import add_arguments
 
@@ -55,6 +63,13 @@ def main(argv: list[str] | None = None) -> None:
             Path(args.lm), Path(args.old_codec), Path(args.new_codec), Path(args.out)
         )
         print(f"wrote {args.out} (LM hash {digest.hex()[:16]}…)")
+        return
+    if args.command == "fork":
+        from neucomp.train.export import fork_checkpoint
+
+        print(
+            f"wrote {fork_checkpoint(Path(args.checkpoint), Path(args.run_dir), args.fresh_disc)}"
+        )
         return
     if args.command == "overfit":
         from neucomp.train.overfit import run_and_save

@@ -53,3 +53,19 @@ def rebind_lm(lm_path: Path, old_codec: Path, new_codec: Path, out: Path) -> byt
         raise ValueError(f"{new_codec} codes audio differently from {old_codec}: retrain the LM")
     card = dict(coder.card, rebound_from_codec=old.weights_hash)
     return save_lm(coder.lm, out, new.weights_hash, card)
+
+
+def fork_checkpoint(checkpoint: Path, run_dir: Path, fresh_disc: bool = False) -> Path:
+    """Copy a training checkpoint into a new run folder, where `python -m neucomp.train
+    --set run_dir=…` resumes it; `fresh_disc` drops the discriminator and its optimiser
+    (for a GAN phase with another discriminator than the one the checkpoint carries)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if fresh_disc:
+        state.pop("disc", None)
+        state.pop("opt_d", None)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out = run_dir / "last.pt"
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(out)
+    return out

@@ -173,9 +173,10 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         self.step = state["step"]
         self.model.load_state_dict(state["model"])
-        self.disc.load_state_dict(state["disc"])
         self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
+        if "disc" in state:  # absent: a reconstruction-only run that starts its GAN phase
+            self.disc.load_state_dict(state["disc"])
+            self.opt_d.load_state_dict(state["opt_d"])
         self.balancer.load_state_dict(state["balancer"])
         self.sampler.load_state_dict(state["sampler"])
         torch.set_rng_state(state["rng_torch"])
