@@ -132,9 +132,12 @@ def compress(
     model: str | None = None,
 ) -> bytes:
     """Compress float audio ``[T]`` or ``[C, T]`` (values in [-1, 1]) to .ecdc bytes."""
+    reader = A.ArrayReader(audio, sample_rate)
     codec = load_model(model)
     out = io.BytesIO()
-    compress_stream(A.ArrayReader(audio, sample_rate), out, codec, bandwidth, lm)
+    result = compress_stream(reader, out, codec, bandwidth, lm)
+    for message in result.warnings:
+        warnings.warn(message, stacklevel=2)
     return out.getvalue()
 
 

@@ -51,6 +51,7 @@ class Summary:
     converted: int = 0
     skipped: int = 0
     failures: list[tuple[Path, str]] = field(default_factory=list)
+    warnings: list[tuple[Path, str]] = field(default_factory=list)
     seconds: float = 0.0  # audio converted
     input_bytes: int = 0
     output_bytes: int = 0
@@ -75,6 +76,7 @@ class Summary:
         if self.converted and self.ratio:
             body += f" (ratio {self.ratio:.1f}:1)"
         lines = [f"{head}: {body} in {self.wall:.1f} s"]
+        lines += [f"warning: {path}: {message}" for path, message in self.warnings]
         if self.failures:
             lines.append(f"failed ({len(self.failures)}):")
             lines += [f"  {path}: {message}" for path, message in self.failures]
@@ -286,6 +288,7 @@ def _account(summary: Summary, outcome: Outcome) -> None:
         summary.failures.append((outcome.task.src, outcome.error))
         return
     r = outcome.result
+    summary.warnings += [(outcome.task.src, message) for message in r.warnings]
     summary.converted += 1
     summary.seconds += r.seconds
     summary.input_bytes += r.input_bytes or 0

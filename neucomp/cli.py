@@ -126,7 +126,7 @@ def _folder_output(dst: str) -> None:
 
 def _finish_batch(summary, quiet: bool) -> None:
     lines = summary.lines()
-    if not quiet or summary.failures:
+    if not quiet or summary.failures or summary.warnings:
         for line in lines if not quiet else lines[1:]:
             click.echo(line, err=True)
     if summary.failures:
@@ -205,6 +205,8 @@ def compress(
         return
     dst = _single_target(src, dst, batch.ECDC_SUFFIX)
     r = api.compress_file(src, dst, bandwidth=bandwidth, lm=lm, model=model, force=force)
+    for warning in r.warnings:
+        click.echo(f"neucomp: warning: {warning}", err=True)
     _say(
         quiet,
         f"{r.source}: {batch.format_duration(r.seconds)}, {r.sample_rate} Hz, {r.channels} ch"

@@ -108,6 +108,18 @@ def test_force_overwrites(run, song, ecdc):
     assert ecdc.read_bytes() != before
 
 
+def test_non_finite_input_is_a_warning_not_damage(run, tmp_path):
+    x = make_audio(24000, 24000)
+    x[0, 12000:12005] = np.nan
+    src = write_audio(tmp_path / "nan.wav", x, 24000, subtype="FLOAT")
+    r = run("compress", "-q", src, tmp_path / "nan.ecdc")
+    assert r.exit_code == 0
+    assert r.stderr == (
+        "neucomp: warning: input has 5 non-finite samples (NaN or inf), the first at "
+        "0.500 s: replaced with silence\n"
+    )
+
+
 def test_version_and_help(run):
     assert __version__ in run("--version").stdout
     helptext = run("--help").stdout

@@ -141,6 +141,24 @@ def test_empty_and_malformed_arrays(tiny_model):
         neucomp.compress(np.zeros(10, np.int16), RATE)
 
 
+def test_non_finite_samples_become_silence_and_warn_once(tiny_model):
+    """A few NaN / inf samples must not poison the encoder state for the rest."""
+    rate = 16000
+    x = make_audio(4 * rate, rate, channels=2)
+    bad = x.copy()
+    bad[0, rate // 2 : rate // 2 + 3] = np.nan
+    bad[1, rate // 2 + 1] = np.inf
+    bad[0, 3 * rate] = -np.inf
+    clean = np.where(np.isfinite(bad), bad, 0).astype(np.float32)
+    with pytest.warns(UserWarning) as caught:
+        data = neucomp.compress(bad, rate)
+    assert len(caught) == 1
+    assert "5 non-finite samples (NaN or inf), the first at 0.500 s" in str(caught[0].message)
+    assert data == neucomp.compress(clean, rate)
+    y, _ = neucomp.decompress(data)
+    assert np.isfinite(y).all() and np.abs(y[:, rate:]).max() > 0
+
+
 def test_one_dimensional_input(tiny_model):
     y, sr = neucomp.decompress(neucomp.compress(make_audio(999)[0], RATE))
     assert (sr, y.shape) == (RATE, (1, 999))
