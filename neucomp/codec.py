@@ -136,6 +136,7 @@ def compress_stream(
 
     cfg = model.config
     n_q = cfg.n_codebooks_for(bandwidth)
+    A.check_format(reader.name, reader.info.sample_rate, reader.info.channels)
     coder = lm_coder(model) if lm else None
     header = Header(
         model_name=cfg.name,

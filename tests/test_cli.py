@@ -120,6 +120,13 @@ def test_non_finite_input_is_a_warning_not_damage(run, tmp_path):
     )
 
 
+def test_unsupported_input_rate_is_one_line(run, tmp_path):
+    src = write_audio(tmp_path / "low.wav", make_audio(500, 500), 500)
+    r = run("compress", src, tmp_path / "low.ecdc")
+    assert_one_line_error(r, 2, "sample rate of 500 Hz (supported: 1000 to 384000 Hz)")
+    assert not (tmp_path / "low.ecdc").exists() and leftovers(tmp_path) == []
+
+
 def test_version_and_help(run):
     assert __version__ in run("--version").stdout
     helptext = run("--help").stdout
@@ -234,6 +241,40 @@ def test_damaged_ecdc(run, ecdc, tmp_path, how, message):
     assert_one_line_error(run("decompress", bad, out), 4, message)
     assert not out.exists() and leftovers(tmp_path) == []
     assert run("info", bad).exit_code == 4
+
+
+def _forge(data: bytes, offset: int, fmt: str, value: int, header: bool) -> bytes:
+    """Replace one header (or end-record) field and recompute that part's CRC."""
+    import struct
+    import zlib
+
+    b = bytearray(data)
+    start, end = (0, struct.unpack_from("<H", b, 6)[0]) if header else (len(b) - 24, len(b))
+    struct.pack_into(fmt, b, start + offset, value)
+    struct.pack_into("<I", b, end - 4, zlib.crc32(bytes(b[start : end - 4])))
+    return bytes(b)
+
+
+@pytest.mark.parametrize(
+    ("offset", "fmt", "value", "header", "message"),
+    [
+        (18, "<I", 2**31, True, "original sample rate must be in [1000, 384000]"),
+        (18, "<I", 2**32 - 1, True, "original sample rate must be in"),
+        (22, "<H", 1024, True, "original channels must be in [1, 64], got 1024"),
+        (22, "<H", 2**16 - 1, True, "original channels must be in"),
+        (12, "<Q", 2**32, False, "claims 4294967296 samples at 44100 Hz"),
+        (12, "<Q", 2**64 - 1, False, "does not match"),
+        (4, "<Q", 2**40, False, "more than the"),
+    ],
+)
+def test_hostile_fields_are_one_line_format_errors(
+    run, ecdc, tmp_path, offset, fmt, value, header, message
+):
+    bad = tmp_path / "bad.ecdc"
+    bad.write_bytes(_forge(ecdc.read_bytes(), offset, fmt, value, header))
+    out = tmp_path / "bad.wav"
+    assert_one_line_error(run("decompress", bad, out), 4, message)
+    assert not out.exists() and leftovers(tmp_path) == []
 
 
 def test_salvage_flag_decodes_around_damage(run, ecdc, tmp_path):

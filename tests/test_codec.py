@@ -159,6 +159,24 @@ def test_non_finite_samples_become_silence_and_warn_once(tiny_model):
     assert np.isfinite(y).all() and np.abs(y[:, rate:]).max() > 0
 
 
+def test_array_layout_and_rate_are_validated(tiny_model):
+    x = make_audio(24000, RATE, channels=2)
+    with pytest.raises(
+        InputError, match=r"\[24000, 2\] would be 24000 channels.*\[C, T\].*\[T, C\]"
+    ):
+        neucomp.compress(x.T, RATE)
+    for rate in (2**40, 0, -8000, 999, 384_001):
+        with pytest.raises(InputError, match=f"sample rate of {rate} Hz .*1000 to 384000 Hz"):
+            neucomp.compress(x, rate)
+    for rate in (44100.7, "44100", None, True):
+        with pytest.raises(InputError, match="sample rate must be an integer number of Hz"):
+            neucomp.compress(x, rate)
+    assert neucomp.decompress(neucomp.compress(x, 44100.0))[1] == 44100
+    assert neucomp.decompress(neucomp.compress(x, np.int32(16000)))[1] == 16000
+    with pytest.raises(InputError, match="65 channels"):
+        neucomp.compress(np.zeros((65, 100), np.float32), RATE)
+
+
 def test_one_dimensional_input(tiny_model):
     y, sr = neucomp.decompress(neucomp.compress(make_audio(999)[0], RATE))
     assert (sr, y.shape) == (RATE, (1, 999))
