@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol
 import numpy as np
 
 from neucomp import audio as A
-from neucomp.errors import FormatError, InputError
+from neucomp.errors import CorruptDataError, FormatError, InputError
 from neucomp.loader import hash_bytes, lm_coder, model_for
 
 if TYPE_CHECKING:
@@ -291,7 +291,10 @@ def decompress_stream(
 
 def _decode_payload(chunk, coder, k: int, unpack_codes) -> np.ndarray:
     if coder is not None:
-        codes = np.asarray(coder.decode_chunk(chunk.payload, k, chunk.num_frames))
+        try:
+            codes = np.asarray(coder.decode_chunk(chunk.payload, k, chunk.num_frames))
+        except CorruptDataError as err:
+            raise CorruptDataError(f"chunk {chunk.index}: {err}: the file is damaged") from None
     else:
         codes = unpack_codes(chunk.payload, k, chunk.num_frames)
     return codes.astype(np.int64, copy=False)

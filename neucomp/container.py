@@ -26,7 +26,9 @@ from neucomp.errors import CorruptDataError, FormatError, TruncatedError
 MAGIC = b"NCDC"
 VERSION = 1
 
-MAX_CHUNK_FRAMES = 1 << 16
+# The codec writes 750 frames per chunk. The bound keeps what one chunk head can make a
+# reader do (decode frames, with the LM coder at some ms each) near what real files need.
+MAX_CHUNK_FRAMES = 1024
 MAX_PAYLOAD_BYTES = 16 << 20
 MAX_CODEBOOKS = 32
 MAX_CODEBOOK_SIZE = 1024  # codes must fit the 10 bits of plain packing
@@ -201,11 +203,12 @@ def _check_chunk_sizes(header: Header, num_frames: int, payload_size: int) -> st
     elif header.coder == Coder.LM:
         # The range coder emits 32-bit words, at most ~32 bits per code plus a flush
         # (docs/LM_CODER.md): anything else cannot have come from it.
+        # The flush alone is one word, so no payload of a chunk with frames is empty.
         limit = 4 * num_frames * header.num_codebooks + 8
-        if payload_size % 4 or payload_size > limit:
+        if payload_size % 4 or not 4 <= payload_size <= limit:
             return (
                 f"declares an LM payload of {payload_size} bytes (must be a multiple of 4, "
-                f"at most {limit} for {num_frames} frames of {header.num_codebooks} codebooks)"
+                f"4 to {limit} for {num_frames} frames of {header.num_codebooks} codebooks)"
             )
     return None
 

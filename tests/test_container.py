@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from neucomp.coding.packing import pack_codes, packed_size, unpack_codes
 from neucomp.container import (
     MAX_CHANNELS,
+    MAX_CHUNK_FRAMES,
     MAX_SAMPLE_RATE,
     MIN_SAMPLE_RATE,
     Chunk,
@@ -185,7 +186,7 @@ def test_random_files_round_trip(header, data):
             size = packed_size(num_frames, header.num_codebooks)
             payload = data.draw(st.binary(min_size=size, max_size=size))
         else:
-            words = data.draw(st.integers(0, num_frames * header.num_codebooks + 2))
+            words = data.draw(st.integers(1, num_frames * header.num_codebooks + 2))
             payload = data.draw(st.binary(min_size=4 * words, max_size=4 * words))
         chunks.append((num_frames, payload))
     capacity = sum(frame_counts) * header.hop_length
@@ -512,3 +513,12 @@ def test_every_hostile_end_record_is_rejected(model_samples, original_samples, m
     reader, _ = read_all(forge_end(model_samples, original_samples), salvage=True)
     assert reader.trailer == Trailer(6 * 320, round(6 * 320 * 44100 / 24000))  # estimated
 
+
+def test_lm_chunks_have_a_frame_bound_and_a_non_empty_payload():
+    header = make_header(coder=Coder.LM, lm_hash=LM_HASH)
+    for num_frames, payload_size in ((MAX_CHUNK_FRAMES + 1, 8), (2**16, 0), (10, 0)):
+        forged = forge_chunk(header, num_frames, payload_size) + bytes(64)
+        with pytest.raises(CorruptDataError, match="^chunk 0 at byte 106 declares"):
+            read_all(forged)
+    with pytest.raises(ValueError, match="LM payload of 0 bytes"):
+        write_file(header, [(10, b"")], Trailer(0, 0))
