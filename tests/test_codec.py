@@ -177,6 +177,42 @@ def test_array_layout_and_rate_are_validated(tiny_model):
         neucomp.compress(np.zeros((65, 100), np.float32), RATE)
 
 
+def test_a_model_name_from_a_file_never_resolves_outside_the_models_folder(
+    tiny_model, model_dir, tmp_path, monkeypatch
+):
+    """A header naming `sample.flac` must not load ./sample.flac, even a valid model."""
+    import shutil
+    import struct
+    import zlib
+
+    data = bytearray(neucomp.compress(make_audio(1000), RATE))
+    name = b"sample.flac"
+    old_size = struct.unpack_from("<H", data, 6)[0]
+    header = bytearray(data[: old_size - 4 - len(b"neucomp_24khz")]) + name
+    struct.pack_into("<H", header, 6, len(header) + 4)
+    header[88] = len(name)
+    forged = bytes(header) + struct.pack("<I", zlib.crc32(header)) + bytes(data[old_size:])
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(model_dir / "neucomp_24khz.pt", tmp_path / "sample.flac")
+    with pytest.raises(ModelError, match="needs model 'sample.flac' .* not installed"):
+        neucomp.decompress(forged)
+    # the user's own --model path is still honoured
+    assert neucomp.decompress(forged, model="sample.flac")[0].shape == (1, 1000)
+
+
+def test_model_files_are_loaded_without_unpickling_objects(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (exec, (f"open({str(marker)!r}, 'w')",))
+
+    torch.save({"format": "neucomp-model", "x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ModelError, match="cannot load model file"):
+        neucomp.load_model(str(tmp_path / "evil.pt"))
+    assert not marker.exists()
+
+
 def test_one_dimensional_input(tiny_model):
     y, sr = neucomp.decompress(neucomp.compress(make_audio(999)[0], RATE))
     assert (sr, y.shape) == (RATE, (1, 999))
