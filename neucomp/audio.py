@@ -215,6 +215,13 @@ def open_audio(source: str | os.PathLike | BinaryIO, name: str | None = None) ->
             raise InputError(f"cannot read '{name}': {_sf_reason(err)}") from err
         sf_file = None
     if sf_file is not None and not (sf_file.frames == 0 and _is_riff(head)):
+        if _is_riff(head):
+            try:
+                _check_wav_complete(fp, name, sf_file)
+            except BaseException:
+                sf_file.close()
+                fp.close()
+                raise
         return _SoundFileReader(sf_file, name, owned=fp)
     # A WAV whose header says "0 frames" may still hold samples (a pipe dump): parse it.
     if sf_file is not None:
@@ -228,6 +235,27 @@ def open_audio(source: str | os.PathLike | BinaryIO, name: str | None = None) ->
     except BaseException:
         fp.close()
         raise
+
+
+def _check_wav_complete(fp: BinaryIO, name: str, sf_file) -> None:
+    """InputError if a WAV holds fewer frames than its header says (a cut-off file):
+    libsndfile quietly reports only the frames that are there."""
+    from neucomp.wavstream import WavStreamReader
+
+    position = fp.tell()
+    fp.seek(0)
+    try:
+        declared = WavStreamReader(fp, name).info.frames
+    except InputError:  # an encoding only libsndfile knows: nothing to compare with
+        declared = None
+    finally:
+        fp.seek(position)
+    if declared is not None and declared > sf_file.frames:
+        rate = sf_file.samplerate
+        raise InputError(
+            f"'{name}' is truncated: its header says {declared / rate:.1f} s "
+            f"({declared} frames), but it holds {sf_file.frames / rate:.1f} s"
+        )
 
 
 def _is_riff(head: bytes) -> bool:

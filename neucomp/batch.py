@@ -235,13 +235,17 @@ def run_batch(
         raise OutputError(f"'{out_dir}' exists and is not a folder")
     if not out_dir.parent.is_dir():
         raise OutputError(f"output folder '{out_dir.parent}' does not exist")
+    planned = plan(src_dir, out_dir, mode, fmt)
+    if not planned:
+        kinds = ", ".join(AUDIO_EXTENSIONS) if mode == "compress" else ECDC_SUFFIX
+        raise InputError(f"no input files ({kinds}) under '{src_dir}'")
     out_dir.mkdir(exist_ok=True)
     options = dict(options or {}, force=force)
 
     summary = Summary(mode)
     tasks = []
     claimed: dict[Path, Path] = {}  # output → the input that makes it (x.wav and x.flac clash)
-    for task in plan(src_dir, out_dir, mode, fmt):
+    for task in planned:
         if task.dst in claimed:
             message = f"same output name as '{claimed[task.dst]}' ({task.dst.name})"
             summary.failures.append((task.src, message))

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -50,9 +51,17 @@ class NeucompGroup(click.Group):
             self.add_command(command, name)
         return super().get_command(ctx, name)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as err:
+            _usage_error(err)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as err:  # a bad option or argument of a command
+            _usage_error(err)
         except NeucompError as err:
             if _debug(ctx):
                 raise
@@ -73,6 +82,13 @@ class NeucompGroup(click.Group):
             where = f": {err.filename}" if err.filename else ""
             click.echo(f"neucomp: error: {err.strerror or err}{where}", err=True)
             ctx.exit(EXIT_FAILURES)
+
+
+def _usage_error(err: click.UsageError) -> NoReturn:
+    """Click's own errors (``--threads 0``, a missing OUT) as one line, like ours."""
+    hint = f" (see '{err.ctx.command_path} --help')" if err.ctx else ""
+    click.echo(f"neucomp: error: {err.format_message()}{hint}", err=True)
+    raise click.exceptions.Exit(err.exit_code)
 
 
 def _silence_stdout() -> None:
@@ -122,6 +138,16 @@ def _single_target(src: str, dst: str, suffix: str) -> str:
 def _folder_output(dst: str) -> None:
     if dst == "-":
         raise UsageError("a folder IN needs a folder OUT, not -")
+    path = Path(dst)
+    if not path.exists() and path.suffix.lower() in _file_suffixes():
+        raise UsageError(f"a folder IN needs a folder OUT, not the file name '{dst}'")
+
+
+def _file_suffixes() -> tuple[str, ...]:
+    """Extensions that make an OUT look like a file, not a folder."""
+    from neucomp.audio import AUDIO_EXTENSIONS
+
+    return (*AUDIO_EXTENSIONS, ".ecdc")
 
 
 def _finish_batch(summary, quiet: bool) -> None:

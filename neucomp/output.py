@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from neucomp.audio import STDIO
+from neucomp.audio import AUDIO_EXTENSIONS, STDIO
 from neucomp.errors import OutputError, UsageError
 
 # Output extension → (soundfile format, default subtype).
@@ -66,6 +66,28 @@ class AudioWriter:
         self._sf.close()
 
 
+def check_distinct(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """OutputError if OUT is IN itself (the same path, or a link to the same file)."""
+    if STDIO in (str(source), str(target)):
+        return
+    try:
+        same = os.path.samefile(source, target)
+    except OSError:  # OUT does not exist yet
+        return
+    if same:
+        raise OutputError(f"OUT '{target}' is the input file itself")
+
+
+def check_ecdc_name(target: str | os.PathLike) -> None:
+    """Refuse to write .ecdc bytes under an audio file's name (e.g. ``out.mp3``)."""
+    suffix = Path(target).suffix.lower()
+    if str(target) != STDIO and suffix in AUDIO_EXTENSIONS:
+        raise UsageError(
+            f"cannot write '{Path(target).name}': compress writes .ecdc files, not "
+            f"'{suffix}' audio (name OUT .ecdc)"
+        )
+
+
 def check_output(target: str | os.PathLike, force: bool) -> None:
     """Fail early (before any work) if an output path cannot or must not be written."""
     if str(target) == STDIO:
@@ -81,7 +103,11 @@ def check_output(target: str | os.PathLike, force: bool) -> None:
     if not parent.is_dir():
         raise OutputError(f"output folder '{parent}' does not exist")
     if not os.access(parent, os.W_OK):
-        raise OutputError(f"cannot write to folder '{parent}': permission denied")
+        reason = "permission denied"
+        with contextlib.suppress(OSError):
+            if os.statvfs(parent).f_flag & os.ST_RDONLY:
+                reason = "read-only file system"
+        raise OutputError(f"cannot write to folder '{parent}': {reason}")
 
 
 @contextlib.contextmanager

@@ -416,3 +416,71 @@ def test_system_errors_are_one_line(run, song, tmp_path, monkeypatch):
     monkeypatch.setattr(api, "compress_file", disk_full)
     r = run("compress", song, tmp_path / "x.ecdc")
     assert_one_line_error(r, 1, "No space left on device")
+
+
+# ------------------------------------------------------------- input and output checks
+
+
+def test_output_that_is_the_input_is_refused(run, song, tmp_path):
+    before = song.read_bytes()
+    assert_one_line_error(run("compress", "-f", song, song), 3, "is the input file itself")
+    os.link(song, tmp_path / "same.ecdc")
+    r = run("compress", "-f", song, tmp_path / "same.ecdc")
+    assert_one_line_error(r, 3, "is the input file itself")
+    assert song.read_bytes() == before
+
+
+def test_compress_refuses_an_audio_name_for_ecdc_bytes(run, song, tmp_path):
+    r = run("compress", song, tmp_path / "out.mp3")
+    assert_one_line_error(r, 6, "compress writes .ecdc files, not '.mp3' audio")
+    assert not (tmp_path / "out.mp3").exists()
+
+
+def test_folder_in_refuses_a_file_like_out(run, song, tmp_path):
+    r = run("compress", tmp_path, tmp_path / "out.ecdc")
+    assert_one_line_error(r, 6, "needs a folder OUT, not the file name")
+    assert not (tmp_path / "out.ecdc").exists()
+
+
+def test_empty_folder_is_an_error(run, tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = run("compress", tmp_path / "empty", tmp_path / "out")
+    assert_one_line_error(r, 2, "no input files (.wav, .flac")
+    assert not (tmp_path / "out").exists()
+    r = run("decompress", tmp_path / "empty", tmp_path / "out")
+    assert_one_line_error(r, 2, "no input files (.ecdc)")
+
+
+def test_truncated_wav_is_refused(run, tmp_path):
+    full = write_audio(tmp_path / "full.wav", make_audio(24000 * 10, 24000), 24000)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(full.read_bytes()[: 44 + 2 * 24000])
+    r = run("compress", cut, tmp_path / "cut.ecdc")
+    assert_one_line_error(
+        r, 2, "cut.wav' is truncated: its header says 10.0 s (240000 frames), but it holds 1.0 s"
+    )
+    assert run("compress", "-q", full, tmp_path / "full.ecdc").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["compress", "--threads", "0", "a.wav", "b.ecdc"], "Invalid value for '--threads'"),
+        (["compress", "a.wav"], "Missing argument 'OUT'"),
+        (["decompress", "--format", "mp3", "a", "b"], "Invalid value for '--format'"),
+        (["--bogus"], "No such option '--bogus'"),
+        (["squash"], "No such command 'squash'"),
+    ],
+)
+def test_click_usage_errors_are_one_line(run, args, message):
+    assert_one_line_error(run(*args), 2, message)
+
+
+def test_read_only_file_system_is_named(run, song, tmp_path, monkeypatch):
+    class ReadOnly:
+        f_flag = os.ST_RDONLY
+
+    monkeypatch.setattr(os, "access", lambda *a, **kw: False)
+    monkeypatch.setattr(os, "statvfs", lambda path: ReadOnly())
+    r = run("compress", song, tmp_path / "x.ecdc")
+    assert_one_line_error(r, 3, f"cannot write to folder '{tmp_path}': read-only file system")
