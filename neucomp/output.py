@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -110,6 +111,16 @@ def check_output(target: str | os.PathLike, force: bool) -> None:
         raise OutputError(f"cannot write to folder '{parent}': {reason}")
 
 
+def _output_mode(path: Path) -> int:
+    """The mode a plain ``open(path, "w")`` would leave: an existing file keeps its own,
+    a new one gets 0666 less the umask (mkstemp's 0600 would hide outputs from others)."""
+    with contextlib.suppress(OSError):
+        return stat.S_IMODE(os.stat(path).st_mode)
+    umask = os.umask(0o022)  # the only portable way to read it is to set it
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_output(
     target: str | os.PathLike, force: bool = False, stream_stdout: bool = False
@@ -138,6 +149,7 @@ def atomic_output(
     path = Path(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
+        os.fchmod(fd, _output_mode(path))
         with os.fdopen(fd, "w+b") as fp:
             yield fp
             fp.flush()

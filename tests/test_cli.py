@@ -484,3 +484,22 @@ def test_read_only_file_system_is_named(run, song, tmp_path, monkeypatch):
     monkeypatch.setattr(os, "statvfs", lambda path: ReadOnly())
     r = run("compress", song, tmp_path / "x.ecdc")
     assert_one_line_error(r, 3, f"cannot write to folder '{tmp_path}': read-only file system")
+
+
+def test_outputs_get_the_mode_open_would_give(run, song, tmp_path):
+    before = os.umask(0o027)
+    try:
+        out = tmp_path / "song.ecdc"
+        assert run("compress", "-q", song, out).exit_code == 0
+        assert out.stat().st_mode & 0o777 == 0o640
+        back = tmp_path / "back.wav"
+        assert run("decompress", "-q", out, back).exit_code == 0
+        assert back.stat().st_mode & 0o777 == 0o640
+        os.umask(0o002)
+        out.chmod(0o604)  # -f keeps an existing file's mode, as open() does
+        assert run("compress", "-q", "-f", song, out).exit_code == 0
+        assert out.stat().st_mode & 0o777 == 0o604
+        assert run("compress", "-q", song, tmp_path / "new.ecdc").exit_code == 0
+        assert (tmp_path / "new.ecdc").stat().st_mode & 0o777 == 0o664
+    finally:
+        os.umask(before)
