@@ -503,3 +503,27 @@ def test_outputs_get_the_mode_open_would_give(run, song, tmp_path):
         assert (tmp_path / "new.ecdc").stat().st_mode & 0o777 == 0o664
     finally:
         os.umask(before)
+
+
+def test_full_disk_is_one_line(run, ecdc, tmp_path, monkeypatch):
+    """libsndfile's callbacks must not print 'Exception ignored from cffi callback'."""
+    import contextlib
+    import errno
+    import io
+
+    from neucomp import api
+
+    class FullDisk(io.BytesIO):
+        def write(self, data) -> int:
+            if self.tell() + len(data) > 3000:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(data)
+
+    @contextlib.contextmanager
+    def full_output(target, force=False, stream_stdout=False):
+        yield FullDisk()
+
+    monkeypatch.setattr(api, "atomic_output", full_output)
+    for fmt in ("wav", "flac"):
+        r = run("decompress", ecdc, tmp_path / f"out.{fmt}")
+        assert_one_line_error(r, 1, "No space left on device")
