@@ -8,6 +8,7 @@ once (neucomp.loader caches it), so N jobs use about N cores.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import time
@@ -20,7 +21,14 @@ from typing import Literal
 from neucomp import api, loader
 from neucomp.audio import AUDIO_EXTENSIONS
 from neucomp.codec import Result
-from neucomp.errors import InputError, NeucompError, OutputError
+from neucomp.errors import InputError, NeucompError, OutputError, Terminated
+from neucomp.output import remove_stale_parts
+from neucomp.signals import (
+    deferred_termination,
+    exit_with_parent,
+    install_in_worker,
+    raise_terminated,
+)
 
 Mode = Literal["compress", "decompress"]
 ECDC_SUFFIX = ".ecdc"
@@ -148,6 +156,28 @@ def _probe_seconds(path: Path, mode: Mode) -> float:
 
 def _init_worker(threads: int) -> None:
     loader.set_threads(threads)
+    install_in_worker(_worker_signal)
+    exit_with_parent()
+
+
+_in_task = False  # whether this worker is converting (a signal must unwind) or idle
+
+
+def _worker_signal(signum: int, frame: object) -> None:
+    if not _in_task:
+        os._exit(128 + signum)
+    raise_terminated(signum)  # unwinds convert(): its temp output is removed
+
+
+def _convert_in_worker(task: Task, mode: Mode, options: dict) -> Outcome:
+    global _in_task
+    _in_task = True
+    try:
+        return convert(task, mode, options)
+    except Terminated as err:
+        os._exit(err.exit_code)  # cleaned up; leave without a traceback
+    finally:
+        _in_task = False
 
 
 def convert(task: Task, mode: Mode, options: dict) -> Outcome:
@@ -193,18 +223,29 @@ def _run_parallel(
     try:
         todo = iter(tasks)
         running: set[Future] = set()
-        # Keep only a few tasks queued per worker so that Ctrl-C stops quickly.
-        for task in todo:
-            running.add(pool.submit(convert, task, mode, options))
-            if len(running) >= 2 * jobs:
-                break
+        # Keep only a few tasks queued per worker so that Ctrl-C stops quickly. The
+        # workers start during these submits; a signal then would leave one half-started
+        # (it prints a traceback), so it is handled once they are all in the pool.
+        with deferred_termination():
+            for task in todo:
+                running.add(pool.submit(_convert_in_worker, task, mode, options))
+                if len(running) >= 2 * jobs:
+                    break
         while running:
             done, running = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 yield future.result()
                 nxt = next(todo, None)
                 if nxt is not None:
-                    running.add(pool.submit(convert, nxt, mode, options))
+                    running.add(pool.submit(_convert_in_worker, nxt, mode, options))
+    except BaseException:
+        # Interrupted or terminated: stop the workers now (each removes its temp file)
+        # rather than wait for their files to finish. There is no public API for this
+        # before Python 3.14's terminate_workers().
+        for process in list((pool._processes or {}).values()):
+            with contextlib.suppress(OSError):
+                process.terminate()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -246,6 +287,7 @@ def run_batch(
     tasks = []
     claimed: dict[Path, Path] = {}  # output → the input that makes it (x.wav and x.flac clash)
     for task in planned:
+        remove_stale_parts(task.dst)  # left by a run that was killed outright
         if task.dst in claimed:
             message = f"same output name as '{claimed[task.dst]}' ({task.dst.name})"
             summary.failures.append((task.src, message))

@@ -3,13 +3,15 @@
 Every problem a user can cause is a NeucompError and ends as one line on stderr,
 ``neucomp: error: <message>``, with the error's exit code and no traceback (``--debug``
 or ``NEUCOMP_DEBUG=1`` shows it). Outputs are written atomically by the codec, so a
-failed or interrupted run leaves nothing behind.
+failed or interrupted run (Ctrl-C, SIGTERM, SIGHUP: see neucomp.signals) leaves nothing
+behind.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -17,7 +19,7 @@ from typing import NoReturn
 import click
 
 from neucomp import __version__
-from neucomp.errors import InputError, NeucompError, UsageError
+from neucomp.errors import InputError, NeucompError, Terminated, UsageError
 
 BANDWIDTHS = "1.5, 3, 6, 12, 24"
 EXIT_FAILURES = 1  # a batch where some files failed
@@ -58,10 +60,18 @@ class NeucompGroup(click.Group):
             _usage_error(err)
 
     def invoke(self, ctx: click.Context):
+        from neucomp.signals import terminate_as_exception
+
         try:
-            return super().invoke(ctx)
+            with terminate_as_exception():
+                return super().invoke(ctx)
         except click.UsageError as err:  # a bad option or argument of a command
             _usage_error(err)
+        except Terminated as err:
+            if _debug(ctx):
+                raise
+            click.echo(f"neucomp: terminated by {signal.Signals(err.signum).name}", err=True)
+            ctx.exit(err.exit_code)
         except NeucompError as err:
             if _debug(ctx):
                 raise

@@ -7,6 +7,7 @@ to a temp file that only becomes the target when everything succeeded.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import stat
@@ -20,6 +21,7 @@ import numpy as np
 
 from neucomp.audio import AUDIO_EXTENSIONS, STDIO
 from neucomp.errors import OutputError, UsageError
+from neucomp.signals import writing
 
 # Output extension → (soundfile format, default subtype).
 OUTPUT_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16")}
@@ -165,6 +167,28 @@ def _output_mode(path: Path) -> int:
     return 0o666 & ~umask
 
 
+def remove_stale_parts(target: Path) -> None:
+    """Delete temp files of ``target`` (``.NAME.PID.XXXXXXXX.part``) whose writer process
+    is gone: what a SIGKILL or a power cut leaves. Another live run's files stay."""
+    prefix = f".{target.name}."
+    with contextlib.suppress(OSError):
+        for part in target.parent.glob(f"{glob.escape(prefix)}*.part"):
+            pid = part.name[len(prefix) :].split(".")[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    part.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process: it exists
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_output(
     target: str | os.PathLike, force: bool = False, stream_stdout: bool = False
@@ -191,16 +215,20 @@ def atomic_output(
             out.flush()
         return
     path = Path(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        os.fchmod(fd, _output_mode(path))
-        with os.fdopen(fd, "w+b") as fp:
-            yield fp
-            fp.flush()
-        if path.exists() and not force:  # appeared while we worked (another job)
-            raise OutputError(f"'{target}' already exists (use -f to overwrite)")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    remove_stale_parts(path)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}.", suffix=".part", dir=path.parent
+    )
+    with writing(tmp):
+        try:
+            os.fchmod(fd, _output_mode(path))
+            with os.fdopen(fd, "w+b") as fp:
+                yield fp
+                fp.flush()
+            if path.exists() and not force:  # appeared while we worked (another job)
+                raise OutputError(f"'{target}' already exists (use -f to overwrite)")
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -116,3 +119,75 @@ def test_summary_lines():
         "failed (1):",
         "  x.wav: boom",
     ]
+
+
+@pytest.fixture
+def long_tree(tmp_path) -> Path:
+    """Four 40-s files: long enough that a batch is still working when a signal comes."""
+    root = tmp_path / "long"
+    root.mkdir()
+    for i in range(4):
+        write_audio(root / f"f{i}.wav", make_audio(16000 * 40, 16000, channels=2), 16000)
+    return root
+
+
+def start_batch(cli_env, src: Path, out: Path) -> subprocess.Popen:
+    """`neucomp compress --jobs 2`, returned once a worker has its temp output open."""
+    proc = subprocess.Popen(
+        [str(BIN / "neucomp"), "compress", "-q", "--jobs", "2", str(src), str(out)],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while not list(out.glob(".*.part")) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.05)
+    assert list(out.glob(".*.part")), "no worker ever started writing"
+    return proc
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_signal_stops_the_workers_and_leaves_no_temp_file(cli_env, long_tree, tmp_path, sig, code):
+    out = tmp_path / "out"
+    proc = start_batch(cli_env, long_tree, out)
+    proc.send_signal(sig)
+    # The pipes reach EOF only when every process holding them (workers, forkserver) is
+    # gone: a calling script or pipeline would otherwise hang.
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == code, err.decode()
+    assert err.decode() == f"neucomp: terminated by {signal.Signals(sig).name}\n"
+    assert [p.name for p in out.rglob(".*")] == []
+
+
+def test_workers_die_with_a_killed_parent(cli_env, long_tree, tmp_path):
+    out = tmp_path / "out"
+    proc = start_batch(cli_env, long_tree, out)
+    start = time.monotonic()
+    proc.kill()
+    proc.communicate(timeout=30)  # EOF: the workers and the forkserver are gone too
+    assert time.monotonic() - start < 20
+    assert [p.name for p in out.rglob(".*")] == []  # the workers still cleaned up
+
+
+def test_rerun_removes_stale_temp_files_it_owns(tiny_model, tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    write_audio(src / "a.wav", make_audio(8000, 8000), 8000)
+    write_audio(src / "b.wav", make_audio(8000, 8000), 8000)
+    (out / "b.ecdc").write_bytes(b"done before")  # skipped, but its stale temp goes too
+    gone = _dead_pid()
+    stale = [out / f".a.ecdc.{gone}.abcd1234.part", out / f".b.ecdc.{gone}.abcd1234.part"]
+    live = out / f".a.ecdc.{os.getpid()}.efgh5678.part"  # another run still writing
+    for part in (*stale, live):
+        part.write_bytes(b"partial")
+    summary = batch.run_batch(src, out, "compress", quiet=True)
+    assert (summary.converted, summary.skipped) == (1, 1)
+    assert not any(p.exists() for p in stale) and live.exists()
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
