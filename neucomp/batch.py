@@ -9,6 +9,7 @@ once (neucomp.loader caches it), so N jobs use about N cores.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import multiprocessing
 import os
 import time
@@ -136,6 +137,20 @@ def plan(src_dir: Path, out_dir: Path, mode: Mode, fmt: str = "wav") -> list[Tas
     return tasks
 
 
+def in_shard(task: Task, out_dir: Path, shard: tuple[int, int] | None) -> bool:
+    """Whether ``task`` belongs to shard ``(k, n)`` (k from 1 to n; None: all).
+
+    Decided by a hash of the output's path under OUT, so it does not depend on the order
+    or the number of files each job sees, and inputs that clash (x.wav and x.flac, one
+    x.ecdc) land in the same shard, where the clash is reported.
+    """
+    if shard is None:
+        return True
+    k, n = shard
+    rel = task.dst.relative_to(out_dir).as_posix().encode()
+    return int.from_bytes(hashlib.sha256(rel).digest()[:8], "big") % n == k - 1
+
+
 def _probe_seconds(path: Path, mode: Mode) -> float:
     """Audio duration of an input, cheaply, for the progress bar (0 if unknown)."""
     try:
@@ -261,10 +276,12 @@ def run_batch(
     quiet: bool = False,
     fmt: str = "wav",
     options: dict | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Summary:
     """Convert every input under ``src_dir`` into the mirrored place under ``out_dir``.
 
-    ``options`` go to :func:`api.compress_file` / :func:`api.decompress_file`.
+    ``options`` go to :func:`api.compress_file` / :func:`api.decompress_file`. With
+    ``shard=(k, n)`` only the k-th of n disjoint shares is converted (:func:`in_shard`).
     """
     from tqdm import tqdm
 
@@ -287,6 +304,8 @@ def run_batch(
     tasks = []
     claimed: dict[Path, Path] = {}  # output → the input that makes it (x.wav and x.flac clash)
     for task in planned:
+        if not in_shard(task, out_dir, shard):
+            continue
         remove_stale_parts(task.dst)  # left by a run that was killed outright
         if task.dst in claimed:
             message = f"same output name as '{claimed[task.dst]}' ({task.dst.name})"

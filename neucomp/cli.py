@@ -153,6 +153,11 @@ def _folder_output(dst: str) -> None:
         raise UsageError(f"a folder IN needs a folder OUT, not the file name '{dst}'")
 
 
+def _no_shard(shard: tuple[int, int] | None) -> None:
+    if shard is not None:
+        raise UsageError("--shard splits a folder IN; IN is a single file")
+
+
 def _file_suffixes() -> tuple[str, ...]:
     """Extensions that make an OUT look like a file, not a folder."""
     from neucomp.audio import AUDIO_EXTENSIONS
@@ -184,6 +189,28 @@ threads_option = click.option(
     show_default=True,
     help="CPU threads for inference (per worker).",
 )
+
+
+class ShardType(click.ParamType):
+    """``K/N``: the K-th (1 to N) of N disjoint shares of a folder's files."""
+
+    name = "K/N"
+
+    def convert(self, value, param, ctx) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        k, _, n = str(value).partition("/")
+        if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+            self.fail(f"{value!r} is not K/N with 1 <= K <= N (e.g. 2/8)", param, ctx)
+        return int(k), int(n)
+
+
+shard_option = click.option(
+    "--shard",
+    type=ShardType(),
+    default=None,
+    help="Folders: convert only share K of N (for array jobs; together they cover all).",
+)
 force_option = click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 
@@ -205,6 +232,7 @@ quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print nothing b
 @quiet_option
 @jobs_option
 @threads_option
+@shard_option
 def compress(
     src: str,
     dst: str,
@@ -215,6 +243,7 @@ def compress(
     quiet: bool,
     jobs: int,
     threads: int,
+    shard: tuple[int, int] | None,
 ) -> None:
     """Compress audio IN (any format, rate, channels) to a .ecdc file OUT.
 
@@ -236,9 +265,11 @@ def compress(
             force=force,
             quiet=quiet,
             options=options,
+            shard=shard,
         )
         _finish_batch(summary, quiet)
         return
+    _no_shard(shard)
     dst = _single_target(src, dst, batch.ECDC_SUFFIX)
     r = api.compress_file(src, dst, bandwidth=bandwidth, lm=lm, model=model, force=force)
     for warning in r.warnings:
@@ -274,6 +305,7 @@ def compress(
 @quiet_option
 @jobs_option
 @threads_option
+@shard_option
 def decompress(
     src: str,
     dst: str,
@@ -285,6 +317,7 @@ def decompress(
     quiet: bool,
     jobs: int,
     threads: int,
+    shard: tuple[int, int] | None,
 ) -> None:
     """Decompress a .ecdc file IN to audio OUT (.wav 16-bit, .flac; - is WAV on stdout).
 
@@ -307,9 +340,11 @@ def decompress(
             quiet=quiet,
             fmt=fmt,
             options=options,
+            shard=shard,
         )
         _finish_batch(summary, quiet)
         return
+    _no_shard(shard)
     dst = _single_target(src, dst, f".{fmt}")
     r = api.decompress_file(
         src, dst, float_wav=float_wav, salvage=salvage, force=force, model=model

@@ -191,3 +191,38 @@ def _dead_pid() -> int:
     proc = subprocess.Popen(["true"])
     proc.wait()
     return proc.pid
+
+
+def test_shards_cover_the_tree_exactly_once(tiny_model, tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    (src / "sub").mkdir(parents=True)
+    names = [f"f{i}.wav" for i in range(8)] + [f"sub/g{i}.wav" for i in range(4)]
+    for name in names:
+        write_audio(src / name, make_audio(800, 8000), 8000)
+    write_audio(src / "f0.flac", make_audio(800, 8000), 8000)  # clashes with f0.wav
+    seen: list[str] = []
+    clashes = 0
+    for k in (1, 2, 3):
+        before = set(files_under(out)) if out.exists() else set()
+        summary = batch.run_batch(src, out, "compress", quiet=True, shard=(k, 3))
+        new = set(files_under(out)) - before
+        assert summary.converted == len(new)
+        seen += new
+        clashes += len(summary.failures)
+    expected = sorted(n.replace(".wav", ".ecdc") for n in names)
+    assert sorted(seen) == expected and clashes == 1  # each once; the clash in one shard
+    again = batch.run_batch(src, out, "compress", quiet=True, shard=(2, 3))
+    assert again.converted == 0 and again.skipped > 0  # resuming stays per file
+
+
+@pytest.mark.parametrize("value", ["0/3", "4/3", "3", "a/b", "1/0"])
+def test_bad_shard_is_one_line(tiny_model, tmp_path, value):
+    r = CliRunner().invoke(main, ["compress", "--shard", value, str(tmp_path), str(tmp_path)])
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1
+    assert r.stderr.startswith("neucomp: error: Invalid value for '--shard'")
+
+
+def test_shard_needs_a_folder(tiny_model, tmp_path):
+    src = write_audio(tmp_path / "a.wav", make_audio(800, 8000), 8000)
+    r = CliRunner().invoke(main, ["compress", "--shard", "1/2", str(src), str(tmp_path / "a.ecdc")])
+    assert r.exit_code == 6 and "--shard splits a folder IN" in r.stderr
