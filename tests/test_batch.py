@@ -226,3 +226,17 @@ def test_shard_needs_a_folder(tiny_model, tmp_path):
     src = write_audio(tmp_path / "a.wav", make_audio(800, 8000), 8000)
     r = CliRunner().invoke(main, ["compress", "--shard", "1/2", str(src), str(tmp_path / "a.ecdc")])
     assert r.exit_code == 6 and "--shard splits a folder IN" in r.stderr
+
+
+def test_batch_reports_warnings(tiny_model, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    x = make_audio(8000, 8000)
+    x[0, 4000] = float("nan")
+    write_audio(src / "nan.wav", x, 8000, subtype="FLOAT")
+    r = CliRunner().invoke(main, ["compress", "-q", str(src), str(tmp_path / "out")])
+    assert r.exit_code == 0
+    assert r.stderr == (
+        f"warning: {src / 'nan.wav'}: input has 1 non-finite sample (NaN or inf), the first "
+        "at 0.500 s: replaced with silence\n"
+    )
