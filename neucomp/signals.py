@@ -7,8 +7,8 @@ and the kernel may deliver a signal to any thread (torch has several). So a main
 blocked in a read (of a pipe that stays open) might never notice, and an exception
 raised at an unlucky moment can be lost (code that catches BaseException, or C code
 that clears errors). A small relay thread therefore keeps signalling the main thread
-itself, which interrupts such reads, until the exception is on its way out; and if
-the process is still alive GRACE_S later, it removes the temp outputs and exits.
+itself, which interrupts such reads, until the exception has reached the top; if it
+has not GRACE_S later, the relay removes the temp outputs and exits the process.
 """
 
 from __future__ import annotations
@@ -112,14 +112,16 @@ def _give_up(signum: int) -> None:
 
 
 def _resend(signum: int) -> None:
-    """Signal the main thread until Terminated is on its way out, then give it time."""
+    """Signal the main thread until Terminated has reached terminate_as_exception();
+    if it has not within GRACE_S, exit without it."""
     main = threading.main_thread().ident
     start = time.monotonic()
-    while not _done and time.monotonic() - start < GRACE_S:
+    while time.monotonic() - start < GRACE_S:
+        if _done:
+            return
         with contextlib.suppress(OSError):
             signal.pthread_kill(main, signum)
         time.sleep(_RESEND_S)
-    time.sleep(max(0.0, GRACE_S - (time.monotonic() - start)))
     _give_up(signum)
 
 

@@ -561,22 +561,19 @@ def test_full_disk_is_one_line(run, ecdc, tmp_path, monkeypatch):
         assert_one_line_error(r, 1, "No space left on device")
 
 
-def test_a_swallowed_termination_still_ends_the_run_cleanly(tmp_path):
-    """If library code swallows the Terminated exception, the run still ends (after
-    the grace time) and its temp output is removed."""
+def test_a_lost_termination_still_ends_the_run_cleanly(tmp_path):
+    """If the Terminated exception is lost (swallowed by some library), the run still
+    ends after the grace time, and its temp output is removed."""
     script = f"""
-import sys, time
+import time
 from neucomp import signals
 from neucomp.output import atomic_output
 signals.GRACE_S = 1.0
+signals.raise_terminated = lambda signum, frame: None  # every exception lost
 with signals.terminate_as_exception():
     with atomic_output({str(tmp_path / "out.ecdc")!r}) as fp:
         print("writing", flush=True)
-        while True:
-            try:
-                time.sleep(0.05)
-            except BaseException:  # code that should not do this
-                pass
+        time.sleep(60)
 """
     proc = subprocess.Popen(
         [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -584,5 +581,5 @@ with signals.terminate_as_exception():
     assert proc.stdout.readline() == b"writing\n" and leftovers(tmp_path)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 143 and err == b"neucomp: terminated by SIGTERM\n"
+    assert proc.returncode == 143 and err == b"neucomp: terminated by SIGTERM\n", err
     assert os.listdir(tmp_path) == []
