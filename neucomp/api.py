@@ -16,7 +16,14 @@ from neucomp import audio as A
 from neucomp.codec import DEFAULT_BANDWIDTH, Result, compress_stream, decompress_stream
 from neucomp.errors import InputError
 from neucomp.loader import load_model
-from neucomp.output import AudioWriter, atomic_output, check_output, output_format
+from neucomp.output import (
+    AudioWriter,
+    atomic_output,
+    check_distinct,
+    check_ecdc_name,
+    check_output,
+    output_format,
+)
 
 if TYPE_CHECKING:
     from neucomp.container import Header
@@ -38,6 +45,8 @@ def compress_file(
     force: bool = False,
 ) -> Result:
     """Compress the audio file ``src`` (or ``"-"``) into ``dst`` (or ``"-"``), atomically."""
+    check_distinct(src, dst)
+    check_ecdc_name(dst)
     with A.open_audio(src) as reader:
         check_output(dst, force)
         codec = load_model(model)
@@ -76,6 +85,7 @@ def decompress_file(
     """Decompress the .ecdc file ``src`` (or ``"-"``) into ``dst`` (.wav/.flac or ``"-"``)."""
     fmt, subtype = output_format(dst, float_wav)
     with open_input(src) as fp:
+        check_distinct(src, dst)
         check_output(dst, force)
         with atomic_output(dst, force) as out:
             lazy = _LazyWriter(out, fmt, subtype)
@@ -132,9 +142,12 @@ def compress(
     model: str | None = None,
 ) -> bytes:
     """Compress float audio ``[T]`` or ``[C, T]`` (values in [-1, 1]) to .ecdc bytes."""
+    reader = A.ArrayReader(audio, sample_rate)
     codec = load_model(model)
     out = io.BytesIO()
-    compress_stream(A.ArrayReader(audio, sample_rate), out, codec, bandwidth, lm)
+    result = compress_stream(reader, out, codec, bandwidth, lm)
+    for message in result.warnings:
+        warnings.warn(message, stacklevel=2)
     return out.getvalue()
 
 

@@ -19,6 +19,7 @@ Channel rule (see :func:`to_model_channels` / :func:`from_model_channels`):
 
 from __future__ import annotations
 
+import operator
 import os
 import shutil
 import sys
@@ -84,22 +85,62 @@ class AudioReader:
         self.close()
 
 
+def check_format(name: str, sample_rate: int, channels: int) -> None:
+    """InputError unless the rate and channel count are ones a .ecdc header can hold."""
+    from neucomp.container import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise InputError(
+            f"'{name}' has a sample rate of {sample_rate} Hz (supported: "
+            f"{MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz)"
+        )
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise InputError(f"'{name}' has {channels} channels (supported: 1 to {MAX_CHANNELS})")
+
+
+def _integer_rate(sample_rate: object) -> int:
+    """A sample rate given to the Python API as an exact integer (44100.0 is fine)."""
+    if isinstance(sample_rate, (bool, np.bool_)):
+        raise InputError(f"sample rate must be an integer number of Hz, got {sample_rate!r}")
+    if isinstance(sample_rate, (float, np.floating)) and float(sample_rate).is_integer():
+        return int(sample_rate)
+    try:
+        return operator.index(sample_rate)
+    except TypeError:
+        raise InputError(
+            f"sample rate must be an integer number of Hz, got {sample_rate!r}"
+        ) from None
+
+
 class ArrayReader(AudioReader):
-    """An in-memory signal (``[T]`` or ``[C, T]``) presented as a reader (Python API)."""
+    """An in-memory signal presented as a reader (Python API).
+
+    ``[T]`` is mono; a 2-D array is ``[C, T]``, channels first. An array whose first axis
+    is longer than MAX_CHANNELS is refused rather than guessed at: it is almost surely
+    soundfile's ``[T, C]`` layout, which needs ``audio.T``.
+    """
 
     def __init__(self, audio: np.ndarray, sample_rate: int, name: str = "<array>") -> None:
+        from neucomp.container import MAX_CHANNELS
+
         audio = np.asarray(audio)
         if audio.ndim == 1:
             audio = audio[None, :]
         if audio.ndim != 2 or audio.shape[0] < 1:
             raise InputError(f"audio must be shaped [T] or [C, T], got {list(audio.shape)}")
+        if audio.shape[0] > MAX_CHANNELS:
+            raise InputError(
+                f"audio shaped {list(audio.shape)} would be {audio.shape[0]} channels: "
+                f"neucomp takes [C, T] (channels first, at most {MAX_CHANNELS}); "
+                "for soundfile's [T, C] layout pass audio.T"
+            )
         if not np.issubdtype(audio.dtype, np.floating):
             raise InputError(f"audio must be floating point in [-1, 1], got {audio.dtype}")
-        if int(sample_rate) <= 0:
-            raise InputError(f"sample rate must be positive, got {sample_rate}")
+        rate = _integer_rate(sample_rate)
+        check_format(name, rate, audio.shape[0])
         self.name = name
         self._audio = audio.astype(np.float32, copy=False)
-        self.info = AudioInfo(int(sample_rate), audio.shape[0], audio.shape[1])
+        self.info = AudioInfo(rate, audio.shape[0], audio.shape[1])
 
     def blocks(self, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
         for start in range(0, self._audio.shape[1], block_frames):
@@ -174,6 +215,13 @@ def open_audio(source: str | os.PathLike | BinaryIO, name: str | None = None) ->
             raise InputError(f"cannot read '{name}': {_sf_reason(err)}") from err
         sf_file = None
     if sf_file is not None and not (sf_file.frames == 0 and _is_riff(head)):
+        if _is_riff(head):
+            try:
+                _check_wav_complete(fp, name, sf_file)
+            except BaseException:
+                sf_file.close()
+                fp.close()
+                raise
         return _SoundFileReader(sf_file, name, owned=fp)
     # A WAV whose header says "0 frames" may still hold samples (a pipe dump): parse it.
     if sf_file is not None:
@@ -187,6 +235,27 @@ def open_audio(source: str | os.PathLike | BinaryIO, name: str | None = None) ->
     except BaseException:
         fp.close()
         raise
+
+
+def _check_wav_complete(fp: BinaryIO, name: str, sf_file) -> None:
+    """InputError if a WAV holds fewer frames than its header says (a cut-off file):
+    libsndfile quietly reports only the frames that are there."""
+    from neucomp.wavstream import WavStreamReader
+
+    position = fp.tell()
+    fp.seek(0)
+    try:
+        declared = WavStreamReader(fp, name).info.frames
+    except InputError:  # an encoding only libsndfile knows: nothing to compare with
+        declared = None
+    finally:
+        fp.seek(position)
+    if declared is not None and declared > sf_file.frames:
+        rate = sf_file.samplerate
+        raise InputError(
+            f"'{name}' is truncated: its header says {declared / rate:.1f} s "
+            f"({declared} frames), but it holds {sf_file.frames / rate:.1f} s"
+        )
 
 
 def _is_riff(head: bytes) -> bool:

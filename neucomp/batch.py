@@ -8,6 +8,8 @@ once (neucomp.loader caches it), so N jobs use about N cores.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import multiprocessing
 import os
 import time
@@ -20,7 +22,14 @@ from typing import Literal
 from neucomp import api, loader
 from neucomp.audio import AUDIO_EXTENSIONS
 from neucomp.codec import Result
-from neucomp.errors import InputError, NeucompError, OutputError
+from neucomp.errors import InputError, NeucompError, OutputError, Terminated
+from neucomp.output import remove_stale_parts
+from neucomp.signals import (
+    deferred_termination,
+    exit_with_parent,
+    install_in_worker,
+    raise_terminated,
+)
 
 Mode = Literal["compress", "decompress"]
 ECDC_SUFFIX = ".ecdc"
@@ -51,6 +60,7 @@ class Summary:
     converted: int = 0
     skipped: int = 0
     failures: list[tuple[Path, str]] = field(default_factory=list)
+    warnings: list[tuple[Path, str]] = field(default_factory=list)
     seconds: float = 0.0  # audio converted
     input_bytes: int = 0
     output_bytes: int = 0
@@ -75,6 +85,7 @@ class Summary:
         if self.converted and self.ratio:
             body += f" (ratio {self.ratio:.1f}:1)"
         lines = [f"{head}: {body} in {self.wall:.1f} s"]
+        lines += [f"warning: {path}: {message}" for path, message in self.warnings]
         if self.failures:
             lines.append(f"failed ({len(self.failures)}):")
             lines += [f"  {path}: {message}" for path, message in self.failures]
@@ -126,6 +137,20 @@ def plan(src_dir: Path, out_dir: Path, mode: Mode, fmt: str = "wav") -> list[Tas
     return tasks
 
 
+def in_shard(task: Task, out_dir: Path, shard: tuple[int, int] | None) -> bool:
+    """Whether ``task`` belongs to shard ``(k, n)`` (k from 1 to n; None: all).
+
+    Decided by a hash of the output's path under OUT, so it does not depend on the order
+    or the number of files each job sees, and inputs that clash (x.wav and x.flac, one
+    x.ecdc) land in the same shard, where the clash is reported.
+    """
+    if shard is None:
+        return True
+    k, n = shard
+    rel = task.dst.relative_to(out_dir).as_posix().encode()
+    return int.from_bytes(hashlib.sha256(rel).digest()[:8], "big") % n == k - 1
+
+
 def _probe_seconds(path: Path, mode: Mode) -> float:
     """Audio duration of an input, cheaply, for the progress bar (0 if unknown)."""
     try:
@@ -146,6 +171,28 @@ def _probe_seconds(path: Path, mode: Mode) -> float:
 
 def _init_worker(threads: int) -> None:
     loader.set_threads(threads)
+    install_in_worker(_worker_signal)
+    exit_with_parent()
+
+
+_in_task = False  # whether this worker is converting (a signal must unwind) or idle
+
+
+def _worker_signal(signum: int, frame: object) -> None:
+    if not _in_task:
+        os._exit(128 + signum)
+    raise_terminated(signum)  # unwinds convert(): its temp output is removed
+
+
+def _convert_in_worker(task: Task, mode: Mode, options: dict) -> Outcome:
+    global _in_task
+    _in_task = True
+    try:
+        return convert(task, mode, options)
+    except Terminated as err:
+        os._exit(err.exit_code)  # cleaned up; leave without a traceback
+    finally:
+        _in_task = False
 
 
 def convert(task: Task, mode: Mode, options: dict) -> Outcome:
@@ -191,18 +238,29 @@ def _run_parallel(
     try:
         todo = iter(tasks)
         running: set[Future] = set()
-        # Keep only a few tasks queued per worker so that Ctrl-C stops quickly.
-        for task in todo:
-            running.add(pool.submit(convert, task, mode, options))
-            if len(running) >= 2 * jobs:
-                break
+        # Keep only a few tasks queued per worker so that Ctrl-C stops quickly. The
+        # workers start during these submits; a signal then would leave one half-started
+        # (it prints a traceback), so it is handled once they are all in the pool.
+        with deferred_termination():
+            for task in todo:
+                running.add(pool.submit(_convert_in_worker, task, mode, options))
+                if len(running) >= 2 * jobs:
+                    break
         while running:
             done, running = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 yield future.result()
                 nxt = next(todo, None)
                 if nxt is not None:
-                    running.add(pool.submit(convert, nxt, mode, options))
+                    running.add(pool.submit(_convert_in_worker, nxt, mode, options))
+    except BaseException:
+        # Interrupted or terminated: stop the workers now (each removes its temp file)
+        # rather than wait for their files to finish. There is no public API for this
+        # before Python 3.14's terminate_workers().
+        for process in list((pool._processes or {}).values()):
+            with contextlib.suppress(OSError):
+                process.terminate()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -218,10 +276,12 @@ def run_batch(
     quiet: bool = False,
     fmt: str = "wav",
     options: dict | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Summary:
     """Convert every input under ``src_dir`` into the mirrored place under ``out_dir``.
 
-    ``options`` go to :func:`api.compress_file` / :func:`api.decompress_file`.
+    ``options`` go to :func:`api.compress_file` / :func:`api.decompress_file`. With
+    ``shard=(k, n)`` only the k-th of n disjoint shares is converted (:func:`in_shard`).
     """
     from tqdm import tqdm
 
@@ -233,13 +293,20 @@ def run_batch(
         raise OutputError(f"'{out_dir}' exists and is not a folder")
     if not out_dir.parent.is_dir():
         raise OutputError(f"output folder '{out_dir.parent}' does not exist")
+    planned = plan(src_dir, out_dir, mode, fmt)
+    if not planned:
+        kinds = ", ".join(AUDIO_EXTENSIONS) if mode == "compress" else ECDC_SUFFIX
+        raise InputError(f"no input files ({kinds}) under '{src_dir}'")
     out_dir.mkdir(exist_ok=True)
     options = dict(options or {}, force=force)
 
     summary = Summary(mode)
     tasks = []
     claimed: dict[Path, Path] = {}  # output → the input that makes it (x.wav and x.flac clash)
-    for task in plan(src_dir, out_dir, mode, fmt):
+    for task in planned:
+        if not in_shard(task, out_dir, shard):
+            continue
+        remove_stale_parts(task.dst)  # left by a run that was killed outright
         if task.dst in claimed:
             message = f"same output name as '{claimed[task.dst]}' ({task.dst.name})"
             summary.failures.append((task.src, message))
@@ -286,6 +353,7 @@ def _account(summary: Summary, outcome: Outcome) -> None:
         summary.failures.append((outcome.task.src, outcome.error))
         return
     r = outcome.result
+    summary.warnings += [(outcome.task.src, message) for message in r.warnings]
     summary.converted += 1
     summary.seconds += r.seconds
     summary.input_bytes += r.input_bytes or 0

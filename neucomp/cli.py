@@ -3,20 +3,23 @@
 Every problem a user can cause is a NeucompError and ends as one line on stderr,
 ``neucomp: error: <message>``, with the error's exit code and no traceback (``--debug``
 or ``NEUCOMP_DEBUG=1`` shows it). Outputs are written atomically by the codec, so a
-failed or interrupted run leaves nothing behind.
+failed or interrupted run (Ctrl-C, SIGTERM, SIGHUP: see neucomp.signals) leaves nothing
+behind.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
 from neucomp import __version__
-from neucomp.errors import InputError, NeucompError, UsageError
+from neucomp.errors import InputError, NeucompError, Terminated, UsageError
 
 BANDWIDTHS = "1.5, 3, 6, 12, 24"
 EXIT_FAILURES = 1  # a batch where some files failed
@@ -50,9 +53,25 @@ class NeucompGroup(click.Group):
             self.add_command(command, name)
         return super().get_command(ctx, name)
 
-    def invoke(self, ctx: click.Context):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
-            return super().invoke(ctx)
+            return super().parse_args(ctx, args)
+        except click.UsageError as err:
+            _usage_error(err)
+
+    def invoke(self, ctx: click.Context):
+        from neucomp.signals import terminate_as_exception
+
+        try:
+            with terminate_as_exception():
+                return super().invoke(ctx)
+        except click.UsageError as err:  # a bad option or argument of a command
+            _usage_error(err)
+        except Terminated as err:
+            if _debug(ctx):
+                raise
+            click.echo(f"neucomp: terminated by {signal.Signals(err.signum).name}", err=True)
+            ctx.exit(err.exit_code)
         except NeucompError as err:
             if _debug(ctx):
                 raise
@@ -73,6 +92,13 @@ class NeucompGroup(click.Group):
             where = f": {err.filename}" if err.filename else ""
             click.echo(f"neucomp: error: {err.strerror or err}{where}", err=True)
             ctx.exit(EXIT_FAILURES)
+
+
+def _usage_error(err: click.UsageError) -> NoReturn:
+    """Click's own errors (``--threads 0``, a missing OUT) as one line, like ours."""
+    hint = f" (see '{err.ctx.command_path} --help')" if err.ctx else ""
+    click.echo(f"neucomp: error: {err.format_message()}{hint}", err=True)
+    raise click.exceptions.Exit(err.exit_code)
 
 
 def _silence_stdout() -> None:
@@ -122,11 +148,26 @@ def _single_target(src: str, dst: str, suffix: str) -> str:
 def _folder_output(dst: str) -> None:
     if dst == "-":
         raise UsageError("a folder IN needs a folder OUT, not -")
+    path = Path(dst)
+    if not path.exists() and path.suffix.lower() in _file_suffixes():
+        raise UsageError(f"a folder IN needs a folder OUT, not the file name '{dst}'")
+
+
+def _no_shard(shard: tuple[int, int] | None) -> None:
+    if shard is not None:
+        raise UsageError("--shard splits a folder IN; IN is a single file")
+
+
+def _file_suffixes() -> tuple[str, ...]:
+    """Extensions that make an OUT look like a file, not a folder."""
+    from neucomp.audio import AUDIO_EXTENSIONS
+
+    return (*AUDIO_EXTENSIONS, ".ecdc")
 
 
 def _finish_batch(summary, quiet: bool) -> None:
     lines = summary.lines()
-    if not quiet or summary.failures:
+    if not quiet or summary.failures or summary.warnings:
         for line in lines if not quiet else lines[1:]:
             click.echo(line, err=True)
     if summary.failures:
@@ -147,6 +188,28 @@ threads_option = click.option(
     default=1,
     show_default=True,
     help="CPU threads for inference (per worker).",
+)
+
+
+class ShardType(click.ParamType):
+    """``K/N``: the K-th (1 to N) of N disjoint shares of a folder's files."""
+
+    name = "K/N"
+
+    def convert(self, value, param, ctx) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        k, _, n = str(value).partition("/")
+        if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+            self.fail(f"{value!r} is not K/N with 1 <= K <= N (e.g. 2/8)", param, ctx)
+        return int(k), int(n)
+
+
+shard_option = click.option(
+    "--shard",
+    type=ShardType(),
+    default=None,
+    help="Folders: convert only share K of N (for array jobs; together they cover all).",
 )
 force_option = click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
@@ -169,6 +232,7 @@ quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print nothing b
 @quiet_option
 @jobs_option
 @threads_option
+@shard_option
 def compress(
     src: str,
     dst: str,
@@ -179,6 +243,7 @@ def compress(
     quiet: bool,
     jobs: int,
     threads: int,
+    shard: tuple[int, int] | None,
 ) -> None:
     """Compress audio IN (any format, rate, channels) to a .ecdc file OUT.
 
@@ -200,11 +265,15 @@ def compress(
             force=force,
             quiet=quiet,
             options=options,
+            shard=shard,
         )
         _finish_batch(summary, quiet)
         return
+    _no_shard(shard)
     dst = _single_target(src, dst, batch.ECDC_SUFFIX)
     r = api.compress_file(src, dst, bandwidth=bandwidth, lm=lm, model=model, force=force)
+    for warning in r.warnings:
+        click.echo(f"neucomp: warning: {warning}", err=True)
     _say(
         quiet,
         f"{r.source}: {batch.format_duration(r.seconds)}, {r.sample_rate} Hz, {r.channels} ch"
@@ -236,6 +305,7 @@ def compress(
 @quiet_option
 @jobs_option
 @threads_option
+@shard_option
 def decompress(
     src: str,
     dst: str,
@@ -247,6 +317,7 @@ def decompress(
     quiet: bool,
     jobs: int,
     threads: int,
+    shard: tuple[int, int] | None,
 ) -> None:
     """Decompress a .ecdc file IN to audio OUT (.wav 16-bit, .flac; - is WAV on stdout).
 
@@ -269,9 +340,11 @@ def decompress(
             quiet=quiet,
             fmt=fmt,
             options=options,
+            shard=shard,
         )
         _finish_batch(summary, quiet)
         return
+    _no_shard(shard)
     dst = _single_target(src, dst, f".{fmt}")
     r = api.decompress_file(
         src, dst, float_wav=float_wav, salvage=salvage, force=force, model=model

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol
 import numpy as np
 
 from neucomp import audio as A
-from neucomp.errors import FormatError, InputError
+from neucomp.errors import CorruptDataError, FormatError, InputError
 from neucomp.loader import hash_bytes, lm_coder, model_for
 
 if TYPE_CHECKING:
@@ -59,6 +59,34 @@ class Result:
     def kbps(self) -> float:
         """Actual bitrate of the .ecdc stream, overhead included."""
         return self.ecdc_bytes * 8 / self.seconds / 1000 if self.seconds > 0 else 0.0
+
+
+class _FiniteGuard:
+    """Replaces NaN and ±inf input samples by 0 before they reach the encoder, whose
+    recurrent state would otherwise stay poisoned for the rest of the stream; counts
+    them for one warning at the end."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: int | None = None  # frame index of the first bad sample
+
+    def clean(self, block: np.ndarray, offset: int) -> np.ndarray:
+        bad = ~np.isfinite(block)
+        if not bad.any():
+            return block
+        if self.first is None:
+            self.first = offset + int(np.flatnonzero(bad.any(axis=0))[0])
+        self.count += int(bad.sum())
+        return np.where(bad, np.float32(0), block)
+
+    def warning(self, rate: int) -> str | None:
+        if not self.count:
+            return None
+        s = "" if self.count == 1 else "s"
+        return (
+            f"input has {self.count} non-finite sample{s} (NaN or inf), the first at "
+            f"{self.first / rate:.3f} s: replaced with silence"
+        )
 
 
 class _ChunkWriter:
@@ -108,6 +136,7 @@ def compress_stream(
 
     cfg = model.config
     n_q = cfg.n_codebooks_for(bandwidth)
+    A.check_format(reader.name, reader.info.sample_rate, reader.info.channels)
     coder = lm_coder(model) if lm else None
     header = Header(
         model_name=cfg.name,
@@ -124,6 +153,7 @@ def compress_stream(
     )
     resampler = A.Resampler(reader.info.sample_rate, cfg.sample_rate, cfg.channels)
     encoder = model.stream_encoder(n_q)
+    guard = _FiniteGuard()
     model_samples = original_samples = 0
 
     def encode(x: np.ndarray) -> torch.Tensor:
@@ -139,6 +169,7 @@ def compress_stream(
         writer = EcdcWriter(out, header)
         chunks = _ChunkWriter(writer, coder.encode_chunk if coder else pack_codes)
         for block in itertools.chain([first], blocks):
+            block = guard.clean(block, original_samples)
             original_samples += block.shape[1]
             chunks.add(encode(resampler.push(A.to_model_channels(block, cfg.channels))))
         tail = resampler.flush()
@@ -149,6 +180,7 @@ def compress_stream(
         chunks.close()
         writer.finish(Trailer(model_samples, original_samples))
     rate = reader.info.sample_rate
+    warning = guard.warning(rate)
     return Result(
         source=reader.name,
         target="",
@@ -158,6 +190,7 @@ def compress_stream(
         samples=original_samples,
         ecdc_bytes=writer.bytes_written,
         chunks=writer.num_chunks,
+        warnings=[warning] if warning else [],
     )
 
 
@@ -260,7 +293,10 @@ def decompress_stream(
 
 def _decode_payload(chunk, coder, k: int, unpack_codes) -> np.ndarray:
     if coder is not None:
-        codes = np.asarray(coder.decode_chunk(chunk.payload, k, chunk.num_frames))
+        try:
+            codes = np.asarray(coder.decode_chunk(chunk.payload, k, chunk.num_frames))
+        except CorruptDataError as err:
+            raise CorruptDataError(f"chunk {chunk.index}: {err}: the file is damaged") from None
     else:
         codes = unpack_codes(chunk.payload, k, chunk.num_frames)
     return codes.astype(np.int64, copy=False)

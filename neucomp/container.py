@@ -26,12 +26,19 @@ from neucomp.errors import CorruptDataError, FormatError, TruncatedError
 MAGIC = b"NCDC"
 VERSION = 1
 
-MAX_CHUNK_FRAMES = 1 << 16
+# The codec writes 750 frames per chunk. The bound keeps what one chunk head can make a
+# reader do (decode frames, with the LM coder at some ms each) near what real files need.
+MAX_CHUNK_FRAMES = 1024
 MAX_PAYLOAD_BYTES = 16 << 20
 MAX_CODEBOOKS = 32
 MAX_CODEBOOK_SIZE = 1024  # codes must fit the 10 bits of plain packing
 MAX_MODEL_NAME = 64
 HASH_BYTES = 32
+# Supported audio: beyond these the resampler and the output writer would need absurd
+# amounts of memory, so a header outside them is refused before anything is allocated.
+MIN_SAMPLE_RATE = 1000
+MAX_SAMPLE_RATE = 384_000
+MAX_CHANNELS = 64
 
 # Header: fixed part up to and including the name length byte, then name, then CRC.
 _HEADER_FIXED = struct.Struct("<4sBBHIHBBHIH32s32sB")  # 89 bytes
@@ -103,12 +110,13 @@ class Header:
             raise ValueError("LM hash must be all zero bytes when the coder is plain")
         if self.coder == Coder.LM and self.lm_hash == _ZERO_HASH:
             raise ValueError("LM hash must be set when the coder is the LM range coder")
-        _set_int(self, "model_sample_rate", "model sample rate", 1, 2**32 - 1)
+        rates = MIN_SAMPLE_RATE, MAX_SAMPLE_RATE
+        _set_int(self, "model_sample_rate", "model sample rate", *rates)
         _set_int(self, "model_channels", "model channels", 1, 2**8 - 1)
         _set_int(self, "hop_length", "hop length", 1, 2**16 - 1)
         _set_int(self, "num_codebooks", "number of codebooks", 1, MAX_CODEBOOKS)
-        _set_int(self, "original_sample_rate", "original sample rate", 1, 2**32 - 1)
-        _set_int(self, "original_channels", "original channels", 1, 2**16 - 1)
+        _set_int(self, "original_sample_rate", "original sample rate", *rates)
+        _set_int(self, "original_channels", "original channels", 1, MAX_CHANNELS)
         _set_int(self, "codebook_size", "codebook size", 2, MAX_CODEBOOK_SIZE)
 
     @property
@@ -152,6 +160,24 @@ class Trailer:
         _set_int(self, "original_samples", "original samples", 0, 2**64 - 1)
 
 
+def _trailer_problem(header: Header, frames: int, model_samples: int, original: int) -> str | None:
+    """Why the end record's totals cannot belong to these chunks, or None.
+
+    The frames must cover model_samples, and original_samples must be model_samples at
+    the original rate: resampling moves a length by less than one sample at the lower
+    rate, plus the one model-rate sample kept for an input too short to give any.
+    """
+    if model_samples > frames * header.hop_length:
+        return f"claims {model_samples} samples, more than the {frames} frames hold"
+    model_rate, rate = header.model_sample_rate, header.original_sample_rate
+    if abs(original * model_rate - model_samples * rate) > rate + model_rate:
+        return (
+            f"claims {original} samples at {rate} Hz, which does not match its "
+            f"{model_samples} samples at {model_rate} Hz"
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class Chunk:
     """One chunk as read back; `payload` is None for a damaged chunk in salvage mode."""
@@ -177,11 +203,12 @@ def _check_chunk_sizes(header: Header, num_frames: int, payload_size: int) -> st
     elif header.coder == Coder.LM:
         # The range coder emits 32-bit words, at most ~32 bits per code plus a flush
         # (docs/LM_CODER.md): anything else cannot have come from it.
+        # The flush alone is one word, so no payload of a chunk with frames is empty.
         limit = 4 * num_frames * header.num_codebooks + 8
-        if payload_size % 4 or payload_size > limit:
+        if payload_size % 4 or not 4 <= payload_size <= limit:
             return (
                 f"declares an LM payload of {payload_size} bytes (must be a multiple of 4, "
-                f"at most {limit} for {num_frames} frames of {header.num_codebooks} codebooks)"
+                f"4 to {limit} for {num_frames} frames of {header.num_codebooks} codebooks)"
             )
     return None
 
@@ -222,11 +249,11 @@ class EcdcWriter:
         """Write the end record; nothing may be written after it."""
         if self._finished:
             raise ValueError("finish() was already called")
-        if trailer.model_samples > self.num_frames * self.header.hop_length:
-            raise ValueError(
-                f"trailer claims {trailer.model_samples} samples, but the chunks hold only "
-                f"{self.num_frames} frames of {self.header.hop_length} samples"
-            )
+        problem = _trailer_problem(
+            self.header, self.num_frames, trailer.model_samples, trailer.original_samples
+        )
+        if problem:
+            raise ValueError(f"trailer {problem}")
         body = _END_BODY.pack(0, trailer.model_samples, trailer.original_samples)
         self._write(body + _CRC.pack(zlib.crc32(body)))
         self._finished = True
@@ -402,11 +429,9 @@ class EcdcReader:
         problem = None
         if zlib.crc32(body) != crc:
             problem = f"checksum mismatch in the end record at byte {start}"
-        elif model_samples > capacity:
-            problem = (
-                f"the end record at byte {start} claims {model_samples} samples, "
-                f"more than the {total_frames} frames hold"
-            )
+        else:
+            why = _trailer_problem(self.header, total_frames, model_samples, original_samples)
+            problem = f"the end record at byte {start} {why}" if why else None
         if problem is None:
             self._trailer = Trailer(model_samples, original_samples)
             return

@@ -49,3 +49,15 @@ class UsageError(NeucompError):
     """An option value is not supported (e.g. an unknown bandwidth)."""
 
     exit_code = 6
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived: unwind like Ctrl-C, so temp outputs are removed.
+
+    A BaseException (like KeyboardInterrupt), so that no ``except Exception`` swallows it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.exit_code = 128 + signum  # what a shell reports for a process the signal killed

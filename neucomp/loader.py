@@ -57,20 +57,21 @@ def load_model(name: str | os.PathLike | None = None) -> Codec:
 def model_for(header: Header, model: Codec | str | os.PathLike | None) -> Codec:
     """The model that made this stream (installed, or the one given by name or path),
     or a ModelError saying what is missing."""
-    from neucomp.model import resolve_model_path
+    from neucomp.model import installed_model_path
 
     want = header.model_hash.hex()
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
     if model is None:
+        # A name read from a file is looked up in the models folder only, never as a path.
         try:
-            resolve_model_path(header.model_name)
+            path = installed_model_path(header.model_name)
         except ModelError:
             raise ModelError(
                 f"this file needs model '{header.model_name}' with weights {want[:12]}…, "
                 "which is not installed"
             ) from None
-        model = load_model(header.model_name)
+        model = load_model(path)
     if model.weights_hash != want:
         raise ModelError(
             f"this file was made by different weights of model '{header.model_name}' "

@@ -319,7 +319,8 @@ def save_model(codec: Codec, path: str | Path) -> str:
 
 
 def resolve_model_path(name_or_path: str | Path | None) -> Path:
-    """A model name (looked up in models_dir()) or a path to a model file."""
+    """A model name (looked up in models_dir()) or a path to a model file: for names the
+    user gives (--model, the Python API), never for names read from a .ecdc file."""
     if name_or_path is None:
         name_or_path = DEFAULT_MODEL
     candidate = Path(name_or_path)
@@ -327,11 +328,16 @@ def resolve_model_path(name_or_path: str | Path | None) -> Path:
         if not candidate.is_file():
             raise ModelError(f"model file not found: {candidate}")
         return candidate
-    path = models_dir() / f"{name_or_path}.pt"
-    if not path.is_file():
+    return installed_model_path(str(name_or_path))
+
+
+def installed_model_path(name: str) -> Path:
+    """The file of the installed model ``name``: only ever inside models_dir()."""
+    path = models_dir() / f"{name}.pt"
+    if Path(name).name != name or name in ("", ".", "..") or not path.is_file():
         available = sorted(p.stem for p in models_dir().glob("*.pt"))
         hint = f" (available: {', '.join(available)})" if available else ""
-        raise ModelError(f"model '{name_or_path}' is not installed in {models_dir()}{hint}")
+        raise ModelError(f"model '{name}' is not installed in {models_dir()}{hint}")
     return path
 
 

@@ -7,8 +7,10 @@ to a temp file that only becomes the target when everything succeeded.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -17,8 +19,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from neucomp.audio import STDIO
+from neucomp.audio import AUDIO_EXTENSIONS, STDIO
 from neucomp.errors import OutputError, UsageError
+from neucomp.signals import writing
 
 # Output extension → (soundfile format, default subtype).
 OUTPUT_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16")}
@@ -40,6 +43,47 @@ def output_format(target: str | os.PathLike, float_wav: bool = False) -> tuple[s
     return fmt, subtype
 
 
+class _GuardedFile:
+    """A file for libsndfile's callbacks that never raises into them.
+
+    An exception inside a cffi callback is only printed ("Exception ignored from cffi
+    callback" and a traceback) and libsndfile carries on calling, so a full disk gave a
+    screenful before the real error. The first OSError is kept instead, later calls
+    do nothing, and :class:`AudioWriter` raises that error once libsndfile returns.
+    """
+
+    def __init__(self, fp: BinaryIO) -> None:
+        self._fp = fp
+        self.error: BaseException | None = None
+        self._pos = 0
+
+    def _call(self, fn, *args, fallback):
+        if self.error is None:
+            try:
+                return fn(*args)
+            except (OSError, ValueError) as err:  # ValueError: the file was closed
+                self.error = err
+        return fallback
+
+    def write(self, data: bytes) -> int:
+        return self._call(self._fp.write, data, fallback=len(data))
+
+    def read(self, size: int = -1) -> bytes:
+        return self._call(self._fp.read, size, fallback=b"")
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._pos = self._call(self._fp.seek, offset, whence, fallback=self._pos)
+        return self._pos
+
+    def tell(self) -> int:
+        self._pos = self._call(self._fp.tell, fallback=self._pos)
+        return self._pos
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
 class AudioWriter:
     """Write ``[C, n]`` blocks to a seekable binary file in one of :data:`OUTPUT_FORMATS`."""
 
@@ -48,8 +92,9 @@ class AudioWriter:
     ) -> None:
         import soundfile as sf
 
+        self._fp = _GuardedFile(fp)
         self._sf = sf.SoundFile(
-            fp, "w", samplerate=sample_rate, channels=channels, format=fmt, subtype=subtype
+            self._fp, "w", samplerate=sample_rate, channels=channels, format=fmt, subtype=subtype
         )
         self._clip = subtype != "FLOAT"
         self.frames = 0
@@ -60,10 +105,34 @@ class AudioWriter:
         if self._clip:  # integer formats: out-of-range samples would wrap, not saturate
             block = np.clip(block, -1.0, 1.0)
         self._sf.write(np.ascontiguousarray(block.T))
+        self._fp.raise_error()
         self.frames += block.shape[1]
 
     def close(self) -> None:
         self._sf.close()
+        self._fp.raise_error()
+
+
+def check_distinct(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """OutputError if OUT is IN itself (the same path, or a link to the same file)."""
+    if STDIO in (str(source), str(target)):
+        return
+    try:
+        same = os.path.samefile(source, target)
+    except OSError:  # OUT does not exist yet
+        return
+    if same:
+        raise OutputError(f"OUT '{target}' is the input file itself")
+
+
+def check_ecdc_name(target: str | os.PathLike) -> None:
+    """Refuse to write .ecdc bytes under an audio file's name (e.g. ``out.mp3``)."""
+    suffix = Path(target).suffix.lower()
+    if str(target) != STDIO and suffix in AUDIO_EXTENSIONS:
+        raise UsageError(
+            f"cannot write '{Path(target).name}': compress writes .ecdc files, not "
+            f"'{suffix}' audio (name OUT .ecdc)"
+        )
 
 
 def check_output(target: str | os.PathLike, force: bool) -> None:
@@ -81,7 +150,43 @@ def check_output(target: str | os.PathLike, force: bool) -> None:
     if not parent.is_dir():
         raise OutputError(f"output folder '{parent}' does not exist")
     if not os.access(parent, os.W_OK):
-        raise OutputError(f"cannot write to folder '{parent}': permission denied")
+        reason = "permission denied"
+        with contextlib.suppress(OSError):
+            if os.statvfs(parent).f_flag & os.ST_RDONLY:
+                reason = "read-only file system"
+        raise OutputError(f"cannot write to folder '{parent}': {reason}")
+
+
+def _output_mode(path: Path) -> int:
+    """The mode a plain ``open(path, "w")`` would leave: an existing file keeps its own,
+    a new one gets 0666 less the umask (mkstemp's 0600 would hide outputs from others)."""
+    with contextlib.suppress(OSError):
+        return stat.S_IMODE(os.stat(path).st_mode)
+    umask = os.umask(0o022)  # the only portable way to read it is to set it
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def remove_stale_parts(target: Path) -> None:
+    """Delete temp files of ``target`` (``.NAME.PID.XXXXXXXX.part``) whose writer process
+    is gone: what a SIGKILL or a power cut leaves. Another live run's files stay."""
+    prefix = f".{target.name}."
+    with contextlib.suppress(OSError):
+        for part in target.parent.glob(f"{glob.escape(prefix)}*.part"):
+            pid = part.name[len(prefix) :].split(".")[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    part.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process: it exists
+        return True
+    return True
 
 
 @contextlib.contextmanager
@@ -110,15 +215,20 @@ def atomic_output(
             out.flush()
         return
     path = Path(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w+b") as fp:
-            yield fp
-            fp.flush()
-        if path.exists() and not force:  # appeared while we worked (another job)
-            raise OutputError(f"'{target}' already exists (use -f to overwrite)")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    remove_stale_parts(path)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}.", suffix=".part", dir=path.parent
+    )
+    with writing(tmp):
+        try:
+            os.fchmod(fd, _output_mode(path))
+            with os.fdopen(fd, "w+b") as fp:
+                yield fp
+                fp.flush()
+            if path.exists() and not force:  # appeared while we worked (another job)
+                raise OutputError(f"'{target}' already exists (use -f to overwrite)")
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise

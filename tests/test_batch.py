@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -116,3 +119,124 @@ def test_summary_lines():
         "failed (1):",
         "  x.wav: boom",
     ]
+
+
+@pytest.fixture
+def long_tree(tmp_path) -> Path:
+    """Four 40-s files: long enough that a batch is still working when a signal comes."""
+    root = tmp_path / "long"
+    root.mkdir()
+    for i in range(4):
+        write_audio(root / f"f{i}.wav", make_audio(16000 * 40, 16000, channels=2), 16000)
+    return root
+
+
+def start_batch(cli_env, src: Path, out: Path) -> subprocess.Popen:
+    """`neucomp compress --jobs 2`, returned once a worker has its temp output open."""
+    proc = subprocess.Popen(
+        [str(BIN / "neucomp"), "compress", "-q", "--jobs", "2", str(src), str(out)],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while not list(out.glob(".*.part")) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.05)
+    assert list(out.glob(".*.part")), "no worker ever started writing"
+    return proc
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_signal_stops_the_workers_and_leaves_no_temp_file(cli_env, long_tree, tmp_path, sig, code):
+    out = tmp_path / "out"
+    proc = start_batch(cli_env, long_tree, out)
+    proc.send_signal(sig)
+    # The pipes reach EOF only when every process holding them (workers, forkserver) is
+    # gone: a calling script or pipeline would otherwise hang.
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == code, err.decode()
+    assert err.decode() == f"neucomp: terminated by {signal.Signals(sig).name}\n"
+    assert [p.name for p in out.rglob(".*")] == []
+
+
+def test_workers_die_with_a_killed_parent(cli_env, long_tree, tmp_path):
+    out = tmp_path / "out"
+    proc = start_batch(cli_env, long_tree, out)
+    start = time.monotonic()
+    proc.kill()
+    proc.communicate(timeout=30)  # EOF: the workers and the forkserver are gone too
+    assert time.monotonic() - start < 20
+    assert [p.name for p in out.rglob(".*")] == []  # the workers still cleaned up
+
+
+def test_rerun_removes_stale_temp_files_it_owns(tiny_model, tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    write_audio(src / "a.wav", make_audio(8000, 8000), 8000)
+    write_audio(src / "b.wav", make_audio(8000, 8000), 8000)
+    (out / "b.ecdc").write_bytes(b"done before")  # skipped, but its stale temp goes too
+    gone = _dead_pid()
+    stale = [out / f".a.ecdc.{gone}.abcd1234.part", out / f".b.ecdc.{gone}.abcd1234.part"]
+    live = out / f".a.ecdc.{os.getpid()}.efgh5678.part"  # another run still writing
+    for part in (*stale, live):
+        part.write_bytes(b"partial")
+    summary = batch.run_batch(src, out, "compress", quiet=True)
+    assert (summary.converted, summary.skipped) == (1, 1)
+    assert not any(p.exists() for p in stale) and live.exists()
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_shards_cover_the_tree_exactly_once(tiny_model, tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    (src / "sub").mkdir(parents=True)
+    names = [f"f{i}.wav" for i in range(8)] + [f"sub/g{i}.wav" for i in range(4)]
+    for name in names:
+        write_audio(src / name, make_audio(800, 8000), 8000)
+    write_audio(src / "f0.flac", make_audio(800, 8000), 8000)  # clashes with f0.wav
+    seen: list[str] = []
+    clashes = 0
+    for k in (1, 2, 3):
+        before = set(files_under(out)) if out.exists() else set()
+        summary = batch.run_batch(src, out, "compress", quiet=True, shard=(k, 3))
+        new = set(files_under(out)) - before
+        assert summary.converted == len(new)
+        seen += new
+        clashes += len(summary.failures)
+    expected = sorted(n.replace(".wav", ".ecdc") for n in names)
+    assert sorted(seen) == expected and clashes == 1  # each once; the clash in one shard
+    again = batch.run_batch(src, out, "compress", quiet=True, shard=(2, 3))
+    assert again.converted == 0 and again.skipped > 0  # resuming stays per file
+
+
+@pytest.mark.parametrize("value", ["0/3", "4/3", "3", "a/b", "1/0"])
+def test_bad_shard_is_one_line(tiny_model, tmp_path, value):
+    r = CliRunner().invoke(main, ["compress", "--shard", value, str(tmp_path), str(tmp_path)])
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1
+    assert r.stderr.startswith("neucomp: error: Invalid value for '--shard'")
+
+
+def test_shard_needs_a_folder(tiny_model, tmp_path):
+    src = write_audio(tmp_path / "a.wav", make_audio(800, 8000), 8000)
+    r = CliRunner().invoke(main, ["compress", "--shard", "1/2", str(src), str(tmp_path / "a.ecdc")])
+    assert r.exit_code == 6 and "--shard splits a folder IN" in r.stderr
+
+
+def test_batch_reports_warnings(tiny_model, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    x = make_audio(8000, 8000)
+    x[0, 4000] = float("nan")
+    write_audio(src / "nan.wav", x, 8000, subtype="FLOAT")
+    r = CliRunner().invoke(main, ["compress", "-q", str(src), str(tmp_path / "out")])
+    assert r.exit_code == 0
+    assert r.stderr == (
+        f"warning: {src / 'nan.wav'}: input has 1 non-finite sample (NaN or inf), the first "
+        "at 0.500 s: replaced with silence\n"
+    )

@@ -108,6 +108,25 @@ def test_force_overwrites(run, song, ecdc):
     assert ecdc.read_bytes() != before
 
 
+def test_non_finite_input_is_a_warning_not_damage(run, tmp_path):
+    x = make_audio(24000, 24000)
+    x[0, 12000:12005] = np.nan
+    src = write_audio(tmp_path / "nan.wav", x, 24000, subtype="FLOAT")
+    r = run("compress", "-q", src, tmp_path / "nan.ecdc")
+    assert r.exit_code == 0
+    assert r.stderr == (
+        "neucomp: warning: input has 5 non-finite samples (NaN or inf), the first at "
+        "0.500 s: replaced with silence\n"
+    )
+
+
+def test_unsupported_input_rate_is_one_line(run, tmp_path):
+    src = write_audio(tmp_path / "low.wav", make_audio(500, 500), 500)
+    r = run("compress", src, tmp_path / "low.ecdc")
+    assert_one_line_error(r, 2, "sample rate of 500 Hz (supported: 1000 to 384000 Hz)")
+    assert not (tmp_path / "low.ecdc").exists() and leftovers(tmp_path) == []
+
+
 def test_version_and_help(run):
     assert __version__ in run("--version").stdout
     helptext = run("--help").stdout
@@ -224,6 +243,40 @@ def test_damaged_ecdc(run, ecdc, tmp_path, how, message):
     assert run("info", bad).exit_code == 4
 
 
+def _forge(data: bytes, offset: int, fmt: str, value: int, header: bool) -> bytes:
+    """Replace one header (or end-record) field and recompute that part's CRC."""
+    import struct
+    import zlib
+
+    b = bytearray(data)
+    start, end = (0, struct.unpack_from("<H", b, 6)[0]) if header else (len(b) - 24, len(b))
+    struct.pack_into(fmt, b, start + offset, value)
+    struct.pack_into("<I", b, end - 4, zlib.crc32(bytes(b[start : end - 4])))
+    return bytes(b)
+
+
+@pytest.mark.parametrize(
+    ("offset", "fmt", "value", "header", "message"),
+    [
+        (18, "<I", 2**31, True, "original sample rate must be in [1000, 384000]"),
+        (18, "<I", 2**32 - 1, True, "original sample rate must be in"),
+        (22, "<H", 1024, True, "original channels must be in [1, 64], got 1024"),
+        (22, "<H", 2**16 - 1, True, "original channels must be in"),
+        (12, "<Q", 2**32, False, "claims 4294967296 samples at 44100 Hz"),
+        (12, "<Q", 2**64 - 1, False, "does not match"),
+        (4, "<Q", 2**40, False, "more than the"),
+    ],
+)
+def test_hostile_fields_are_one_line_format_errors(
+    run, ecdc, tmp_path, offset, fmt, value, header, message
+):
+    bad = tmp_path / "bad.ecdc"
+    bad.write_bytes(_forge(ecdc.read_bytes(), offset, fmt, value, header))
+    out = tmp_path / "bad.wav"
+    assert_one_line_error(run("decompress", bad, out), 4, message)
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
 def test_salvage_flag_decodes_around_damage(run, ecdc, tmp_path):
     bad = tmp_path / "bad.ecdc"
     bad.write_bytes(_damage(ecdc.read_bytes(), "flipped"))
@@ -314,26 +367,58 @@ def test_python_dash_m(cli_env, tmp_path):
     assert p.returncode == 0 and __version__ in p.stdout.decode()
 
 
-def test_ctrl_c_leaves_no_temp_file(cli_env, tmp_path):
-    # Audio arrives through a pipe that stays open, so the run is still going (with its
-    # temp output in place) when Ctrl-C comes, however fast the machine is.
+@pytest.mark.parametrize(
+    ("sig", "code", "message"),
+    [
+        (signal.SIGINT, 130, b"neucomp: interrupted\n"),
+        (signal.SIGTERM, 143, b"neucomp: terminated by SIGTERM\n"),
+        (signal.SIGHUP, 129, b"neucomp: terminated by SIGHUP\n"),
+    ],
+)
+@pytest.mark.parametrize("command", ["compress", "decompress"])
+def test_signals_leave_no_temp_file(cli_env, tmp_path, command, sig, code, message):
+    # The input arrives through a pipe that stays open, so the run is still going (with
+    # its temp output in place) when the signal comes, however fast the machine is.
+    if command == "compress":
+        data, out = pipe_wav_bytes(make_audio(8000 * 30, 8000), 8000), "long.ecdc"
+    else:
+        x = make_audio(8000 * 30, 8000)
+        data = subprocess.run(
+            [NEUCOMP, "compress", "-", "-"],
+            input=pipe_wav_bytes(x, 8000),
+            env=cli_env,
+            capture_output=True,
+            check=True,
+        ).stdout[:-100]  # without its end, the decoder waits for more
+        out = "long.wav"
     proc = subprocess.Popen(
-        [NEUCOMP, "compress", "-", str(tmp_path / "long.ecdc")],
+        [NEUCOMP, command, "-", str(tmp_path / out)],
         env=cli_env,
         stdin=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    proc.stdin.write(pipe_wav_bytes(make_audio(8000 * 30, 8000), 8000))
+    proc.stdin.write(data)
     proc.stdin.flush()
     deadline = time.monotonic() + 60
     while not leftovers(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     assert leftovers(tmp_path), "the temp output never appeared"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err.decode()
-    assert b"Traceback" not in err and b"interrupted" in err
+    assert proc.returncode == code, err.decode()
+    assert err == message
     assert os.listdir(tmp_path) == []
+
+
+def test_nohup_keeps_sighup_ignored(cli_env, tmp_path):
+    src = write_audio(tmp_path / "a.wav", make_audio(8000, 8000), 8000)
+    p = sh(
+        f"trap '' HUP; {NEUCOMP} compress -q a.wav a.ecdc & pid=$!; kill -HUP $pid; wait $pid",
+        cli_env,
+        tmp_path,
+    )
+    assert p.returncode == 0, p.stderr.decode()
+    assert (tmp_path / "a.ecdc").exists() and src.exists()
 
 
 def test_lm_flag(run, tiny_lm, song, tmp_path, monkeypatch):
@@ -363,3 +448,138 @@ def test_system_errors_are_one_line(run, song, tmp_path, monkeypatch):
     monkeypatch.setattr(api, "compress_file", disk_full)
     r = run("compress", song, tmp_path / "x.ecdc")
     assert_one_line_error(r, 1, "No space left on device")
+
+
+# ------------------------------------------------------------- input and output checks
+
+
+def test_output_that_is_the_input_is_refused(run, song, tmp_path):
+    before = song.read_bytes()
+    assert_one_line_error(run("compress", "-f", song, song), 3, "is the input file itself")
+    os.link(song, tmp_path / "same.ecdc")
+    r = run("compress", "-f", song, tmp_path / "same.ecdc")
+    assert_one_line_error(r, 3, "is the input file itself")
+    assert song.read_bytes() == before
+
+
+def test_compress_refuses_an_audio_name_for_ecdc_bytes(run, song, tmp_path):
+    r = run("compress", song, tmp_path / "out.mp3")
+    assert_one_line_error(r, 6, "compress writes .ecdc files, not '.mp3' audio")
+    assert not (tmp_path / "out.mp3").exists()
+
+
+def test_folder_in_refuses_a_file_like_out(run, song, tmp_path):
+    r = run("compress", tmp_path, tmp_path / "out.ecdc")
+    assert_one_line_error(r, 6, "needs a folder OUT, not the file name")
+    assert not (tmp_path / "out.ecdc").exists()
+
+
+def test_empty_folder_is_an_error(run, tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = run("compress", tmp_path / "empty", tmp_path / "out")
+    assert_one_line_error(r, 2, "no input files (.wav, .flac")
+    assert not (tmp_path / "out").exists()
+    r = run("decompress", tmp_path / "empty", tmp_path / "out")
+    assert_one_line_error(r, 2, "no input files (.ecdc)")
+
+
+def test_truncated_wav_is_refused(run, tmp_path):
+    full = write_audio(tmp_path / "full.wav", make_audio(24000 * 10, 24000), 24000)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(full.read_bytes()[: 44 + 2 * 24000])
+    r = run("compress", cut, tmp_path / "cut.ecdc")
+    assert_one_line_error(
+        r, 2, "cut.wav' is truncated: its header says 10.0 s (240000 frames), but it holds 1.0 s"
+    )
+    assert run("compress", "-q", full, tmp_path / "full.ecdc").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["compress", "--threads", "0", "a.wav", "b.ecdc"], "Invalid value for '--threads'"),
+        (["compress", "a.wav"], "Missing argument 'OUT'"),
+        (["decompress", "--format", "mp3", "a", "b"], "Invalid value for '--format'"),
+        (["--bogus"], "No such option '--bogus'"),
+        (["squash"], "No such command 'squash'"),
+    ],
+)
+def test_click_usage_errors_are_one_line(run, args, message):
+    assert_one_line_error(run(*args), 2, message)
+
+
+def test_read_only_file_system_is_named(run, song, tmp_path, monkeypatch):
+    class ReadOnly:
+        f_flag = os.ST_RDONLY
+
+    monkeypatch.setattr(os, "access", lambda *a, **kw: False)
+    monkeypatch.setattr(os, "statvfs", lambda path: ReadOnly())
+    r = run("compress", song, tmp_path / "x.ecdc")
+    assert_one_line_error(r, 3, f"cannot write to folder '{tmp_path}': read-only file system")
+
+
+def test_outputs_get_the_mode_open_would_give(run, song, tmp_path):
+    before = os.umask(0o027)
+    try:
+        out = tmp_path / "song.ecdc"
+        assert run("compress", "-q", song, out).exit_code == 0
+        assert out.stat().st_mode & 0o777 == 0o640
+        back = tmp_path / "back.wav"
+        assert run("decompress", "-q", out, back).exit_code == 0
+        assert back.stat().st_mode & 0o777 == 0o640
+        os.umask(0o002)
+        out.chmod(0o604)  # -f keeps an existing file's mode, as open() does
+        assert run("compress", "-q", "-f", song, out).exit_code == 0
+        assert out.stat().st_mode & 0o777 == 0o604
+        assert run("compress", "-q", song, tmp_path / "new.ecdc").exit_code == 0
+        assert (tmp_path / "new.ecdc").stat().st_mode & 0o777 == 0o664
+    finally:
+        os.umask(before)
+
+
+def test_full_disk_is_one_line(run, ecdc, tmp_path, monkeypatch):
+    """libsndfile's callbacks must not print 'Exception ignored from cffi callback'."""
+    import contextlib
+    import errno
+    import io
+
+    from neucomp import api
+
+    class FullDisk(io.BytesIO):
+        def write(self, data) -> int:
+            if self.tell() + len(data) > 3000:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(data)
+
+    @contextlib.contextmanager
+    def full_output(target, force=False, stream_stdout=False):
+        yield FullDisk()
+
+    monkeypatch.setattr(api, "atomic_output", full_output)
+    for fmt in ("wav", "flac"):
+        r = run("decompress", ecdc, tmp_path / f"out.{fmt}")
+        assert_one_line_error(r, 1, "No space left on device")
+
+
+def test_a_lost_termination_still_ends_the_run_cleanly(tmp_path):
+    """If the Terminated exception is lost (swallowed by some library), the run still
+    ends after the grace time, and its temp output is removed."""
+    script = f"""
+import time
+from neucomp import signals
+from neucomp.output import atomic_output
+signals.GRACE_S = 1.0
+signals.raise_terminated = lambda signum, frame: None  # every exception lost
+with signals.terminate_as_exception():
+    with atomic_output({str(tmp_path / "out.ecdc")!r}) as fp:
+        print("writing", flush=True)
+        time.sleep(60)
+"""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout.readline() == b"writing\n" and leftovers(tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143 and err == b"neucomp: terminated by SIGTERM\n", err
+    assert os.listdir(tmp_path) == []

@@ -141,6 +141,78 @@ def test_empty_and_malformed_arrays(tiny_model):
         neucomp.compress(np.zeros(10, np.int16), RATE)
 
 
+def test_non_finite_samples_become_silence_and_warn_once(tiny_model):
+    """A few NaN / inf samples must not poison the encoder state for the rest."""
+    rate = 16000
+    x = make_audio(4 * rate, rate, channels=2)
+    bad = x.copy()
+    bad[0, rate // 2 : rate // 2 + 3] = np.nan
+    bad[1, rate // 2 + 1] = np.inf
+    bad[0, 3 * rate] = -np.inf
+    clean = np.where(np.isfinite(bad), bad, 0).astype(np.float32)
+    with pytest.warns(UserWarning) as caught:
+        data = neucomp.compress(bad, rate)
+    assert len(caught) == 1
+    assert "5 non-finite samples (NaN or inf), the first at 0.500 s" in str(caught[0].message)
+    assert data == neucomp.compress(clean, rate)
+    y, _ = neucomp.decompress(data)
+    assert np.isfinite(y).all() and np.abs(y[:, rate:]).max() > 0
+
+
+def test_array_layout_and_rate_are_validated(tiny_model):
+    x = make_audio(24000, RATE, channels=2)
+    with pytest.raises(
+        InputError, match=r"\[24000, 2\] would be 24000 channels.*\[C, T\].*\[T, C\]"
+    ):
+        neucomp.compress(x.T, RATE)
+    for rate in (2**40, 0, -8000, 999, 384_001):
+        with pytest.raises(InputError, match=f"sample rate of {rate} Hz .*1000 to 384000 Hz"):
+            neucomp.compress(x, rate)
+    for rate in (44100.7, "44100", None, True):
+        with pytest.raises(InputError, match="sample rate must be an integer number of Hz"):
+            neucomp.compress(x, rate)
+    assert neucomp.decompress(neucomp.compress(x, 44100.0))[1] == 44100
+    assert neucomp.decompress(neucomp.compress(x, np.int32(16000)))[1] == 16000
+    with pytest.raises(InputError, match="65 channels"):
+        neucomp.compress(np.zeros((65, 100), np.float32), RATE)
+
+
+def test_a_model_name_from_a_file_never_resolves_outside_the_models_folder(
+    tiny_model, model_dir, tmp_path, monkeypatch
+):
+    """A header naming `sample.flac` must not load ./sample.flac, even a valid model."""
+    import shutil
+    import struct
+    import zlib
+
+    data = bytearray(neucomp.compress(make_audio(1000), RATE))
+    name = b"sample.flac"
+    old_size = struct.unpack_from("<H", data, 6)[0]
+    header = bytearray(data[: old_size - 4 - len(b"neucomp_24khz")]) + name
+    struct.pack_into("<H", header, 6, len(header) + 4)
+    header[88] = len(name)
+    forged = bytes(header) + struct.pack("<I", zlib.crc32(header)) + bytes(data[old_size:])
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(model_dir / "neucomp_24khz.pt", tmp_path / "sample.flac")
+    with pytest.raises(ModelError, match="needs model 'sample.flac' .* not installed"):
+        neucomp.decompress(forged)
+    # the user's own --model path is still honoured
+    assert neucomp.decompress(forged, model="sample.flac")[0].shape == (1, 1000)
+
+
+def test_model_files_are_loaded_without_unpickling_objects(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (exec, (f"open({str(marker)!r}, 'w')",))
+
+    torch.save({"format": "neucomp-model", "x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ModelError, match="cannot load model file"):
+        neucomp.load_model(str(tmp_path / "evil.pt"))
+    assert not marker.exists()
+
+
 def test_one_dimensional_input(tiny_model):
     y, sr = neucomp.decompress(neucomp.compress(make_audio(999)[0], RATE))
     assert (sr, y.shape) == (RATE, (1, 999))

@@ -15,6 +15,10 @@ from hypothesis import strategies as st
 
 from neucomp.coding.packing import pack_codes, packed_size, unpack_codes
 from neucomp.container import (
+    MAX_CHANNELS,
+    MAX_CHUNK_FRAMES,
+    MAX_SAMPLE_RATE,
+    MIN_SAMPLE_RATE,
     Chunk,
     Coder,
     EcdcReader,
@@ -93,7 +97,7 @@ class PipeReader:
 def test_writer_bytes_match_the_spec_built_by_hand():
     header = make_header(coder=Coder.LM, lm_hash=LM_HASH, num_codebooks=8, model_channels=2)
     payload = b"\x01\x02\x03\x04\x05\x06\x07\x08"  # LM payloads are whole 32-bit words
-    data = write_file(header, [(750, payload)], Trailer(239_990, 441_000))
+    data = write_file(header, [(750, payload)], Trailer(239_990, 440_982))
 
     name = b"neucomp_24khz"
     expected = b"NCDC" + bytes([1, 1]) + struct.pack("<H", 93 + len(name))
@@ -103,7 +107,7 @@ def test_writer_bytes_match_the_spec_built_by_hand():
     expected += struct.pack("<I", zlib.crc32(expected))
     chunk_head = struct.pack("<II", 750, len(payload))
     expected += chunk_head + struct.pack("<I", zlib.crc32(chunk_head + payload)) + payload
-    end = struct.pack("<IQQ", 0, 239_990, 441_000)
+    end = struct.pack("<IQQ", 0, 239_990, 440_982)
     expected += end + struct.pack("<I", zlib.crc32(end))
     assert data == expected
     assert len(data) == (93 + 13) + (12 + 8) + 24
@@ -162,12 +166,12 @@ def headers(draw) -> Header:
         model_hash=draw(st.binary(min_size=32, max_size=32)),
         coder=coder,
         lm_hash=lm_hash,
-        model_sample_rate=draw(st.integers(1, 2**32 - 1)),
+        model_sample_rate=draw(st.integers(MIN_SAMPLE_RATE, MAX_SAMPLE_RATE)),
         model_channels=draw(st.integers(1, 255)),
         hop_length=draw(st.integers(1, 2**16 - 1)),
         num_codebooks=draw(st.integers(1, 32)),
-        original_sample_rate=draw(st.integers(1, 2**32 - 1)),
-        original_channels=draw(st.integers(1, 2**16 - 1)),
+        original_sample_rate=draw(st.integers(MIN_SAMPLE_RATE, MAX_SAMPLE_RATE)),
+        original_channels=draw(st.integers(1, MAX_CHANNELS)),
         codebook_size=draw(st.integers(2, 1024)),
     )
 
@@ -182,14 +186,17 @@ def test_random_files_round_trip(header, data):
             size = packed_size(num_frames, header.num_codebooks)
             payload = data.draw(st.binary(min_size=size, max_size=size))
         else:
-            words = data.draw(st.integers(0, num_frames * header.num_codebooks + 2))
+            words = data.draw(st.integers(1, num_frames * header.num_codebooks + 2))
             payload = data.draw(st.binary(min_size=4 * words, max_size=4 * words))
         chunks.append((num_frames, payload))
     capacity = sum(frame_counts) * header.hop_length
-    trailer = Trailer(
-        model_samples=data.draw(st.integers(0, capacity)),
-        original_samples=data.draw(st.integers(0, 2**64 - 1)),
-    )
+    model_samples = data.draw(st.integers(0, capacity))
+    # original_samples: model_samples at the original rate, give or take what resampling
+    # moves a length by (the reader's tolerance, docs/FORMAT.md)
+    rate, model_rate = header.original_sample_rate, header.model_sample_rate
+    low = max(0, -(-(model_samples * rate - rate - model_rate) // model_rate))
+    high = (model_samples * rate + rate + model_rate) // model_rate
+    trailer = Trailer(model_samples, data.draw(st.integers(low, high)))
     raw = write_file(header, chunks, trailer)
 
     reader = EcdcReader(PipeReader(raw))
@@ -428,3 +435,90 @@ def test_model_samples_beyond_the_frames_are_rejected():
     data = header.to_bytes() + body + struct.pack("<I", zlib.crc32(body))
     with pytest.raises(CorruptDataError, match="claims 1 samples"):
         read_all(data)
+
+
+# --- hostile fields under valid CRCs ------------------------------------------------------
+
+# Header fields as (byte offset, struct format) per docs/FORMAT.md.
+HEADER_FIELDS = {
+    "model_sample_rate": (8, "<I"),
+    "hop_length": (12, "<H"),
+    "model_channels": (14, "B"),
+    "num_codebooks": (15, "B"),
+    "codebook_size": (16, "<H"),
+    "original_sample_rate": (18, "<I"),
+    "original_channels": (22, "<H"),
+    "coder": (5, "B"),
+}
+HOSTILE_HEADER_VALUES = {
+    "model_sample_rate": [0, 999, 384_001, 2**31, 2**32 - 1],
+    "hop_length": [0],
+    "model_channels": [0],
+    "num_codebooks": [0, 33, 255],
+    "codebook_size": [0, 1, 1025, 2**16 - 1],
+    "original_sample_rate": [0, 1, 999, 384_001, 2**31, 2**32 - 1],
+    "original_channels": [0, 65, 1024, 2**16 - 1],
+    "coder": [2, 255],
+}
+
+
+def forge_header(field: str, value: int) -> bytes:
+    """A valid plain-coder header with one field replaced, and its CRC recomputed."""
+    raw = bytearray(make_header().to_bytes())
+    offset, fmt = HEADER_FIELDS[field]
+    struct.pack_into(fmt, raw, offset, value)
+    raw[-4:] = struct.pack("<I", zlib.crc32(bytes(raw[:-4])))
+    return bytes(raw)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [(f, v) for f, vs in HOSTILE_HEADER_VALUES.items() for v in vs]
+)
+def test_every_hostile_header_field_is_a_one_line_format_error(field, value):
+    data, _ = small_file()
+    forged = forge_header(field, value) + data[106:]
+    with pytest.raises(FormatError, match="^bad .ecdc header: ") as info:
+        read_all(forged)
+    assert "\n" not in str(info.value)
+
+
+def test_header_limits_match_the_documented_range():
+    for rate in (MIN_SAMPLE_RATE, MAX_SAMPLE_RATE):
+        make_header(original_sample_rate=rate, model_sample_rate=rate)
+    make_header(original_channels=MAX_CHANNELS)
+
+
+def forge_end(model_samples: int, original_samples: int) -> bytes:
+    """small_file()'s header and chunks (6 frames) with a forged, CRC-valid end record."""
+    data, _ = small_file()
+    body = struct.pack("<IQQ", 0, model_samples, original_samples)
+    return data[:-24] + body + struct.pack("<I", zlib.crc32(body))
+
+
+@pytest.mark.parametrize(
+    ("model_samples", "original_samples", "message"),
+    [
+        (1900, 2**32, "claims 4294967296 samples at 44100 Hz"),
+        (1900, 2**40, "claims 1099511627776 samples at 44100 Hz"),
+        (1900, 2**64 - 1, "claims 18446744073709551615 samples"),
+        (1900, 0, "claims 0 samples at 44100 Hz, which does not match its 1900"),
+        (0, 3491, "claims 3491 samples at 44100 Hz, which does not match its 0"),
+        (6 * 320 + 1, 3529, "claims 1921 samples, more than the 6 frames hold"),
+        (2**64 - 1, 2**64 - 1, "more than the 6 frames hold"),
+    ],
+)
+def test_every_hostile_end_record_is_rejected(model_samples, original_samples, message):
+    with pytest.raises(CorruptDataError, match=message):
+        read_all(forge_end(model_samples, original_samples))
+    reader, _ = read_all(forge_end(model_samples, original_samples), salvage=True)
+    assert reader.trailer == Trailer(6 * 320, round(6 * 320 * 44100 / 24000))  # estimated
+
+
+def test_lm_chunks_have_a_frame_bound_and_a_non_empty_payload():
+    header = make_header(coder=Coder.LM, lm_hash=LM_HASH)
+    for num_frames, payload_size in ((MAX_CHUNK_FRAMES + 1, 8), (2**16, 0), (10, 0)):
+        forged = forge_chunk(header, num_frames, payload_size) + bytes(64)
+        with pytest.raises(CorruptDataError, match="^chunk 0 at byte 106 declares"):
+            read_all(forged)
+    with pytest.raises(ValueError, match="LM payload of 0 bytes"):
+        write_file(header, [(10, b"")], Trailer(0, 0))

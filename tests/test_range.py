@@ -113,6 +113,28 @@ def test_damaged_payloads_give_clean_errors_or_codes(coder):
         coder.decode_chunk(payload[:-1], k, frames)
 
 
+def test_only_the_exact_payload_of_some_codes_decodes(coder):
+    k, frames = 8, 200
+    payload = coder.encode_chunk(structured_codes(k, frames, seed=3))
+    for bad in (
+        b"",
+        bytes(len(payload)),  # all zero
+        payload[: len(payload) // 2 // 4 * 4],  # half length
+        payload + bytes(4),  # a word too many
+    ):
+        with pytest.raises(CorruptDataError):
+            coder.decode_chunk(bad, k, frames)
+
+
+def test_a_tiny_payload_cannot_buy_many_frames_of_work(coder, monkeypatch):
+    steps = []
+    step = coder.lm.step
+    monkeypatch.setattr(coder.lm, "step", lambda *a, **kw: steps.append(1) or step(*a, **kw))
+    with pytest.raises(CorruptDataError, match="too short for the frames"):
+        coder.decode_chunk(bytes(8), 8, 1024)
+    assert len(steps) < 10  # gave up after a few frames, not after 1024
+
+
 def test_load_checks_the_hash(tmp_path, coder):
     good = tmp_path / "good.lm"
     digest = save_lm(coder.lm, good, codec_hash="c0dec")

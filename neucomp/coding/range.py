@@ -173,23 +173,42 @@ class LMCoder:
         return encoder.get_compressed().astype("<u4").tobytes()
 
     def decode_chunk(self, payload: bytes, num_codebooks: int, num_frames: int) -> np.ndarray:
-        """Codes [K, F] from a payload. Damaged bytes give wrong codes or CorruptDataError,
-        never a hang: the work is bounded by K * F whatever the bytes are."""
+        """Codes [K, F] from a payload, or CorruptDataError. Only the exact bytes
+        encode_chunk writes for some codes are accepted: the decoded codes are re-encoded
+        alongside and must give the payload back, so an empty, zeroed, cut or padded
+        payload is refused instead of decoding to garbage. The decode stops as soon as
+        the codes carry more information than the payload can hold, so a small payload
+        cannot buy the CPU time of many frames unless it really codes them."""
         self._check_shape(num_codebooks, num_frames)
         out = np.zeros((num_codebooks, num_frames), dtype=np.int64)
         if num_frames == 0:
+            if payload:
+                raise CorruptDataError("LM payload of a chunk without frames is not empty")
             return out
-        if len(payload) % 4:
-            raise CorruptDataError("LM payload is not a whole number of 32-bit words")
+        if len(payload) % 4 or not payload:
+            raise CorruptDataError("LM payload is not a whole, non-zero number of 32-bit words")
         words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
         decoder = constriction.stream.queue.RangeDecoder(words)
+        check = constriction.stream.queue.RangeEncoder()
+        # Range coding costs the codes' information plus a flush word and a tiny
+        # per-code rounding loss (< 0.01 bit with 24-bit tables and a 64-bit state).
+        budget = 8 * len(payload) + 64 + 0.01 * num_codebooks * num_frames
+        spent = 0.0
         prev = None
 
         def decode(freqs: torch.Tensor) -> np.ndarray:
+            nonlocal spent
+            probs = (freqs - 1).double().numpy()
             try:
-                return decoder.decode(self._family, (freqs - 1).double().numpy())
+                symbols = decoder.decode(self._family, probs)
             except Exception as err:  # constriction reports bad data by various types
                 raise CorruptDataError(f"LM payload does not decode: {err}") from None
+            check.encode(symbols.astype(np.int32), self._family, probs)
+            chosen = freqs[torch.arange(len(symbols)), torch.from_numpy(symbols.astype(np.int64))]
+            spent += FREQ_BITS * len(symbols) - float(np.log2(chosen.double().numpy()).sum())
+            if spent > budget:
+                raise CorruptDataError("LM payload is too short for the frames it declares")
+            return symbols
 
         chosen: list[int] = []
 
@@ -208,6 +227,8 @@ class LMCoder:
                     symbols = decode(self.lm.step(state, prev))
                 out[:, t] = symbols
                 prev = torch.from_numpy(out[:, t].copy())
+        if not np.array_equal(check.get_compressed().astype(np.uint32), words):
+            raise CorruptDataError("LM payload does not end where its codes end")
         return out
 
 
