@@ -1,13 +1,15 @@
 """Audio ⇄ `.ecdc` streams, chunk by chunk, with bounded memory (the stream engine).
 
-Compress: input blocks → model channels → model rate (streaming soxr) → streaming
-encoder → every 750 frames (10 s at 24 kHz) one container chunk, coded plainly (10-bit
-packing) or with the LM range coder → totals in the end record.
+Compress: input blocks → model channels → model rate (streaming soxr) → every 750
+frames' worth (10 s at 24 kHz) levelled to one loudness (neucomp.level) → streaming
+encoder → one container chunk with its gain, coded plainly (10-bit packing) or with the
+LM range coder → totals in the end record.
 
-Decompress: container chunks → codes → streaming decoder → trimmed to the model-rate
-length → original rate (streaming soxr) → original channel count → exactly the original
-number of samples. The totals are only known at the end of the stream, so the last few
-samples at each stage are held back until then (:class:`_HeldTail`).
+Decompress: container chunks → codes → streaming decoder → each chunk's gain divided out
+→ trimmed to the model-rate length → original rate (streaming soxr) → original channel
+count → exactly the original number of samples. The totals are only known at the end
+of the stream, so the last few samples at each stage are held back until then
+(:class:`_HeldTail`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 
 from neucomp import audio as A
 from neucomp.errors import CorruptDataError, FormatError, InputError
+from neucomp.level import Leveller, Unleveller
 from neucomp.loader import hash_bytes, lm_coder, model_for
 
 if TYPE_CHECKING:
@@ -89,36 +92,8 @@ class _FiniteGuard:
         )
 
 
-class _ChunkWriter:
-    """Collects code frames and writes them as container chunks of CHUNK_FRAMES frames
-    (the last one shorter), each coded by ``code`` (plain packing or the LM coder)."""
-
-    def __init__(self, writer, code: Callable[[np.ndarray], bytes]) -> None:
-        self.writer = writer
-        self.code = code
-        self.pending: list[np.ndarray] = []  # codes [K, f] not yet written
-        self.frames = 0
-
-    def add(self, codes) -> None:
-        """Queue codes [1, K, f] (a torch tensor from the streaming encoder)."""
-        self.pending.append(codes[0].numpy())
-        self.frames += codes.shape[-1]
-        if self.frames >= CHUNK_FRAMES:
-            self._write(final=False)
-
-    def close(self) -> None:
-        """Write what is left as a last, shorter chunk."""
-        self._write(final=True)
-
-    def _write(self, final: bool) -> None:
-        codes = np.concatenate(self.pending, axis=1)
-        start = 0
-        while codes.shape[1] - start >= CHUNK_FRAMES or (final and start < codes.shape[1]):
-            part = codes[:, start : start + CHUNK_FRAMES]
-            self.writer.write_chunk(part.shape[1], self.code(part))
-            start += part.shape[1]
-        self.pending = [codes[:, start:]]
-        self.frames = codes.shape[1] - start
+# Model-rate samples per encoder call: bounds the encoder's activations (see above).
+ENCODE_SAMPLES = DECODE_FRAMES * 320
 
 
 def compress_stream(
@@ -154,12 +129,23 @@ def compress_stream(
     resampler = A.Resampler(reader.info.sample_rate, cfg.sample_rate, cfg.channels)
     encoder = model.stream_encoder(n_q)
     guard = _FiniteGuard()
+    leveller = Leveller(cfg.channels, CHUNK_FRAMES * cfg.hop_length, cfg.sample_rate)
+    code = coder.encode_chunk if coder else pack_codes
     model_samples = original_samples = 0
 
-    def encode(x: np.ndarray) -> torch.Tensor:
+    def encode(x: np.ndarray) -> list[np.ndarray]:
+        """Levelled audio [C, n] → its codes [K, f] (in pieces, to bound memory)."""
         nonlocal model_samples
         model_samples += x.shape[1]
-        return encoder.push(torch.from_numpy(np.ascontiguousarray(x))[None])
+        pieces = (x[:, i : i + ENCODE_SAMPLES] for i in range(0, x.shape[1], ENCODE_SAMPLES))
+        return [
+            encoder.push(torch.from_numpy(np.ascontiguousarray(p))[None])[0].numpy() for p in pieces
+        ]
+
+    def write(parts: list[np.ndarray], gain_db: int) -> None:
+        codes = np.concatenate(parts, axis=1) if parts else np.zeros((n_q, 0), np.int64)
+        if codes.shape[1]:
+            writer.write_chunk(codes.shape[1], code(codes), gain_db)
 
     with torch.inference_mode():
         blocks = (b for b in reader.blocks() if b.shape[1])
@@ -167,17 +153,19 @@ def compress_stream(
         if first is None:  # checked before the header goes out: empty input writes nothing
             raise InputError(f"'{reader.name}' contains no audio samples")
         writer = EcdcWriter(out, header)
-        chunks = _ChunkWriter(writer, coder.encode_chunk if coder else pack_codes)
         for block in itertools.chain([first], blocks):
             block = guard.clean(block, original_samples)
             original_samples += block.shape[1]
-            chunks.add(encode(resampler.push(A.to_model_channels(block, cfg.channels))))
+            x = resampler.push(A.to_model_channels(block, cfg.channels))
+            for levelled, gain_db in leveller.push(x):
+                write(encode(levelled), gain_db)
         tail = resampler.flush()
-        if model_samples + tail.shape[1] == 0:  # e.g. 1 sample at 96 kHz: keep one frame
-            tail = np.zeros((cfg.channels, 1), np.float32)
-        chunks.add(encode(tail))
-        chunks.add(encoder.flush())
-        chunks.close()
+        if model_samples + leveller.pending.shape[1] + tail.shape[1] == 0:
+            tail = np.zeros((cfg.channels, 1), np.float32)  # e.g. 1 sample at 96 kHz
+        for levelled, gain_db in leveller.push(tail):
+            write(encode(levelled), gain_db)
+        levelled, gain_db = leveller.flush()
+        write([*encode(levelled), encoder.flush()[0].numpy()], gain_db)
         writer.finish(Trailer(model_samples, original_samples))
     rate = reader.info.sample_rate
     warning = guard.warning(rate)
@@ -253,6 +241,11 @@ def decompress_stream(
     out_tail = _HeldTail(int(hop * ratio) + 64, h.original_channels)
     sink = open_sink(h)
     decoder = model.stream_decoder()
+    unleveller = Unleveller(h.model_sample_rate)
+
+    def decoded(y) -> np.ndarray:
+        """Decoder output [1, C, n] → model-rate audio with its chunks' gains divided out."""
+        return model_tail.push(unleveller.apply(y[0].numpy()))
 
     def emit(x: np.ndarray, last: bool = False) -> None:
         y = resampler.push(x, last=last)
@@ -261,19 +254,17 @@ def decompress_stream(
     with torch.inference_mode():
         for chunk in reader.iter_chunks(salvage=salvage):
             if chunk.payload is None:  # damaged (salvage mode): silence, fresh decoder state
-                emit(model_tail.push(decoder.flush()[0].numpy()))
-                emit(
-                    model_tail.push(
-                        np.zeros((h.model_channels, chunk.num_frames * hop), np.float32)
-                    )
-                )
+                emit(decoded(decoder.flush()))
+                unleveller.add_chunk(chunk.num_frames * hop, None)
+                emit(decoded(torch.zeros(1, h.model_channels, chunk.num_frames * hop)))
                 decoder = model.stream_decoder()
                 continue
+            unleveller.add_chunk(chunk.num_frames * hop, chunk.gain_db)
             codes = torch.from_numpy(_decode_payload(chunk, coder, k, unpack_codes))
             for start in range(0, codes.shape[1], DECODE_FRAMES):
                 part = codes[None, :, start : start + DECODE_FRAMES]
-                emit(model_tail.push(decoder.push(part)[0].numpy()))
-        emit(model_tail.push(decoder.flush()[0].numpy()))  # a look-ahead decoder's last samples
+                emit(decoded(decoder.push(part)))
+        emit(decoded(decoder.flush()))  # a look-ahead decoder's last samples
         trailer = reader.trailer
         emit(model_tail.finish(trailer.model_samples, "model-rate"), last=True)
         sink.write(out_tail.finish(trailer.original_samples, "original"))

@@ -1,9 +1,12 @@
-"""The `.ecdc` container, version 1, exactly as docs/FORMAT.md describes it.
+"""The `.ecdc` container, version 2 (and reading version 1), as docs/FORMAT.md describes it.
 
 A file is a header, then independent chunks of coded frames, then an end record that
 carries the totals. The totals come last so that audio of unknown length (stdin) can
 be written in one pass with bounded memory. Every part carries a CRC-32, and the
-reader only ever calls `read()` (never `seek`), so it works on pipes.
+reader only ever calls `read()` (never `seek`), so it works on pipes. From version 2 the
+CRCs form a chain (each starts from the previous part's stored CRC), so chunks cannot be
+reordered or spliced in from another file, and each chunk carries the gain that levelled
+its audio before encoding.
 
 The reader checks sizes against fixed limits before reading a payload, so a hostile or
 damaged file can never make it allocate more than one chunk's worth of memory.
@@ -24,7 +27,10 @@ from neucomp.coding.packing import packed_size
 from neucomp.errors import CorruptDataError, FormatError, TruncatedError
 
 MAGIC = b"NCDC"
-VERSION = 1
+VERSION = 2  # what the writer writes
+READ_VERSIONS = (1, 2)
+# Version 2 chunk gains (dB, i8): the levelled audio is the input times 10^(gain/20).
+MIN_GAIN_DB, MAX_GAIN_DB = -60, 60
 
 # The codec writes 750 frames per chunk. The bound keeps what one chunk head can make a
 # reader do (decode frames, with the LM coder at some ms each) near what real files need.
@@ -45,10 +51,12 @@ _HEADER_FIXED = struct.Struct("<4sBBHIHBBHIH32s32sB")  # 89 bytes
 _HEADER_MIN = _HEADER_FIXED.size + 1 + 4  # name of 1 character
 _HEADER_MAX = _HEADER_FIXED.size + MAX_MODEL_NAME + 4
 _PREFIX = struct.Struct("<4sBBH")  # magic, version, coder, header_size: first 8 bytes
-_CHUNK_HEAD = struct.Struct("<II")  # num_frames, payload_size
+_CHUNK_HEAD_V1 = struct.Struct("<II")  # num_frames, payload_size
+_CHUNK_HEAD = struct.Struct("<IIb")  # num_frames, payload_size, gain_db (version 2)
 _END_BODY = struct.Struct("<IQQ")  # 0 marker, model_samples, original_samples
 _CRC = struct.Struct("<I")
-CHUNK_OVERHEAD = _CHUNK_HEAD.size + _CRC.size  # 12
+CHUNK_OVERHEAD = _CHUNK_HEAD.size + _CRC.size  # 13
+CHUNK_OVERHEAD_V1 = _CHUNK_HEAD_V1.size + _CRC.size  # 12
 END_RECORD_SIZE = _END_BODY.size + _CRC.size  # 24
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
@@ -93,6 +101,7 @@ class Header:
     original_sample_rate: int
     original_channels: int
     codebook_size: int = 1024
+    version: int = VERSION  # of the file; the writer only writes VERSION
 
     def __post_init__(self) -> None:
         name = self.model_name
@@ -118,6 +127,7 @@ class Header:
         _set_int(self, "original_sample_rate", "original sample rate", *rates)
         _set_int(self, "original_channels", "original channels", 1, MAX_CHANNELS)
         _set_int(self, "codebook_size", "codebook size", 2, MAX_CODEBOOK_SIZE)
+        _set_int(self, "version", "version", min(READ_VERSIONS), max(READ_VERSIONS))
 
     @property
     def frame_rate(self) -> float:
@@ -130,7 +140,7 @@ class Header:
         size = _HEADER_FIXED.size + len(name) + _CRC.size
         body = _HEADER_FIXED.pack(
             MAGIC,
-            VERSION,
+            self.version,
             int(self.coder),
             size,
             self.model_sample_rate,
@@ -185,6 +195,7 @@ class Chunk:
     index: int
     num_frames: int
     payload: bytes | None
+    gain_db: int = 0  # version 2: the gain the audio was levelled by (version 1: 0)
 
 
 def _check_chunk_sizes(header: Header, num_frames: int, payload_size: int) -> str | None:
@@ -223,14 +234,19 @@ class EcdcWriter:
         self.num_chunks = 0
         self.num_frames = 0
         self._finished = False
-        self._write(header.to_bytes())
+        if header.version != VERSION:
+            raise ValueError(f"the writer writes version {VERSION} only")
+        head = header.to_bytes()
+        self._chain = _CRC.unpack(head[-4:])[0]  # each CRC starts from the previous one
+        self._write(head)
 
     def _write(self, data: bytes) -> None:
         self._fp.write(data)
         self.bytes_written += len(data)
 
-    def write_chunk(self, num_frames: int, payload: bytes) -> None:
-        """Append one chunk of `num_frames` frames whose coded bytes are `payload`."""
+    def write_chunk(self, num_frames: int, payload: bytes, gain_db: int = 0) -> None:
+        """Append one chunk of `num_frames` frames whose coded bytes are `payload`; its
+        audio was multiplied by 10^(gain_db/20) before encoding."""
         if self._finished:
             raise ValueError("cannot write a chunk after finish()")
         payload = bytes(payload)
@@ -238,8 +254,10 @@ class EcdcWriter:
         problem = _check_chunk_sizes(self.header, num_frames, len(payload))
         if problem:
             raise ValueError(f"chunk {problem}")
-        head = _CHUNK_HEAD.pack(num_frames, len(payload))
-        crc = zlib.crc32(payload, zlib.crc32(head))
+        gain_db = _check_range("chunk gain (dB)", gain_db, MIN_GAIN_DB, MAX_GAIN_DB)
+        head = _CHUNK_HEAD.pack(num_frames, len(payload), gain_db)
+        crc = zlib.crc32(payload, zlib.crc32(head, self._chain))
+        self._chain = crc
         self._write(head + _CRC.pack(crc))
         self._write(payload)
         self.num_chunks += 1
@@ -255,7 +273,7 @@ class EcdcWriter:
         if problem:
             raise ValueError(f"trailer {problem}")
         body = _END_BODY.pack(0, trailer.model_samples, trailer.original_samples)
-        self._write(body + _CRC.pack(zlib.crc32(body)))
+        self._write(body + _CRC.pack(zlib.crc32(body, self._chain)))
         self._finished = True
 
 
@@ -289,8 +307,9 @@ def _read_header(src: _Source) -> Header:
         raise FormatError("not a neucomp .ecdc file (bad magic)")
     if len(prefix) <= 4:
         raise TruncatedError("truncated .ecdc file: ended inside the header")
-    if prefix[4] != VERSION:
-        raise FormatError(f"unsupported .ecdc version {prefix[4]} (this neucomp reads {VERSION})")
+    if prefix[4] not in READ_VERSIONS:
+        readable = " and ".join(str(v) for v in READ_VERSIONS)
+        raise FormatError(f"unsupported .ecdc version {prefix[4]} (this neucomp reads {readable})")
     if len(prefix) < _PREFIX.size:
         raise TruncatedError("truncated .ecdc file: ended inside the header")
     _, _, _, header_size = _PREFIX.unpack(prefix)
@@ -308,7 +327,7 @@ def _read_header(src: _Source) -> Header:
         raise CorruptDataError("checksum mismatch in the header at byte 0: the file is damaged")
 
     fields = _HEADER_FIXED.unpack(body[: _HEADER_FIXED.size])
-    (_, _, coder, _, rate, hop, channels, n_q, cb_size, orig_rate, orig_ch) = fields[:11]
+    (_, version, coder, _, rate, hop, channels, n_q, cb_size, orig_rate, orig_ch) = fields[:11]
     model_hash, lm_hash, name_len = fields[11:]
     name_bytes = body[_HEADER_FIXED.size :]
     if name_len != len(name_bytes):
@@ -331,6 +350,7 @@ def _read_header(src: _Source) -> Header:
             original_sample_rate=orig_rate,
             original_channels=orig_ch,
             codebook_size=cb_size,
+            version=version,
         )
     except UnicodeDecodeError:
         raise FormatError("bad .ecdc header: the model name is not ASCII") from None
@@ -382,18 +402,24 @@ class EcdcReader:
         src = self._src
         index = 0
         total_frames = 0
+        v2 = self.header.version >= 2
+        head_struct = _CHUNK_HEAD if v2 else _CHUNK_HEAD_V1
+        # Version 2 chains the CRCs: each starts from the previous part's *stored* CRC,
+        # so one damaged chunk does not make the next unverifiable in salvage mode.
+        chain = _CRC.unpack(self.header.to_bytes()[-4:])[0] if v2 else 0
         while True:
             start = src.offset
-            head = src.read(_CHUNK_HEAD.size)
+            head = src.read(head_struct.size)
             if not head:
                 where = f"chunk {index - 1}" if index else "the header"
                 raise TruncatedError(f"truncated .ecdc file: no end record after {where}")
             if head[:4] == bytes(len(head[:4])):  # the end marker (or a cut-off one)
-                self._read_end(head, start, total_frames, salvage)
+                self._read_end(head, start, total_frames, salvage, chain)
                 return
-            if len(head) < _CHUNK_HEAD.size:
+            if len(head) < head_struct.size:
                 raise TruncatedError(f"truncated .ecdc file: ended inside chunk {index}")
-            num_frames, payload_size = _CHUNK_HEAD.unpack(head)
+            num_frames, payload_size, *gain = head_struct.unpack(head)
+            gain_db = gain[0] if gain else 0
             problem = _check_chunk_sizes(self.header, num_frames, payload_size)
             if problem:
                 raise CorruptDataError(
@@ -404,18 +430,24 @@ class EcdcReader:
             if len(crc_bytes) < _CRC.size or len(payload) < payload_size:
                 raise TruncatedError(f"truncated .ecdc file: ended inside chunk {index}")
             (crc,) = _CRC.unpack(crc_bytes)
-            if zlib.crc32(payload, zlib.crc32(head)) != crc:
+            if zlib.crc32(payload, zlib.crc32(head, chain)) != crc:
                 message = f"checksum mismatch in chunk {index} at byte {start}"
+                if v2:
+                    message += " (damaged, or not in its place)"
                 if not salvage:
                     raise CorruptDataError(f"{message}: the file is damaged")
                 self.warnings.append(f"{message}: replaced {num_frames} frames with silence")
-                yield Chunk(index, num_frames, None)
+                yield Chunk(index, num_frames, None, 0)
             else:
-                yield Chunk(index, num_frames, payload)
+                yield Chunk(index, num_frames, payload, gain_db)
+            if v2:
+                chain = crc
             index += 1
             total_frames += num_frames
 
-    def _read_end(self, head: bytes, start: int, total_frames: int, salvage: bool) -> None:
+    def _read_end(
+        self, head: bytes, start: int, total_frames: int, salvage: bool, chain: int
+    ) -> None:
         """Read the rest of the end record (its first bytes are in `head`), then check EOF."""
         rest = self._src.read(END_RECORD_SIZE - len(head))
         record = head + rest
@@ -427,7 +459,7 @@ class EcdcReader:
         _, model_samples, original_samples = _END_BODY.unpack(body)
         capacity = total_frames * self.header.hop_length
         problem = None
-        if zlib.crc32(body) != crc:
+        if zlib.crc32(body, chain) != crc:
             problem = f"checksum mismatch in the end record at byte {start}"
         else:
             why = _trailer_problem(self.header, total_frames, model_samples, original_samples)
@@ -461,7 +493,7 @@ def summarize(fp: BinaryIO) -> dict[str, Any]:
         return round(nbytes * 8 / duration / 1000, 3) if duration > 0 else None
 
     return {
-        "format_version": VERSION,
+        "format_version": h.version,
         "coder": "lm" if h.coder == Coder.LM else "plain",
         "model_name": h.model_name,
         "model_hash": h.model_hash.hex(),

@@ -130,3 +130,21 @@ def tiny_lm(tiny_model, model_dir: Path) -> Path:
         calibration = [torch.randint(0, 1024, (2, 8, 16))]
         range_coder.save_lm(quantize_lm(lm, calibration), path, tiny_model.weights_hash)
     return path
+
+
+def reseal(data: bytes, **header_changes) -> bytes:
+    """The .ecdc stream `data` rewritten with header fields changed and every CRC valid
+    (version 2 chains each CRC to the one before, so a forged header must re-seal all)."""
+    import dataclasses
+    import io
+
+    from neucomp.container import EcdcReader, EcdcWriter
+
+    reader = EcdcReader(io.BytesIO(data))
+    chunks = list(reader.iter_chunks())
+    out = io.BytesIO()
+    writer = EcdcWriter(out, dataclasses.replace(reader.header, **header_changes))
+    for chunk in chunks:
+        writer.write_chunk(chunk.num_frames, chunk.payload, chunk.gain_db)
+    writer.finish(reader.trailer)
+    return out.getvalue()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import random
@@ -100,24 +101,90 @@ def test_writer_bytes_match_the_spec_built_by_hand():
     data = write_file(header, [(750, payload)], Trailer(239_990, 440_982))
 
     name = b"neucomp_24khz"
-    expected = b"NCDC" + bytes([1, 1]) + struct.pack("<H", 93 + len(name))
+    expected = b"NCDC" + bytes([2, 1]) + struct.pack("<H", 93 + len(name))
     expected += struct.pack("<IHBBHIH", 24000, 320, 2, 8, 1024, 44100, 2)
     expected += MODEL_HASH + LM_HASH + bytes([len(name)]) + name
     assert len(expected) == 89 + len(name)
-    expected += struct.pack("<I", zlib.crc32(expected))
-    chunk_head = struct.pack("<II", 750, len(payload))
-    expected += chunk_head + struct.pack("<I", zlib.crc32(chunk_head + payload)) + payload
+    header_crc = zlib.crc32(expected)
+    expected += struct.pack("<I", header_crc)
+    # Version 2: a gain byte in each chunk head, and every CRC starts from the previous.
+    chunk_head = struct.pack("<IIb", 750, len(payload), 0)
+    chunk_crc = zlib.crc32(chunk_head + payload, header_crc)
+    expected += chunk_head + struct.pack("<I", chunk_crc) + payload
     end = struct.pack("<IQQ", 0, 239_990, 440_982)
-    expected += end + struct.pack("<I", zlib.crc32(end))
+    expected += end + struct.pack("<I", zlib.crc32(end, chunk_crc))
     assert data == expected
-    assert len(data) == (93 + 13) + (12 + 8) + 24
+    assert len(data) == (93 + 13) + (13 + 8) + 24
+
+
+def version1_file(header: Header, chunks: list[tuple[int, bytes]], trailer: Trailer) -> bytes:
+    """A version-1 stream built by hand from docs/FORMAT.md (no gains, unchained CRCs)."""
+    raw = bytearray(dataclasses.replace(header, version=1).to_bytes())
+    for num_frames, payload in chunks:
+        head = struct.pack("<II", num_frames, len(payload))
+        raw += head + struct.pack("<I", zlib.crc32(head + payload)) + payload
+    end = struct.pack("<IQQ", 0, trailer.model_samples, trailer.original_samples)
+    return bytes(raw + end + struct.pack("<I", zlib.crc32(end)))
+
+
+def test_version_1_files_still_read():
+    rng = np.random.default_rng(3)
+    payloads = [pack_codes(rng.integers(0, 1024, size=(2, f))) for f in (3, 2)]
+    data = version1_file(make_header(), [(3, payloads[0]), (2, payloads[1])], Trailer(1500, 2756))
+    reader, chunks = read_all(data)
+    assert reader.header.version == 1 and reader.trailer == Trailer(1500, 2756)
+    assert [(c.num_frames, c.payload, c.gain_db) for c in chunks] == [
+        (3, payloads[0], 0),
+        (2, payloads[1], 0),
+    ]
+    assert summarize(io.BytesIO(data))["format_version"] == 1
+
+
+def test_chunks_are_bound_to_their_place():
+    """Version 2: a swapped chunk, or one spliced in from another file with the same
+    header, fails its CRC (unlike version 1, where both passed)."""
+    data, payloads = small_file()
+    size = [13 + len(p) for p in payloads]
+    c0, c1 = 106, 106 + size[0]
+    swapped = data[:c0] + data[c1 : c1 + size[1]] + data[c0:c1] + data[c1 + size[1] :]
+    with pytest.raises(CorruptDataError, match="chunk 0 .*not in its place"):
+        read_all(swapped)
+    rng = np.random.default_rng(99)
+    other_payloads = [pack_codes(rng.integers(0, 1024, size=(2, f))) for f in (3, 2, 1)]
+    other = write_file(
+        make_header(), list(zip((3, 2, 1), other_payloads, strict=True)), Trailer(1900, 3491)
+    )
+    spliced = data[:c1] + other[c1 : c1 + size[1]] + data[c1 + size[1] :]
+    with pytest.raises(CorruptDataError, match="chunk 1"):
+        read_all(spliced)
+    # The same splice in version 1 goes unnoticed: why version 2 exists.
+    trailer = Trailer(1900, 3491)
+    v1 = version1_file(make_header(), list(zip((3, 2, 1), payloads, strict=True)), trailer)
+    v1_other = version1_file(
+        make_header(), list(zip((3, 2, 1), other_payloads, strict=True)), trailer
+    )
+    a, b = 106 + 12 + len(payloads[0]), 12 + len(payloads[1])
+    read_all(v1[:a] + v1_other[a : a + b] + v1[a + b :])
+
+
+def test_chunk_gains_round_trip_and_are_range_checked():
+    out = io.BytesIO()
+    writer = EcdcWriter(out, make_header())
+    payload = pack_codes(np.zeros((2, 3), np.int64))
+    for gain in (-60, 0, 17, 60):
+        writer.write_chunk(3, payload, gain)
+    writer.finish(Trailer(3600, 6615))
+    _, chunks = read_all(out.getvalue())
+    assert [c.gain_db for c in chunks] == [-60, 0, 17, 60]
+    with pytest.raises(ValueError, match="gain"):
+        EcdcWriter(io.BytesIO(), make_header()).write_chunk(3, payload, 61)
 
 
 def test_plain_file_size_is_payload_plus_documented_overhead():
     header = make_header(num_codebooks=8)
     codes = np.zeros((8, 750), dtype=np.int64)
     data = write_file(header, [(750, pack_codes(codes))] * 2, Trailer(480_000, 882_000))
-    assert len(data) == 2 * 7500 + (93 + 13) + 2 * 12 + 24
+    assert len(data) == 2 * 7500 + (93 + 13) + 2 * 13 + 24
 
 
 def test_read_header_consumes_exactly_the_header():
@@ -225,7 +292,7 @@ def test_summarize_reports_totals_and_bitrate():
     assert info["frame_rate"] == 75.0
     assert info["duration_s"] == 10.0
     assert info["payload_kbps"] == 6.0
-    assert info["file_bytes"] == len(data) == 7500 + 106 + 12 + 24
+    assert info["file_bytes"] == len(data) == 7500 + 106 + 13 + 24
     assert info["bitrate_kbps"] == round(len(data) * 8 / 10 / 1000, 3)
     assert info["coder"] == "plain" and info["lm_hash"] is None
     assert info["model_hash"] == MODEL_HASH.hex()
@@ -301,8 +368,8 @@ def test_bad_magic_and_version():
     data, _ = small_file()
     with pytest.raises(FormatError, match=r"^not a neucomp \.ecdc file \(bad magic\)$"):
         EcdcReader(io.BytesIO(b"RIFF" + data[4:]))
-    with pytest.raises(FormatError, match=r"^unsupported \.ecdc version 2 "):
-        EcdcReader(io.BytesIO(data[:4] + b"\x02" + data[5:]))
+    with pytest.raises(FormatError, match=r"^unsupported \.ecdc version 3 "):
+        EcdcReader(io.BytesIO(data[:4] + b"\x03" + data[5:]))
     with pytest.raises(TruncatedError, match="empty input"):
         EcdcReader(io.BytesIO(b""))
 
@@ -350,11 +417,11 @@ def test_trailing_garbage_is_rejected():
 def test_damaged_payload_names_chunk_and_offset():
     data, payloads = small_file()
     damaged = bytearray(data)
-    chunk1 = 106 + 12 + len(payloads[0])
-    damaged[chunk1 + 12] ^= 0x40
+    chunk1 = 106 + 13 + len(payloads[0])
+    damaged[chunk1 + 13] ^= 0x40
     with pytest.raises(
         CorruptDataError,
-        match=f"^checksum mismatch in chunk 1 at byte {chunk1}: the file is damaged$",
+        match=f"^checksum mismatch in chunk 1 at byte {chunk1} .*: the file is damaged$",
     ):
         read_all(bytes(damaged))
 
@@ -393,15 +460,20 @@ def test_random_byte_flips_never_pass_silently():
             continue  # header or framing damage: salvage cannot go on, and says so
         assert reader.warnings, f"flip at byte {position} passed silently"
         intact = [c for c in chunks if c.payload is not None]
-        assert len(chunks) == 3 and len(intact) >= 2
+        # A flip in a chunk's stored CRC also fails the next chunk, whose CRC starts
+        # from it (the price of binding chunks to their place); elsewhere one chunk.
+        crc_fields = [106 + 9, 106 + 13 + len(payloads[0]) + 9]
+        lost = 2 if any(f <= position < f + 4 for f in crc_fields) else 1
+        assert len(chunks) == 3 and len(intact) >= 3 - lost
         for chunk in intact:
             assert chunk.payload == payloads[chunk.index]
 
 
 def forge_chunk(header: Header, num_frames: int, payload_size: int) -> bytes:
     """A header plus one chunk head that declares these sizes, with a correct CRC."""
-    head = struct.pack("<II", num_frames, payload_size)
-    return header.to_bytes() + head + struct.pack("<I", zlib.crc32(head))
+    head = struct.pack("<IIb", num_frames, payload_size, 0)
+    raw = header.to_bytes()
+    return raw + head + struct.pack("<I", zlib.crc32(head, zlib.crc32(raw[:-4])))
 
 
 @pytest.mark.parametrize(
@@ -432,7 +504,8 @@ def test_hostile_sizes_are_rejected_before_reading_the_payload(coder, num_frames
 def test_model_samples_beyond_the_frames_are_rejected():
     header = make_header()
     body = struct.pack("<IQQ", 0, 1, 0)  # one sample, but no frames at all
-    data = header.to_bytes() + body + struct.pack("<I", zlib.crc32(body))
+    raw = header.to_bytes()
+    data = raw + body + struct.pack("<I", zlib.crc32(body, zlib.crc32(raw[:-4])))
     with pytest.raises(CorruptDataError, match="claims 1 samples"):
         read_all(data)
 
@@ -492,7 +565,8 @@ def forge_end(model_samples: int, original_samples: int) -> bytes:
     """small_file()'s header and chunks (6 frames) with a forged, CRC-valid end record."""
     data, _ = small_file()
     body = struct.pack("<IQQ", 0, model_samples, original_samples)
-    return data[:-24] + body + struct.pack("<I", zlib.crc32(body))
+    last_chunk_crc = struct.unpack("<I", data[-24 - 3 - 4 : -24 - 3])[0]  # its payload: 3 B
+    return data[:-24] + body + struct.pack("<I", zlib.crc32(body, last_chunk_crc))
 
 
 @pytest.mark.parametrize(

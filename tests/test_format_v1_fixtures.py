@@ -1,0 +1,70 @@
+"""Files written by neucomp before format version 2 still decode, to the same codes and
+audio. The fixtures in tests/data/v1/ were made by the last version-1 release (main at
+b52cf49) from tests/data/sample.flac with the shipped 24 kHz model and its LM:
+
+    neucomp compress tests/data/sample.flac sample_1k5.ecdc -b 1.5
+    neucomp compress tests/data/sample.flac sample_3k_lm.ecdc -b 3 --lm
+    neucomp decompress sample_1k5.ecdc sample_1k5.decoded.flac
+
+with the codes of each saved as `.codes.npy`. If the shipped model changes, its hash no
+longer matches theirs and these tests are skipped (new weights cannot decode old codes);
+make new fixtures from the previous release then.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import neucomp
+from neucomp.coding.packing import unpack_codes
+from neucomp.container import Coder, EcdcReader
+
+DATA = Path(__file__).parent / "data" / "v1"
+FIXTURES = ["sample_1k5", "sample_3k_lm"]
+
+
+def _shipped_or_skip(header) -> None:
+    from neucomp.loader import load_model
+
+    if load_model().weights_hash != header.model_hash.hex():
+        pytest.skip("the shipped model is not the one these fixtures were made with")
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_version_1_fixture_gives_its_codes(name: str) -> None:
+    from neucomp.loader import lm_coder, load_model
+
+    data = (DATA / f"{name}.ecdc").read_bytes()
+    reader = EcdcReader(io.BytesIO(data))
+    h = reader.header
+    assert h.version == 1
+    _shipped_or_skip(h)
+    coder = lm_coder(load_model(), h.lm_hash) if h.coder == Coder.LM else None
+    parts = []
+    for chunk in reader.iter_chunks():
+        assert chunk.gain_db == 0  # version 1 has no gains
+        if coder:
+            parts.append(
+                np.asarray(coder.decode_chunk(chunk.payload, h.num_codebooks, chunk.num_frames))
+            )
+        else:
+            parts.append(unpack_codes(chunk.payload, h.num_codebooks, chunk.num_frames))
+    codes = np.concatenate(parts, axis=1)
+    np.testing.assert_array_equal(codes, np.load(DATA / f"{name}.codes.npy"))
+
+
+def test_version_1_fixture_decodes_to_the_same_audio() -> None:
+    data = (DATA / "sample_1k5.ecdc").read_bytes()
+    _shipped_or_skip(EcdcReader(io.BytesIO(data)).header)
+    audio, rate = neucomp.decompress(data)
+    expected, expected_rate = sf.read(DATA / "sample_1k5.decoded.flac", dtype="float32")
+    assert rate == expected_rate == 24000
+    assert audio.shape == (1, expected.shape[0])
+    # The reference was written as 16-bit FLAC: equal up to that rounding (plus float
+    # differences between machines).
+    np.testing.assert_allclose(audio[0], expected, atol=3 / 32768)
