@@ -49,7 +49,8 @@ eval-tools:
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[eval]'
 
 eval: $(STAMP) eval-tools
-	$(PY) -m neucomp eval data/deveval --json bench/eval.json --plot docs/rate_quality.png --markdown docs/rate_quality.md
+	$(PY) -m neucomp eval data/deveval --json bench/eval.json --plot docs/rate_quality.png --markdown docs/rate_quality.md --spectrograms build/spectrograms
+	$(PY) -m neucomp.eval.levels data/deveval --json bench/levels.json
 
 # Whole-file size of --lm against plain packing on the dev-eval clips, per bandwidth.
 lm-size: $(STAMP)

@@ -27,12 +27,14 @@ def level_sweep(
     bandwidth: float,
     levels: Sequence[float] = LEVELS_DB,
     rate: int = EVAL_RATE,
-) -> dict[float, dict[str, float]]:
-    """{level: {"pesq": mean, "stoi": mean, "clips": n}} over the clips that fit at it."""
-    out: dict[float, dict[str, float]] = {}
+) -> dict:
+    """{"levels": {level: {"pesq", "stoi", "clips"}}, "spread": worst per-clip PESQ range
+    over the clips that fit at every level (None if none does), "spread_clips": n}."""
+    table: dict[float, dict[str, float]] = {}
+    per_clip: dict[int, dict[float, float]] = {}
     for level in levels:
         pesqs, stois = [], []
-        for clip in clips:
+        for i, clip in enumerate(clips):
             scaled = clip * 10 ** ((level - metrics.rms_db(clip)) / 20)
             if np.abs(scaled).max() >= 1.0:
                 continue
@@ -43,13 +45,16 @@ def level_sweep(
             scores = metrics.speech_scores(scaled, deg, rate)
             if np.isfinite(scores["pesq"]):
                 pesqs.append(scores["pesq"])
+                per_clip.setdefault(i, {})[level] = scores["pesq"]
             stois.append(scores["stoi"])
-        out[level] = {
+        table[level] = {
             "pesq": float(np.mean(pesqs)) if pesqs else float("nan"),
             "stoi": float(np.mean(stois)) if stois else float("nan"),
             "clips": len(stois),
         }
-    return out
+    full = [v for v in per_clip.values() if len(v) == len(levels)]
+    spread = max((max(v.values()) - min(v.values()) for v in full), default=None)
+    return {"levels": table, "spread": spread, "spread_clips": len(full)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,20 +63,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-b", "--bandwidth", type=float, default=6.0)
     p.add_argument("--model", default=None, help="model name or .pt path")
     p.add_argument("--max-clips", type=int, default=0, help="0: every speech clip")
+    p.add_argument(
+        "--levels", default=",".join(f"{v:g}" for v in LEVELS_DB), help="dBFS, comma-separated"
+    )
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     files = [f for f in find_files(args.refs) if f.category == "speech"]
     if args.max_clips:
         files = files[: args.max_clips]
     clips = [load_reference(f.path, EVAL_RATE) for f in files]
-    table = level_sweep(clips, neucomp_codec(model=args.model), args.bandwidth)
-    for level, row in table.items():
+    levels = [float(v) for v in args.levels.split(",")]
+    result = level_sweep(clips, neucomp_codec(model=args.model), args.bandwidth, levels)
+    for level, row in result["levels"].items():
         print(
             f"{level:6.1f} dBFS  PESQ {row['pesq']:.2f}  STOI {row['stoi']:.3f}"
             f"  ({row['clips']} clips)"
         )
+    if result["spread"] is not None:
+        print(
+            f"worst PESQ range of one clip over all levels: {result['spread']:.2f} "
+            f"({result['spread_clips']} clips fit at every level)"
+        )
     if args.json:
-        record = {"bandwidth": args.bandwidth, "model": args.model, "levels": table}
+        record = {"bandwidth": args.bandwidth, "model": args.model, **result}
         args.json.write_text(json.dumps(record, indent=1))
     return 0
 
