@@ -28,6 +28,7 @@ from neucomp.nn.discriminator import MultiScaleSTFTDiscriminator
 from neucomp.train.balancer import Balancer
 from neucomp.train.dataset import AugmentConfig, CropSampler
 from neucomp.train.losses import (
+    ComplexSTFTLoss,
     feature_matching_loss,
     hinge_discriminator_loss,
     hinge_generator_loss,
@@ -140,6 +141,7 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         self.balancer = Balancer(cfg.weights)
         self.mel_loss = make_mel_loss(cfg.mel_loss, self.codec_config.sample_rate).to(self.device)
+        self.stft_loss = ComplexSTFTLoss().to(self.device)
         self.sampler = CropSampler(
             cfg.corpus,
             self.codec_config.sample_rate,
@@ -270,6 +272,8 @@ class Trainer:
         y = y[..., : x.shape[-1]].float()
         l1 = F.l1_loss(*level_normalise(x, y)) if cfg.level_norm_l1 else F.l1_loss(y, x)
         losses = {"l1": l1, "mel": self.mel_loss(x, y)}
+        if cfg.weights.get("stft", 0.0):
+            losses["stft"] = self.stft_loss(x, y)
         if adversarial:
             x_adv, y_adv = self._adversarial_piece(x, y)
             with autocast:
@@ -378,6 +382,7 @@ class Trainer:
             "norm_adv",
             "norm_feat",
             "lr",
+            "stft",
         ]
         start = time.time()
         last = start

@@ -117,6 +117,29 @@ class LevelNormalisedMelLoss(nn.Module):
         return total / len(self.mels)
 
 
+class ComplexSTFTLoss(nn.Module):
+    """L1 between the complex STFTs (real and imaginary parts) of level-normalised
+    signals at several resolutions: unlike magnitude losses it has a gradient for the
+    phase, which a spectral (iSTFT) decoder must otherwise learn from the waveform L1."""
+
+    def __init__(self, n_ffts: tuple[int, ...] = (512, 1024, 2048)) -> None:
+        super().__init__()
+        self.n_ffts = n_ffts
+        for n in n_ffts:
+            self.register_buffer(f"window_{n}", torch.hann_window(n), persistent=False)
+
+    def forward(self, ref: Tensor, out: Tensor) -> Tensor:
+        ref, out = level_normalise(ref, out)
+        a, b = ref.reshape(-1, ref.shape[-1]), out.reshape(-1, out.shape[-1])
+        total = ref.new_zeros(())
+        for n in self.n_ffts:
+            w = getattr(self, f"window_{n}")
+            sa = torch.view_as_real(torch.stft(a, n, n // 4, window=w, return_complex=True))
+            sb = torch.view_as_real(torch.stft(b, n, n // 4, window=w, return_complex=True))
+            total = total + F.l1_loss(sb, sa)
+        return total / len(self.n_ffts)
+
+
 #: Mel-loss definitions by name: "v1" the original, "v2" the level-normalised DAC-style one.
 MEL_LOSSES = {"v1": MultiScaleMelLoss, "v2": LevelNormalisedMelLoss}
 
