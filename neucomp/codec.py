@@ -92,8 +92,8 @@ class _FiniteGuard:
         )
 
 
-# Model-rate samples per encoder call: bounds the encoder's activations (see above).
-ENCODE_SAMPLES = DECODE_FRAMES * 320
+# Frames' worth of audio per encoder call: bounds the encoder's activations likewise.
+ENCODE_FRAMES = 150
 
 
 def compress_stream(
@@ -137,7 +137,8 @@ def compress_stream(
         """Levelled audio [C, n] → its codes [K, f] (in pieces, to bound memory)."""
         nonlocal model_samples
         model_samples += x.shape[1]
-        pieces = (x[:, i : i + ENCODE_SAMPLES] for i in range(0, x.shape[1], ENCODE_SAMPLES))
+        step = ENCODE_FRAMES * cfg.hop_length
+        pieces = (x[:, i : i + step] for i in range(0, x.shape[1], step))
         return [
             encoder.push(torch.from_numpy(np.ascontiguousarray(p))[None])[0].numpy() for p in pieces
         ]
@@ -160,7 +161,7 @@ def compress_stream(
             for levelled, gain_db in leveller.push(x):
                 write(encode(levelled), gain_db)
         tail = resampler.flush()
-        if model_samples + leveller.pending.shape[1] + tail.shape[1] == 0:
+        if model_samples + leveller.pending + tail.shape[1] == 0:
             tail = np.zeros((cfg.channels, 1), np.float32)  # e.g. 1 sample at 96 kHz
         for levelled, gain_db in leveller.push(tail):
             write(encode(levelled), gain_db)

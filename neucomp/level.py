@@ -40,13 +40,12 @@ def chunk_gain_db(audio: np.ndarray) -> int:
     return int(min(max(gain, MIN_GAIN_DB), MAX_GAIN_DB))
 
 
-def gain_curve(n: int, prev_db: int, gain_db: int, ramp: int) -> np.ndarray:
-    """Linear factors [n] for a chunk: from prev_db to gain_db over `ramp` samples (in dB),
-    then gain_db. The encoder multiplies by it, the decoder divides by it."""
-    db = np.full(n, float(gain_db))
-    k = min(n, ramp)
-    if k and prev_db != gain_db:
-        db[:k] = prev_db + (gain_db - prev_db) * np.arange(1, k + 1) / ramp
+def gain_curve(n: int, prev_db: int, gain_db: int, ramp: int, start: int = 0) -> np.ndarray:
+    """Linear factors for samples [start, start + n) of a chunk: from prev_db to gain_db
+    over its first `ramp` samples (linear in dB), then gain_db. The encoder multiplies by
+    it, the decoder divides by it."""
+    i = np.arange(start, start + n)
+    db = np.where(i < ramp, prev_db + (gain_db - prev_db) * (i + 1) / ramp, float(gain_db))
     return (10.0 ** (db / 20.0)).astype(np.float32)
 
 
@@ -62,20 +61,29 @@ class Leveller:
         self.channels = channels
         self.chunk_samples = chunk_samples
         self.ramp = ramp_samples(sample_rate)
-        self.pending = np.zeros((channels, 0), np.float32)
+        self.parts: list[np.ndarray] = []  # audio not yet levelled, in order
+        self.pending = 0  # samples in `parts`
         self.prev_db: int | None = None
 
     def push(self, x: np.ndarray) -> list[tuple[np.ndarray, int]]:
-        self.pending = np.concatenate([self.pending, x.astype(np.float32, copy=False)], axis=1)
+        if x.shape[1]:
+            self.parts.append(x.astype(np.float32, copy=False))
+            self.pending += x.shape[1]
         out = []
-        while self.pending.shape[1] >= self.chunk_samples:
-            block = self.pending[:, : self.chunk_samples]
-            self.pending = self.pending[:, self.chunk_samples :]
-            out.append(self._level(block))
+        while self.pending >= self.chunk_samples:
+            joined = np.concatenate(self.parts, axis=1)
+            out.append(self._level(joined[:, : self.chunk_samples]))
+            rest = joined[:, self.chunk_samples :]
+            self.parts, self.pending = ([rest] if rest.shape[1] else []), rest.shape[1]
         return out
 
     def flush(self) -> tuple[np.ndarray, int]:
-        block, self.pending = self.pending, np.zeros((self.channels, 0), np.float32)
+        block = (
+            np.concatenate(self.parts, axis=1)
+            if self.parts
+            else np.zeros((self.channels, 0), np.float32)
+        )
+        self.parts, self.pending = [], 0
         return self._level(block)
 
     def _level(self, block: np.ndarray) -> tuple[np.ndarray, int]:
@@ -115,8 +123,7 @@ class Unleveller:
             a, b = max(lo, start), min(hi, start + length)
             if a >= b or (prev == 0 and gain == 0):
                 continue
-            curve = gain_curve(length, prev, gain, self.ramp)
-            factors[a - lo : b - lo] = curve[a - start : b - start]
+            factors[a - lo : b - lo] = gain_curve(b - a, prev, gain, self.ramp, a - start)
             needed = True
         # Chunks wholly behind us are never needed again.
         self.chunks = [c for c in self.chunks if c[0] + c[1] > hi]
