@@ -91,19 +91,21 @@ class CodecConfig:
         return cls(**d)
 
 
+def _frame_config(config: CodecConfig, cls: type, fields: dict):
+    """A frame-rate encoder/decoder config: shapes shared with the codec, then `fields`."""
+    shared = {
+        "latent_dim": config.seanet.latent_dim,
+        "hop": config.hop_length,
+        "channels": config.channels,
+    }
+    return cls(**{**shared, **fields})
+
+
 def make_encoder(config: CodecConfig) -> nn.Module:
     if config.encoder == "seanet":
         return SEANetEncoder(config.seanet)
     if config.encoder == "frame":
-        fe = FrameEncoderConfig(
-            **{
-                "latent_dim": config.seanet.latent_dim,
-                "hop": config.hop_length,
-                "channels": config.channels,
-                **config.frame_encoder,
-            }
-        )
-        return FrameEncoder(fe)
+        return FrameEncoder(_frame_config(config, FrameEncoderConfig, config.frame_encoder))
     raise ModelError(f"unknown encoder type {config.encoder!r}")
 
 
@@ -111,15 +113,7 @@ def make_decoder(config: CodecConfig) -> nn.Module:
     if config.decoder == "seanet":
         return SEANetDecoder(config.seanet)
     if config.decoder == "frame":
-        fd = FrameDecoderConfig(
-            **{
-                "latent_dim": config.seanet.latent_dim,
-                "hop": config.hop_length,
-                "channels": config.channels,
-                **config.frame_decoder,
-            }
-        )
-        return FrameDecoder(fd)
+        return FrameDecoder(_frame_config(config, FrameDecoderConfig, config.frame_decoder))
     raise ModelError(f"unknown decoder type {config.decoder!r}")
 
 
