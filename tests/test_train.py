@@ -66,8 +66,12 @@ def config(tmp_path: Path) -> TrainConfig:
     )
 
 
-def test_steps_lower_the_loss(config: TrainConfig, monkeypatch) -> None:
+@pytest.mark.parametrize(("mixing", "mel_loss"), [("balancer", "v1"), ("sum", "v1"), ("sum", "v2")])
+def test_steps_lower_the_loss(config: TrainConfig, monkeypatch, mixing, mel_loss) -> None:
     config.adv_start_step = 10_000  # reconstruction only: a clean signal to follow
+    config.loss_mixing, config.mel_loss = mixing, mel_loss
+    if mixing == "sum":  # the fixed recipe: level-normalised L1, commitment averaged
+        config.level_norm_l1, config.commit_mean = True, True
     trainer = Trainer(config)
     fixed = trainer.sampler.batch(2)
     monkeypatch.setattr(trainer.sampler, "batch", lambda n: fixed)
@@ -312,19 +316,6 @@ def test_warm_start_from_a_shipped_model(config: TrainConfig, tmp_path: Path) ->
     assert torch.equal(fresh.model.encode(wav, 8), codes)
     torch.testing.assert_close(fresh.model.decode(codes), shipped.decode(codes), rtol=0, atol=1e-4)
     assert "mel" in fresh.train_step()  # and it trains on from there
-
-
-@pytest.mark.parametrize("mel_loss", ["v1", "v2"])
-def test_plain_sum_mixing_lowers_the_loss(config: TrainConfig, monkeypatch, mel_loss) -> None:
-    config.adv_start_step = 10_000
-    config.loss_mixing, config.mel_loss, config.level_norm_l1 = "sum", mel_loss, True
-    config.commit_mean = True
-    trainer = Trainer(config)
-    fixed = trainer.sampler.batch(2)
-    monkeypatch.setattr(trainer.sampler, "batch", lambda n: fixed)
-    monkeypatch.setattr(trainer, "_choose_codebooks", lambda: 8)
-    mels = [trainer.train_step()["mel"] for _ in range(25)]
-    assert np.mean(mels[-5:]) < 0.8 * np.mean(mels[:5])
 
 
 def test_decoder_only_training_keeps_the_codes(config: TrainConfig, monkeypatch) -> None:

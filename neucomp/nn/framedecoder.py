@@ -13,7 +13,7 @@ its own: the decoder has a look-ahead of `lookahead_frames` = 2 frames.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -84,7 +84,6 @@ class FrameStreamState:
     start: int = 0
     signal: Tensor | None = None  # [N, L]
     envelope: Tensor | None = None  # [1, L]
-    extra: dict = field(default_factory=dict)
 
 
 class FrameDecoder(nn.Module):
@@ -126,9 +125,17 @@ class FrameDecoder(nn.Module):
         b, c, _, f = spec.shape
         return self.overlap_add(spec.reshape(b * c, -1, f)).reshape(b, c, -1), None
 
-    def _frames(self, spec: Tensor) -> Tensor:
-        """[N, n_bins, F] → windowed time frames [N, n_fft, F]."""
-        return torch.fft.irfft(spec, n=self.cfg.n_fft, dim=1) * self.window[:, None]
+    def _fold(self, spec: Tensor) -> tuple[Tensor, Tensor]:
+        """[N, n_bins, F] → the overlap-added windowed inverse FFT frames [N, L] and the
+        summed squared window [1, L], L = (F − 1)·hop + n_fft, frame f at f·hop."""
+        n_fft, hop = self.cfg.n_fft, self.cfg.hop
+        n, _, f = spec.shape
+        frames = torch.fft.irfft(spec, n=n_fft, dim=1) * self.window[:, None]
+        size = (1, (f - 1) * hop + n_fft)
+        signal = F.fold(frames, size, (1, n_fft), stride=(1, hop)).reshape(n, -1)
+        w2 = (self.window**2)[None, :, None].expand(1, n_fft, f)
+        envelope = F.fold(w2, size, (1, n_fft), stride=(1, hop)).reshape(1, -1)
+        return signal, envelope
 
     @property
     def _crop(self) -> int:
@@ -145,16 +152,13 @@ class FrameDecoder(nn.Module):
         rest at the end. Pushing the frames in any split gives the whole-signal output.
         """
         b, _, f = latent.shape
-        c, hop, n_fft = self.cfg.channels, self.cfg.hop, self.cfg.n_fft
+        c, hop = self.cfg.channels, self.cfg.hop
         if state is None:
             state = FrameStreamState(contexts=[None] * len(self.blocks))
         spec, state.contexts = self.spectrum(latent, state.contexts)
-        frames = self._frames(spec.reshape(b * c, -1, f))
+        local, local_env = self._fold(spec.reshape(b * c, -1, f))
         first = state.frames * hop  # where the first new window starts
-        end = (state.frames + f - 1) * hop + n_fft
-        local = F.fold(frames, (1, end - first), (1, n_fft), stride=(1, hop)).reshape(b * c, -1)
-        w2 = (self.window**2)[None, :, None].expand(1, n_fft, f)
-        local_env = F.fold(w2, (1, end - first), (1, n_fft), stride=(1, hop)).reshape(1, -1)
+        end = first + local.shape[-1]
         if state.signal is None:
             state.signal, state.envelope, state.start = local, local_env, first
         else:
@@ -193,21 +197,9 @@ class FrameDecoder(nn.Module):
     def overlap_add(self, spec: Tensor) -> Tensor:
         """[N, n_bins, F] → [N, F * hop]: windowed inverse FFT frames, overlap-added,
         divided by the summed squared window, frame f centred on output (f + ½)·hop."""
-        n_fft, hop = self.cfg.n_fft, self.cfg.hop
-        n, _, f = spec.shape
-        frames = self._frames(spec)
-        total = (f - 1) * hop + n_fft
-        out = F.fold(frames, (1, total), (1, n_fft), stride=(1, hop)).reshape(n, total)
-        env = F.fold(
-            (self.window**2)[None, :, None].expand(1, n_fft, f),
-            (1, total),
-            (1, n_fft),
-            stride=(1, hop),
-        ).reshape(1, total)
-        start = self._crop
-        out = out[:, start : start + f * hop]
-        env = env[:, start : start + f * hop]
-        return out / env.clamp_min(1e-3)
+        out, env = self._fold(spec)
+        a, z = self._crop, self._crop + spec.shape[-1] * self.cfg.hop
+        return out[:, a:z] / env[:, a:z].clamp_min(1e-3)
 
 
 # ----------------------------------------------------------------- the frame encoder
