@@ -383,3 +383,18 @@ def test_rebind_lm_needs_the_same_codes(tmp_path: Path) -> None:
     other = build_model_file(tmp_path / "other", seed=1)
     with pytest.raises(ValueError, match="retrain the LM"):
         rebind_lm(lm_path, old_path, other, tmp_path / "bad.lm")
+
+
+def test_period_discriminator_sees_each_period_and_any_length():
+    from neucomp.nn.discriminator import CombinedDiscriminator
+
+    disc = CombinedDiscriminator(audio_channels=2, filters=4, n_ffts=(256,), periods=(2, 3))
+    wav = torch.randn(2, 2, 1001)  # not a multiple of either period
+    logits, feats = disc(wav)
+    assert len(logits) == len(feats) == 3
+    assert logits[1].shape[-1] == 2 and logits[2].shape[-1] == 3
+    # the period view compares samples p apart: a change at one sample moves one column
+    other = wav.clone()
+    other[..., 0] += 1.0
+    moved = (disc(other)[0][2] - logits[2]).abs().sum(dim=(0, 1, 2))
+    assert moved[0] > 0 and torch.all(moved[1:] == 0)

@@ -84,3 +84,54 @@ class MultiScaleSTFTDiscriminator(nn.Module):
             logits.append(lg)
             features.append(ft)
         return logits, features
+
+
+class PeriodDiscriminator(nn.Module):
+    """One period p: the waveform folded into a [T/p, p] grid, so that 2-D convs along
+    the first axis compare samples exactly p apart (pitch-periodic structure, which
+    magnitude losses average away)."""
+
+    def __init__(self, period: int, audio_channels: int = 1, filters: int = 16) -> None:
+        super().__init__()
+        self.period = period
+        widths = [audio_channels, filters, 2 * filters, 4 * filters, 8 * filters]
+        self.convs = nn.ModuleList(
+            _wn_conv2d(a, b, (5, 1), stride=(3, 1), padding=(2, 0))
+            for a, b in zip(widths[:-1], widths[1:], strict=True)
+        )
+        self.convs.append(_wn_conv2d(widths[-1], widths[-1], (5, 1), padding=(2, 0)))
+        self.out = _wn_conv2d(widths[-1], 1, (3, 1), padding=(1, 0))
+        self.act = nn.LeakyReLU(0.2)
+
+    def forward(self, wav: Tensor) -> tuple[Tensor, list[Tensor]]:
+        b, c, t = wav.shape
+        pad = (-t) % self.period
+        if pad:
+            wav = nn.functional.pad(wav, (0, pad), mode="reflect")
+        x = wav.reshape(b, c, -1, self.period)
+        features = []
+        for conv in self.convs:
+            x = self.act(conv(x))
+            features.append(x)
+        return self.out(x), features
+
+
+class CombinedDiscriminator(nn.Module):
+    """STFT discriminators at `n_ffts` and period discriminators at `periods`, their
+    logits and feature maps returned as one list (either set may be empty)."""
+
+    def __init__(
+        self,
+        audio_channels: int = 1,
+        filters: int = 32,
+        n_ffts: tuple[int, ...] = (2048, 1024, 512, 256, 128),
+        periods: tuple[int, ...] = (),
+        period_filters: int = 16,
+    ) -> None:
+        super().__init__()
+        self.discriminators = nn.ModuleList(
+            [STFTDiscriminator(n, audio_channels, filters) for n in n_ffts]
+            + [PeriodDiscriminator(p, audio_channels, period_filters) for p in periods]
+        )
+
+    forward = MultiScaleSTFTDiscriminator.forward

@@ -24,7 +24,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from neucomp.model import Codec, CodecConfig, save_model
-from neucomp.nn.discriminator import MultiScaleSTFTDiscriminator
+from neucomp.nn.discriminator import CombinedDiscriminator
 from neucomp.train.balancer import Balancer
 from neucomp.train.dataset import AugmentConfig, CropSampler
 from neucomp.train.losses import (
@@ -70,6 +70,9 @@ class TrainConfig:
     adv_start_step: int = 0  # adversarial losses (and the discriminator) from this step on
     disc_filters: int = 32
     disc_n_ffts: list[int] = field(default_factory=lambda: [2048, 1024, 512, 256, 128])
+    # Period discriminators (HiFi-GAN's idea) beside the STFT ones; none by default.
+    disc_periods: list[int] = field(default_factory=list)
+    disc_period_filters: int = 16
     # A CPU-sized adversarial phase: the discriminator sees a random adv_segment_s-long
     # piece of each crop (0: the whole crop) and is updated every disc_every-th step.
     adv_segment_s: float = 0.0
@@ -127,8 +130,12 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank …
         self.codec_config = CodecConfig.from_dict(cfg.model)
         self.model = Codec(self.codec_config).to(self.device)
-        self.disc = MultiScaleSTFTDiscriminator(
-            self.codec_config.channels, cfg.disc_filters, tuple(cfg.disc_n_ffts)
+        self.disc = CombinedDiscriminator(
+            self.codec_config.channels,
+            cfg.disc_filters,
+            tuple(cfg.disc_n_ffts),
+            tuple(cfg.disc_periods),
+            cfg.disc_period_filters,
         ).to(self.device)
         self._broadcast_from_rank0()
         torch.manual_seed(cfg.seed + self.rank)  # … but each rank its own randomness
