@@ -27,6 +27,7 @@ from neucomp.nn.framedecoder import (
     FrameEncoder,
     FrameEncoderConfig,
 )
+from neucomp.nn.pitch import PitchConfig, centred_frames, f0_contour, yin
 from neucomp.nn.quantizer import ResidualVectorQuantizer
 from neucomp.nn.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
 
@@ -97,6 +98,7 @@ def _frame_config(config: CodecConfig, cls: type, fields: dict):
         "latent_dim": config.seanet.latent_dim,
         "hop": config.hop_length,
         "channels": config.channels,
+        "sample_rate": config.sample_rate,
     }
     return cls(**{**shared, **fields})
 
@@ -140,11 +142,32 @@ class Codec(nn.Module):
         return torch.nn.functional.pad(wav, (0, extra)) if extra else wav
 
     def forward(self, wav: Tensor, n_q: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Training pass: wav [B, C, T] → (reconstruction [B, C, T'], codes, commit loss)."""
-        z, _ = self.encoder(self.pad_to_frames(wav))
+        """Training pass: wav [B, C, T] → (reconstruction [B, C, T'], codes, commit loss).
+
+        A harmonic frame decoder runs its oscillator at the reference's own pitch here
+        (teacher forcing) and leaves its f0 loss in `self.aux_losses`."""
+        wav = self.pad_to_frames(wav)
+        z, _ = self.encoder(wav)
         q, codes, commit = self.quantizer(z, n_q)
-        y, _ = self.decoder(q)
+        self.aux_losses: dict[str, Tensor] = {}
+        if getattr(getattr(self.decoder, "cfg", None), "harmonic", False):
+            f0, voiced = self._reference_pitch(wav)
+            y, _ = self.decoder(q, teacher_f0=f0)
+            err = (self.decoder.last_log_f0 - torch.log2(f0 / 100.0)).abs()
+            self.aux_losses["f0"] = (err * voiced).sum() / voiced.sum().clamp_min(1.0)
+        else:
+            y, _ = self.decoder(q)
         return y, codes, commit
+
+    def _reference_pitch(self, wav: Tensor) -> tuple[Tensor, Tensor]:
+        """The pitch contour on the decoder's synthesis grid [B, C, F] and where it is
+        voiced (a float mask): what the harmonic oscillator is taught to follow."""
+        cfg = self.decoder.cfg
+        pitch = PitchConfig(sample_rate=self.config.sample_rate)
+        with torch.no_grad():
+            f0, periodicity = yin(centred_frames(wav, cfg.hop, cfg.n_fft), pitch)
+            voiced = periodicity > 1 - pitch.voiced_below
+            return f0_contour(f0, voiced, pitch.default_f0), voiced.float()
 
     @torch.no_grad()
     def encode(self, wav: Tensor, n_q: int) -> Tensor:

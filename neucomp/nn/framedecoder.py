@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from neucomp.nn.pitch import PitchConfig, yin
+
 
 @dataclass
 class FrameDecoderConfig:
@@ -30,6 +32,13 @@ class FrameDecoderConfig:
     hop: int = 320
     channels: int = 1  # audio channels
     max_log_mag: float = 6.0  # exp(6) ≈ 400: bounds the predicted magnitude
+    # The harmonic path: a second spectrum, the predicted harmonic envelope times the
+    # spectrum of a band-limited harmonic oscillator at a predicted f0 (phase carried
+    # from frame to frame), added to the free magnitude-and-phase spectrum. Pitch and
+    # phase coherence then come from the oscillator instead of being learned per bin.
+    harmonic: bool = False
+    sample_rate: int = 24000
+    harmonic_fmax: float = 10000.0  # harmonics above this are left out
 
     @property
     def n_fft(self) -> int:
@@ -73,6 +82,36 @@ class ConvNeXtBlock(nn.Module):
         return x + (self.gamma * y).transpose(1, 2), state
 
 
+def harmonic_frames(f0: Tensor, phase0: Tensor, cfg: FrameDecoderConfig) -> tuple[Tensor, Tensor]:
+    """The windowed spectra of a unit-amplitude harmonic oscillator, one per frame.
+
+    f0 [N, F] in Hz, phase0 [N]: the fundamental's phase at frame 0's centre. Frame f is
+    Σ_k cos(k·ψ(n)), k·f0 ≤ harmonic_fmax, with ψ linear in n at f0_f around the phase at
+    its centre; centre phases follow the trapezoid rule, so neighbouring frames agree
+    half-way between their centres. Returns (spectra [N, n_bins, F], scaled so a
+    harmonic's peak is ≈ 1, and the phase at the last frame's centre [N]).
+    """
+    n_fft, hop, sr = cfg.n_fft, cfg.hop, cfg.sample_rate
+    # In float64: a phase error δ becomes k·δ at harmonic k, and streamed pushes must
+    # land on the same phases as one whole-signal call.
+    f0d = f0.double()
+    step = torch.pi * (f0d[:, :-1] + f0d[:, 1:]) * hop / sr  # centre-to-centre advance
+    advance = F.pad(torch.cumsum(step, dim=1), (1, 0))
+    centre = torch.remainder(phase0.double()[:, None] + advance, 2 * torch.pi)  # [N, F]
+    n = torch.arange(n_fft, device=f0.device, dtype=torch.float64) - n_fft // 2
+    psi = centre[..., None] + 2 * torch.pi * f0d[..., None] * n / sr  # [N, F, n_fft]
+    k = torch.floor(cfg.harmonic_fmax / f0d).clamp_min(1)[..., None]
+    # Σ_{k=1..K} cos(kψ) = sin((K + ½)ψ) / (2 sin(ψ/2)) − ½, and K where sin(ψ/2) ≈ 0.
+    half = torch.sin(psi / 2)
+    near = half.abs() < 1e-6
+    wave = torch.where(
+        near, k, torch.sin((k + 0.5) * psi) / (2 * torch.where(near, 1.0, half)) - 0.5
+    ).to(f0.dtype)
+    window = torch.hann_window(n_fft, device=f0.device, dtype=f0.dtype)
+    spec = torch.fft.rfft(wave * window, dim=-1) / (n_fft / 4)
+    return spec.transpose(1, 2), centre[:, -1]
+
+
 @dataclass
 class FrameStreamState:
     """Where a streaming decode stands: each block's conv context, and the overlap-add
@@ -84,6 +123,9 @@ class FrameStreamState:
     start: int = 0
     signal: Tensor | None = None  # [N, L]
     envelope: Tensor | None = None  # [1, L]
+    # harmonic path: the last frame's f0 and the oscillator phase at its centre [N] (f64)
+    last_f0: Tensor | None = None
+    last_phase: Tensor | None = None
 
 
 class FrameDecoder(nn.Module):
@@ -100,12 +142,29 @@ class FrameDecoder(nn.Module):
         self.norm = nn.LayerNorm(cfg.dim)
         n_bins = cfg.n_fft // 2 + 1
         self.head = nn.Linear(cfg.dim, cfg.channels * 2 * n_bins)
+        if cfg.harmonic:
+            # harmonic log envelope per bin and log2(f0 / 100 Hz), per channel; starts
+            # ~40 dB below the free spectrum so a warm start begins where it was
+            self.harmonic_head = nn.Linear(cfg.dim, cfg.channels * (n_bins + 1))
+            with torch.no_grad():
+                self.harmonic_head.weight.mul_(0.1)
+                self.harmonic_head.bias.zero_()
+                self.harmonic_head.bias.view(cfg.channels, n_bins + 1)[:, :n_bins] = -4.0
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
+        # Set by a training pass: the predicted log2 f0 [B, C, F] (harmonic path only).
+        self.last_log_f0: Tensor | None = None
 
     def spectrum(
-        self, latent: Tensor, contexts: list[Tensor | None] | None = None
+        self,
+        latent: Tensor,
+        contexts: list[Tensor | None] | None = None,
+        state: FrameStreamState | None = None,
+        teacher_f0: Tensor | None = None,
     ) -> tuple[Tensor, list[Tensor | None]]:
-        """latent [B, D, F] → (complex STFT frames [B, channels, n_bins, F], contexts)."""
+        """latent [B, D, F] → (complex STFT frames [B, channels, n_bins, F], contexts).
+
+        The harmonic path runs its oscillator at `teacher_f0` [B, C, F] (training: the
+        reference's pitch) or else at its own predicted f0, continuing from `state`."""
         x = self.embed(latent)
         contexts = contexts or [None] * len(self.blocks)
         new_contexts: list[Tensor | None] = []
@@ -117,11 +176,39 @@ class FrameDecoder(nn.Module):
         h = h.reshape(b, f, self.cfg.channels, 2, -1).permute(0, 2, 3, 4, 1)
         mag = torch.exp(h[:, :, 0].clamp(max=self.cfg.max_log_mag))
         phase = h[:, :, 1]
-        return torch.polar(mag, phase), new_contexts
+        spec = torch.polar(mag, phase)
+        if self.cfg.harmonic:
+            spec = spec + self._harmonic(x, state, teacher_f0)
+        return spec, new_contexts
 
-    def forward(self, latent: Tensor, state: None = None) -> tuple[Tensor, None]:
+    def _harmonic(
+        self, x: Tensor, state: FrameStreamState | None, teacher_f0: Tensor | None
+    ) -> Tensor:
+        cfg = self.cfg
+        b, _, f = x.shape
+        c = cfg.channels
+        h = self.harmonic_head(self.norm(x.transpose(1, 2)))  # [B, F, C * (bins + 1)]
+        h = h.reshape(b, f, c, -1).permute(0, 2, 3, 1)  # [B, C, bins + 1, F]
+        envelope = torch.exp(h[:, :, :-1].clamp(max=cfg.max_log_mag))
+        log_f0 = h[:, :, -1]
+        self.last_log_f0 = log_f0
+        f0 = teacher_f0 if teacher_f0 is not None else 100.0 * torch.exp2(log_f0.detach())
+        f0 = f0.reshape(b * c, f).clamp(40.0, 1000.0)
+        if state is None or state.last_f0 is None:
+            phase0 = f0.new_zeros(b * c)
+        else:  # one more trapezoid step from the previous push's last frame
+            step = torch.pi * (state.last_f0.double() + f0[:, 0]) * cfg.hop / cfg.sample_rate
+            phase0 = torch.remainder(state.last_phase + step, 2 * torch.pi)
+        spectra, last_phase = harmonic_frames(f0, phase0, cfg)
+        if state is not None:
+            state.last_f0, state.last_phase = f0[:, -1], last_phase
+        return envelope * spectra.reshape(b, c, -1, f)
+
+    def forward(
+        self, latent: Tensor, state: None = None, teacher_f0: Tensor | None = None
+    ) -> tuple[Tensor, None]:
         """Whole-signal decoding: [B, D, F] → [B, channels, F · hop] (no state)."""
-        spec, _ = self.spectrum(latent)
+        spec, _ = self.spectrum(latent, teacher_f0=teacher_f0)
         b, c, _, f = spec.shape
         return self.overlap_add(spec.reshape(b * c, -1, f)).reshape(b, c, -1), None
 
@@ -155,7 +242,7 @@ class FrameDecoder(nn.Module):
         c, hop = self.cfg.channels, self.cfg.hop
         if state is None:
             state = FrameStreamState(contexts=[None] * len(self.blocks))
-        spec, state.contexts = self.spectrum(latent, state.contexts)
+        spec, state.contexts = self.spectrum(latent, state.contexts, state)
         local, local_env = self._fold(spec.reshape(b * c, -1, f))
         first = state.frames * hop  # where the first new window starts
         end = first + local.shape[-1]
@@ -217,6 +304,10 @@ class FrameEncoderConfig:
     kernel_size: int = 7
     hop: int = 320
     channels: int = 1
+    # Two more features per frame: the YIN pitch (log2 f0 / 100 Hz) and periodicity, so
+    # the pitch that the harmonic decoder needs is handed to the latent, not discovered.
+    pitch_input: bool = False
+    sample_rate: int = 24000
 
     @property
     def n_fft(self) -> int:
@@ -242,6 +333,10 @@ class FrameEncoder(nn.Module):
         )
         self.norm = nn.LayerNorm(cfg.dim)
         self.out = nn.Linear(cfg.dim, cfg.latent_dim)
+        if cfg.pitch_input:
+            self.pitch_embed = nn.Conv1d(cfg.channels * 2, cfg.dim, 1)
+            nn.init.zeros_(self.pitch_embed.weight)  # a warm start begins where it was
+            nn.init.zeros_(self.pitch_embed.bias)
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
 
     def forward(self, wav: Tensor, state: list | None = None) -> tuple[Tensor, list]:
@@ -260,6 +355,11 @@ class FrameEncoder(nn.Module):
         f = feats.shape[1]
         feats = feats.reshape(b, c, f, -1).permute(0, 1, 3, 2).reshape(b, -1, f)
         h = self.embed(feats)
+        if self.cfg.pitch_input:
+            f0, periodicity = yin(frames, PitchConfig(sample_rate=self.cfg.sample_rate))
+            pitch = torch.stack([torch.log2(f0 / 100.0), periodicity], dim=-1)  # [B*C, F, 2]
+            pitch = pitch.reshape(b, c, f, 2).permute(0, 1, 3, 2).reshape(b, -1, f)
+            h = h + self.pitch_embed(pitch)
         new_contexts = []
         for block, ctx in zip(self.blocks, contexts, strict=True):
             h, ctx = block(h, ctx)

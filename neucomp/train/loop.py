@@ -281,6 +281,8 @@ class Trainer:
         losses = {"l1": l1, "mel": self.mel_loss(x, y)}
         if cfg.weights.get("stft", 0.0):
             losses["stft"] = self.stft_loss(x, y)
+        # losses the model computed on its own outputs (the harmonic decoder's f0), not on y
+        aux = {} if cfg.decoder_only else dict(getattr(self.model, "aux_losses", {}))
         if adversarial:
             x_adv, y_adv = self._adversarial_piece(x, y)
             with autocast:
@@ -296,15 +298,18 @@ class Trainer:
         if cfg.loss_mixing == "sum":
             norms: dict[str, float] = {}
             total = sum(cfg.weights.get(k, 0.0) * v for k, v in losses.items())
+            total = total + sum(cfg.weights.get(k, 1.0) * v for k, v in aux.items())
             (total + commit * cfg.commit_weight).backward()
         else:
             grad_y, norms = self.balancer.gradient(losses, y)
-            torch.autograd.backward([y, commit * cfg.commit_weight], [grad_y, None])
+            side = commit * cfg.commit_weight
+            side = side + sum(cfg.weights.get(k, 1.0) * v for k, v in aux.items())
+            torch.autograd.backward([y, side], [grad_y, None])
         self._average_gradients(self.gen_params)
         gnorm = torch.nn.utils.clip_grad_norm_(self.gen_params, cfg.grad_clip)
         self.opt_g.step()
 
-        out = {k: float(v.detach()) for k, v in losses.items()}
+        out = {k: float(v.detach()) for k, v in {**losses, **aux}.items()}
         out.update({"commit": float(commit.detach()), "n_q": n_q, "gnorm": float(gnorm), "lr": lr})
         out.update({f"norm_{k}": v for k, v in norms.items()})
         if adversarial and self.step % cfg.disc_every == 0:
@@ -390,6 +395,7 @@ class Trainer:
             "norm_feat",
             "lr",
             "stft",
+            "f0",
         ]
         start = time.time()
         last = start
@@ -457,7 +463,7 @@ def warm_start(model: Codec, model_file: str | Path) -> None:
 
 def _format_row(row: dict) -> str:
     parts = [f"step {row['step']}", f"{row['sec_per_step']:.2f}s/it"]
-    for k in ("l1", "mel", "adv", "feat", "commit", "d_loss"):
+    for k in ("l1", "mel", "f0", "adv", "feat", "commit", "d_loss"):
         if k in row and not math.isnan(row[k]):
             parts.append(f"{k} {row[k]:.4f}")
     if "lr" in row:
