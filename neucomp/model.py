@@ -141,18 +141,21 @@ class Codec(nn.Module):
         extra = (-wav.shape[-1]) % self.hop_length
         return torch.nn.functional.pad(wav, (0, extra)) if extra else wav
 
-    def forward(self, wav: Tensor, n_q: int) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(
+        self, wav: Tensor, n_q: int, teacher_f0: bool = True
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Training pass: wav [B, C, T] → (reconstruction [B, C, T'], codes, commit loss).
 
         A harmonic frame decoder runs its oscillator at the reference's own pitch here
-        (teacher forcing) and leaves its f0 loss in `self.aux_losses`."""
+        (teacher forcing; else at its own prediction, as in inference) and leaves its f0
+        loss in `self.aux_losses`."""
         wav = self.pad_to_frames(wav)
         z, _ = self.encoder(wav)
         q, codes, commit = self.quantizer(z, n_q)
         self.aux_losses: dict[str, Tensor] = {}
         if getattr(getattr(self.decoder, "cfg", None), "harmonic", False):
             f0, voiced = self._reference_pitch(wav)
-            y, _ = self.decoder(q, teacher_f0=f0)
+            y, _ = self.decoder(q, teacher_f0=f0 if teacher_f0 else None)
             err = (self.decoder.last_log_f0 - torch.log2(f0 / 100.0)).abs()
             self.aux_losses["f0"] = (err * voiced).sum() / voiced.sum().clamp_min(1.0)
         else:

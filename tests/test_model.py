@@ -244,8 +244,10 @@ def test_harmonic_oscillator_frames_overlap_add_to_one_continuous_tone() -> None
 def test_harmonic_training_pass_teaches_the_reference_pitch() -> None:
     torch.manual_seed(0)
     config = tiny_config()
-    config.encoder, config.frame_encoder = "frame", {"dim": 32, "layers": 2, "pitch_input": True}
-    config.decoder, config.frame_decoder = "frame", {"dim": 32, "layers": 2, "harmonic": True}
+    config.encoder = "frame"
+    config.frame_encoder = {"dim": 32, "layers": 2, "pitch_input": True, "pitch_skip": True}
+    config.decoder = "frame"
+    config.frame_decoder = {"dim": 32, "layers": 2, "harmonic": True, "f0_skip": True}
     model = Codec(config)
     t = torch.arange(24000) / 24000
     wav = (0.1 * torch.sin(2 * torch.pi * 150.0 * t))[None, None].repeat(2, 1, 1)
@@ -257,3 +259,12 @@ def test_harmonic_training_pass_teaches_the_reference_pitch() -> None:
     f0_loss.backward()
     assert model.decoder.harmonic_head.weight.grad.abs().sum() > 0
     assert model.encoder.pitch_embed.weight.grad.abs().sum() > 0
+    # the linear pitch paths (zero at the start) get the f0 gradient too
+    assert model.decoder.f0_from_latent.weight.grad.abs().sum() > 0
+    model.zero_grad()
+    y, _, _ = model(wav, 4)
+    model.aux_losses["f0"].backward()
+    assert model.encoder.pitch_to_latent.weight.grad.abs().sum() > 0
+    # without teacher forcing the oscillator follows the (untrained, ~100 Hz) prediction
+    y_own, _, _ = model(wav, 4, teacher_f0=False)
+    assert not torch.allclose(y_own, y)

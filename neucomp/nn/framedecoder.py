@@ -39,6 +39,9 @@ class FrameDecoderConfig:
     harmonic: bool = False
     sample_rate: int = 24000
     harmonic_fmax: float = 10000.0  # harmonics above this are left out
+    # f0 also read straight off the latent by one linear map: with the encoder's pitch
+    # skip, pitch goes in and out of the latent through linear paths only.
+    f0_skip: bool = False
 
     @property
     def n_fft(self) -> int:
@@ -150,6 +153,10 @@ class FrameDecoder(nn.Module):
                 self.harmonic_head.weight.mul_(0.1)
                 self.harmonic_head.bias.zero_()
                 self.harmonic_head.bias.view(cfg.channels, n_bins + 1)[:, :n_bins] = -4.0
+            if cfg.f0_skip:
+                self.f0_from_latent = nn.Linear(cfg.latent_dim, cfg.channels)
+                nn.init.zeros_(self.f0_from_latent.weight)
+                nn.init.zeros_(self.f0_from_latent.bias)
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
         # Set by a training pass: the predicted log2 f0 [B, C, F] (harmonic path only).
         self.last_log_f0: Tensor | None = None
@@ -166,6 +173,7 @@ class FrameDecoder(nn.Module):
         The harmonic path runs its oscillator at `teacher_f0` [B, C, F] (training: the
         reference's pitch) or else at its own predicted f0, continuing from `state`."""
         x = self.embed(latent)
+        self._latent = latent
         contexts = contexts or [None] * len(self.blocks)
         new_contexts: list[Tensor | None] = []
         for block, ctx in zip(self.blocks, contexts, strict=True):
@@ -191,6 +199,8 @@ class FrameDecoder(nn.Module):
         h = h.reshape(b, f, c, -1).permute(0, 2, 3, 1)  # [B, C, bins + 1, F]
         envelope = torch.exp(h[:, :, :-1].clamp(max=cfg.max_log_mag))
         log_f0 = h[:, :, -1]
+        if cfg.f0_skip:
+            log_f0 = log_f0 + self.f0_from_latent(self._latent.transpose(1, 2)).transpose(1, 2)
         self.last_log_f0 = log_f0
         f0 = teacher_f0 if teacher_f0 is not None else 100.0 * torch.exp2(log_f0.detach())
         f0 = f0.reshape(b * c, f).clamp(40.0, 1000.0)
@@ -307,6 +317,7 @@ class FrameEncoderConfig:
     # Two more features per frame: the YIN pitch (log2 f0 / 100 Hz) and periodicity, so
     # the pitch that the harmonic decoder needs is handed to the latent, not discovered.
     pitch_input: bool = False
+    pitch_skip: bool = False  # the pitch features also added to the latent, linearly
     sample_rate: int = 24000
 
     @property
@@ -337,6 +348,10 @@ class FrameEncoder(nn.Module):
             self.pitch_embed = nn.Conv1d(cfg.channels * 2, cfg.dim, 1)
             nn.init.zeros_(self.pitch_embed.weight)  # a warm start begins where it was
             nn.init.zeros_(self.pitch_embed.bias)
+        if cfg.pitch_skip:
+            self.pitch_to_latent = nn.Linear(cfg.channels * 2, cfg.latent_dim)
+            nn.init.zeros_(self.pitch_to_latent.weight)
+            nn.init.zeros_(self.pitch_to_latent.bias)
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
 
     def forward(self, wav: Tensor, state: list | None = None) -> tuple[Tensor, list]:
@@ -360,9 +375,13 @@ class FrameEncoder(nn.Module):
             pitch = torch.stack([torch.log2(f0 / 100.0), periodicity], dim=-1)  # [B*C, F, 2]
             pitch = pitch.reshape(b, c, f, 2).permute(0, 1, 3, 2).reshape(b, -1, f)
             h = h + self.pitch_embed(pitch)
+        else:
+            pitch = None
         new_contexts = []
         for block, ctx in zip(self.blocks, contexts, strict=True):
             h, ctx = block(h, ctx)
             new_contexts.append(ctx)
         z = self.out(self.norm(h.transpose(1, 2))).transpose(1, 2)
+        if self.cfg.pitch_skip and pitch is not None:
+            z = z + self.pitch_to_latent(pitch.transpose(1, 2)).transpose(1, 2)
         return z, [new_history, new_contexts]

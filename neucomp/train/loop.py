@@ -73,6 +73,9 @@ class TrainConfig:
     # Period discriminators (HiFi-GAN's idea) beside the STFT ones; none by default.
     disc_periods: list[int] = field(default_factory=list)
     disc_period_filters: int = 16
+    # A harmonic decoder's oscillator runs at the reference pitch in this share of the
+    # steps, at its own predicted pitch in the rest (so it also learns with its errors).
+    f0_teacher_prob: float = 1.0
     # A CPU-sized adversarial phase: the discriminator sees a random adv_segment_s-long
     # piece of each crop (0: the whole crop) and is updated every disc_every-th step.
     adv_segment_s: float = 0.0
@@ -273,7 +276,10 @@ class Trainer:
             if cfg.decoder_only:
                 y, commit = self._decode_frozen(x, n_q), x.new_zeros(())
             else:
-                y, _, commit = self.model(x, n_q)
+                # a pure function of the step, like the codebook choice: resumes replay it
+                draw = np.random.default_rng([cfg.seed, self.step, 1]).random()
+                teacher = bool(draw < cfg.f0_teacher_prob)
+                y, _, commit = self.model(x, n_q, teacher_f0=teacher)
         if cfg.commit_mean:
             commit = commit / n_q
         y = y[..., : x.shape[-1]].float()
