@@ -136,12 +136,14 @@ def test_unknown_model_name(tmp_path, monkeypatch) -> None:
 # ------------------------------------------------------------- the frame-rate decoder
 
 
-@pytest.fixture(params=[False, True], ids=["free", "harmonic"])
+@pytest.fixture(params=[None, "add", "phase"], ids=["free", "harmonic", "harmonic-phase"])
 def frame_codec(request) -> Codec:
     torch.manual_seed(0)
     config = tiny_config()
     config.decoder = "frame"
-    config.frame_decoder = {"dim": 32, "layers": 2, "harmonic": request.param}
+    config.frame_decoder = {"dim": 32, "layers": 2, "harmonic": request.param is not None}
+    if request.param:
+        config.frame_decoder["harmonic_mode"] = request.param
     model = Codec(config)
     for layer in model.quantizer.layers:
         layer.embed.normal_()
@@ -149,6 +151,7 @@ def frame_codec(request) -> Codec:
         with torch.no_grad():
             model.decoder.harmonic_head.bias.zero_()
             model.decoder.harmonic_head.weight.normal_(std=0.3)
+            model.decoder.harmonic_head.weight[-1].mul_(0.1)  # f0 near 100 Hz, as in speech
     return inference_copy(model)
 
 

@@ -37,6 +37,9 @@ class FrameDecoderConfig:
     # from frame to frame), added to the free magnitude-and-phase spectrum. Pitch and
     # phase coherence then come from the oscillator instead of being learned per bin.
     harmonic: bool = False
+    # "add": free spectrum + harmonic envelope × oscillator; "phase": the free magnitude
+    # with, per bin, a learned gate between the oscillator's phase and the free phase.
+    harmonic_mode: str = "add"
     sample_rate: int = 24000
     harmonic_fmax: float = 10000.0  # harmonics above this are left out
     # f0 also read straight off the latent by one linear map: with the encoder's pitch
@@ -184,20 +187,29 @@ class FrameDecoder(nn.Module):
         h = h.reshape(b, f, self.cfg.channels, 2, -1).permute(0, 2, 3, 4, 1)
         mag = torch.exp(h[:, :, 0].clamp(max=self.cfg.max_log_mag))
         phase = h[:, :, 1]
-        spec = torch.polar(mag, phase)
-        if self.cfg.harmonic:
-            spec = spec + self._harmonic(x, state, teacher_f0)
-        return spec, new_contexts
+        if not self.cfg.harmonic:
+            return torch.polar(mag, phase), new_contexts
+        rows, oscillator = self._harmonic(x, state, teacher_f0)
+        if self.cfg.harmonic_mode == "phase":
+            # one magnitude; per bin, a gate mixes the oscillator's phase and the free one
+            gate = torch.sigmoid(rows)
+            unit = oscillator / oscillator.abs().clamp_min(1e-6)
+            return mag * (
+                gate * unit + (1 - gate) * torch.polar(torch.ones_like(mag), phase)
+            ), new_contexts
+        envelope = torch.exp(rows.clamp(max=self.cfg.max_log_mag))
+        return torch.polar(mag, phase) + envelope * oscillator, new_contexts
 
     def _harmonic(
         self, x: Tensor, state: FrameStreamState | None, teacher_f0: Tensor | None
-    ) -> Tensor:
+    ) -> tuple[Tensor, Tensor]:
+        """The harmonic head's per-bin rows [B, C, bins, F] (log envelope or gate logit)
+        and the oscillator's spectra [B, C, bins, F] at the teacher's or predicted f0."""
         cfg = self.cfg
         b, _, f = x.shape
         c = cfg.channels
         h = self.harmonic_head(self.norm(x.transpose(1, 2)))  # [B, F, C * (bins + 1)]
         h = h.reshape(b, f, c, -1).permute(0, 2, 3, 1)  # [B, C, bins + 1, F]
-        envelope = torch.exp(h[:, :, :-1].clamp(max=cfg.max_log_mag))
         log_f0 = h[:, :, -1]
         if cfg.f0_skip:
             log_f0 = log_f0 + self.f0_from_latent(self._latent.transpose(1, 2)).transpose(1, 2)
@@ -212,7 +224,7 @@ class FrameDecoder(nn.Module):
         spectra, last_phase = harmonic_frames(f0, phase0, cfg)
         if state is not None:
             state.last_f0, state.last_phase = f0[:, -1], last_phase
-        return envelope * spectra.reshape(b, c, -1, f)
+        return h[:, :, :-1], spectra.reshape(b, c, -1, f)
 
     def forward(
         self, latent: Tensor, state: None = None, teacher_f0: Tensor | None = None
