@@ -13,10 +13,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 
 from neucomp import audio as A
-from neucomp.codec import DEFAULT_BANDWIDTH, Result, compress_stream, decompress_stream
-from neucomp.errors import InputError
-from neucomp.loader import load_model
-from neucomp.output import (
+from neucomp.audio.writers import (
     AudioWriter,
     atomic_output,
     check_distinct,
@@ -24,6 +21,9 @@ from neucomp.output import (
     check_output,
     output_format,
 )
+from neucomp.codec import DEFAULT_BANDWIDTH, Result, compress_stream, decompress_stream
+from neucomp.errors import InputError
+from neucomp.loader import load_model
 
 if TYPE_CHECKING:
     from neucomp.container import Header

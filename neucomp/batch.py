@@ -21,9 +21,9 @@ from typing import Literal
 
 from neucomp import api, loader
 from neucomp.audio import AUDIO_EXTENSIONS
+from neucomp.audio.writers import remove_stale_parts
 from neucomp.codec import Result
 from neucomp.errors import InputError, NeucompError, OutputError, Terminated
-from neucomp.output import remove_stale_parts
 from neucomp.signals import (
     deferred_termination,
     exit_with_parent,

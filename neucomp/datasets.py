@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import os
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neucomp.audio.writers import atomic_write, write_audio
 from neucomp.errors import NeucompError
 
 AUDIO_EXTENSIONS = {".ogg", ".oga", ".opus", ".wav", ".flac", ".aif", ".aiff", ".mp3", ".g722"}
@@ -233,37 +233,9 @@ def bandwidth_hz(mono: np.ndarray, rate: int, floor_db: float = 60.0) -> float:
 # --------------------------------------------------------------------------- writing
 
 
-def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    """Resample `[C, T]` float audio with soxr (high quality); a no-op at equal rates."""
-    if rate_in == rate_out:
-        return audio.astype(np.float32, copy=False)
-    import soxr
-
-    out = soxr.resample(np.ascontiguousarray(audio.T), rate_in, rate_out, quality="HQ")
-    return np.ascontiguousarray(np.atleast_2d(out.T if out.ndim == 2 else out[None, :]))
-
-
-def to_channels(audio: np.ndarray, channels: int) -> np.ndarray:
-    """Mix `[C, T]` down to mono, or copy mono to every channel; a no-op when C matches."""
-    if audio.shape[0] == channels:
-        return audio
-    if channels == 1:
-        return audio.mean(axis=0, keepdims=True)
-    if audio.shape[0] == 1:
-        return np.repeat(audio, channels, axis=0)
-    return to_channels(audio.mean(axis=0, keepdims=True), channels)
-
-
 def _write_audio_atomic(path: Path, audio: np.ndarray, rate: int, **sf_args) -> None:
-    """Encode `[C, T]` float audio (clipped to [-1, 1]) in memory, then replace `path`."""
-    import soundfile as sf
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(audio.T, -1.0, 1.0), rate, **sf_args)
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    write_audio(path, audio, rate, **sf_args)
 
 
 def write_flac(path: Path, audio: np.ndarray, rate: int) -> None:
@@ -290,16 +262,11 @@ def write_tsv(path: Path, rows: list[dict], columns: list[str]) -> None:
 
     Floats are written with three decimals; missing keys become empty cells."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as fp:
-            writer = csv.DictWriter(fp, columns, delimiter="\t", lineterminator="\n", restval="")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: _cell(row.get(k, "")) for k in columns})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path, text=True) as fp:
+        writer = csv.DictWriter(fp, columns, delimiter="\t", lineterminator="\n", restval="")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _cell(row.get(k, "")) for k in columns})
 
 
 def _cell(value: object) -> str:

@@ -305,10 +305,10 @@ def save_model(codec: Codec, path: str | Path) -> str:
         "state_dict": state,
         "hash": digest,
     }
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    from neucomp.audio.writers import atomic_write
+
+    with atomic_write(path) as fp:
+        torch.save(payload, fp)
     return digest
 
 

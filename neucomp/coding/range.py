@@ -24,7 +24,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,10 +81,10 @@ def save_lm(lm: IntLM, path: str | Path, codec_hash: str, card: dict | None = No
     }
     buf = io.BytesIO()
     np.savez(buf, **arrays, **{_META: np.frombuffer(json.dumps(meta).encode(), np.uint8)})
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    from neucomp.audio.writers import atomic_write
+
+    with atomic_write(path) as fp:
+        fp.write(buf.getvalue())
     return digest
 
 

@@ -56,7 +56,8 @@ def load_source(seconds: float, source: Path | None) -> tuple[np.ndarray, str]:
     recording mixes speech, music and sfx), else tests/data/sample.flac; looped when
     shorter. A synthetic signal is the last resort and is said so in the results.
     """
-    from neucomp.eval.runner import audio_files_under, load_reference
+    from neucomp.audio import load_reference
+    from neucomp.eval.runner import audio_files_under
 
     if source is not None:
         files = [source]
@@ -195,9 +196,10 @@ def run_measured(cmd: list[str], tmp: Path) -> dict[str, float]:
 def _write_long(path: Path, audio: np.ndarray, seconds: float) -> None:
     """`seconds` of the looped recording as 16-bit WAV at LONG_RATE, LONG_CHANNELS."""
     import soundfile as sf
-    import soxr
 
-    hi = soxr.resample(audio, RATE, LONG_RATE, quality="HQ").astype(np.float32)
+    from neucomp.audio.signal import resample
+
+    hi = resample(audio, RATE, LONG_RATE).astype(np.float32)
     frames = int(seconds * LONG_RATE)
     with sf.SoundFile(str(path), "w", LONG_RATE, LONG_CHANNELS, "PCM_16") as f:
         for start in range(0, frames, len(hi)):

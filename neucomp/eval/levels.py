@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from neucomp.audio import load_reference, to_mono
 from neucomp.eval import metrics
-from neucomp.eval.runner import EVAL_RATE, CodecFn, find_files, load_reference, neucomp_codec
+from neucomp.eval.runner import EVAL_RATE, CodecFn, find_files, neucomp_codec
 
 LEVELS_DB: tuple[float, ...] = (-50.0, -45.0, -35.0, -25.0, -15.0)
 
@@ -39,8 +40,7 @@ def level_sweep(
             if np.abs(scaled).max() >= 1.0:
                 continue
             decoded, out_rate, _ = codec(scaled.astype(np.float32), rate, bandwidth)
-            deg = np.asarray(decoded, dtype=np.float32)
-            deg = deg.mean(axis=0) if deg.ndim == 2 else deg
+            deg = to_mono(np.asarray(decoded, dtype=np.float32))
             assert out_rate == rate, "the codec must give back the rate it was given"
             scores = metrics.speech_scores(scaled, deg, rate)
             if np.isfinite(scores["pesq"]):

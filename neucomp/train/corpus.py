@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from neucomp import datasets as ds
+from neucomp.audio.signal import resample, to_model_channels
 
 CORPUS_RATE = 24000
 MUSIC_RATE = 48000
@@ -312,7 +313,7 @@ def convert(job: Job) -> dict:
     peak = float(np.max(np.abs(audio)))
     if peak > 1.0:
         audio = audio * (0.999 / peak)  # lossy decodes overshoot: scale rather than clip
-    mono = ds.to_channels(audio, 1)
+    mono = to_model_channels(audio, 1)
     row = base | {
         "audio_hash": digest,
         "duration_s": round(duration, 3),
@@ -322,10 +323,10 @@ def convert(job: Job) -> dict:
         "category": job.category,
         "language": job.language,
     }
-    ds.write_flac(job.out24, ds.resample(mono, rate, CORPUS_RATE), CORPUS_RATE)
+    ds.write_flac(job.out24, resample(mono, rate, CORPUS_RATE), CORPUS_RATE)
     if job.out48 is not None and channels >= 2:
-        stereo = ds.to_channels(audio, 2)
-        ds.write_flac(job.out48, ds.resample(stereo, rate, MUSIC_RATE), MUSIC_RATE)
+        stereo = to_model_channels(audio, 2)
+        ds.write_flac(job.out48, resample(stereo, rate, MUSIC_RATE), MUSIC_RATE)
         row["music48"] = "1"
     return row
 

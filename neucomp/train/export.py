@@ -65,7 +65,8 @@ def fork_checkpoint(checkpoint: Path, run_dir: Path, fresh_disc: bool = False) -
         state.pop("opt_d", None)
     run_dir.mkdir(parents=True, exist_ok=True)
     out = run_dir / "last.pt"
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(out)
+    from neucomp.audio.writers import atomic_write
+
+    with atomic_write(out) as fp:
+        torch.save(state, fp)
     return out

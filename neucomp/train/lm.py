@@ -25,6 +25,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from neucomp.audio.writers import atomic_write
 from neucomp.coding.range import save_lm
 from neucomp.nn.intlm import code_bits, quantize_lm
 from neucomp.nn.lm import CodesLM, LMConfig, bits_per_code
@@ -132,9 +133,8 @@ def cached_codes(codec, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
     log(f"extracting codes with codec {codec.weights_hash[:12]} → {path}")
     train = extract_codes(codec, cfg, False, cfg["train_crops"], cfg["seed"])
     val = extract_codes(codec, cfg, True, cfg["val_crops"], cfg["seed"] + 1)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, train=train, val=val)
-    tmp.replace(path)
+    with atomic_write(path) as fp:
+        np.savez(fp, train=train, val=val)
     return train, val
 
 
@@ -147,8 +147,8 @@ def deveval_codes(codec, cfg: dict) -> list[np.ndarray]:
     if path.is_file():
         with np.load(path) as npz:
             return np.split(npz["codes"], npz["ends"][:-1], axis=1)
+    from neucomp.audio import load_reference  # how `neucomp eval` feeds the codec too
     from neucomp.datasets import read_tsv
-    from neucomp.eval.runner import load_reference  # how `neucomp eval` feeds the codec
 
     clips = []
     for row in read_tsv(manifest):
@@ -230,8 +230,8 @@ def train(model: CodesLM, codes: np.ndarray, cfg: dict, run: Path, codec_hash: s
                 "codec_hash": codec_hash,
                 "model_config": model.config.to_dict(),
             }
-            torch.save(state, run / "ckpt.tmp")
-            (run / "ckpt.tmp").replace(ckpt_path)
+            with atomic_write(ckpt_path) as fp:
+                torch.save(state, fp)
     return step
 
 

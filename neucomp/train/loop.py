@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from neucomp.audio.writers import atomic_write
 from neucomp.model import Codec, CodecConfig, save_model
 from neucomp.nn.discriminator import CombinedDiscriminator
 from neucomp.train.balancer import Balancer
@@ -201,9 +202,8 @@ class Trainer:
     def save_checkpoint(self) -> None:
         # Every rank saves: each has its own data RNG. Atomic, so a kill never corrupts it.
         path = self._ckpt_path()
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        with atomic_write(path) as fp:
+            torch.save(self.state_dict(), fp)
         if self.rank == 0 and self.cfg.keep_every and self.step % self.cfg.keep_every == 0:
             keep = self.run_dir / f"step_{self.step:07d}.pt"
             if not keep.exists():

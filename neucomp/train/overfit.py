@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from neucomp.audio import load_reference
 from neucomp.eval import metrics
-from neucomp.eval.runner import load_reference
 from neucomp.model import Codec, CodecConfig, load_model
 from neucomp.nn.framedecoder import FrameDecoder, FrameDecoderConfig
 from neucomp.train.balancer import Balancer

@@ -1,4 +1,5 @@
-"""neucomp.audio, .wavstream, .output: reading every format (files and pipes), resampling,
+"""neucomp.audio (readers, wavstream, signal, writers): reading every format (files and
+pipes), resampling,
 channels, writing."""
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import soundfile as sf
 from conftest import make_audio, pipe_wav_bytes, write_audio
 
 from neucomp import audio as A
+from neucomp.audio.writers import AudioWriter, atomic_output, output_format
 from neucomp.errors import InputError, OutputError, UsageError
-from neucomp.output import AudioWriter, atomic_output, output_format
 
 
 class Pipe(io.RawIOBase):
