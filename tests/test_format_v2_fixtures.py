@@ -40,7 +40,7 @@ def _shipped_or_skip(header) -> None:
 
 @pytest.mark.parametrize("name", FIXTURES)
 def test_version_2_fixture_gives_its_codes(name: str) -> None:
-    from neucomp.loader import lm_coder, load_model
+    from neucomp.registry import lm_coder, load_model
 
     reader = EcdcReader(io.BytesIO((DATA / f"{name}.ecdc").read_bytes()))
     h = reader.header
@@ -51,9 +51,7 @@ def test_version_2_fixture_gives_its_codes(name: str) -> None:
     parts = []
     for chunk in reader.iter_chunks():
         if coder:
-            parts.append(
-                np.asarray(coder.decode_chunk(chunk.payload, h.num_codebooks, chunk.num_frames))
-            )
+            parts.append(np.asarray(coder.decode(chunk.payload, h.num_codebooks, chunk.num_frames)))
         else:
             parts.append(unpack_codes(chunk.payload, h.num_codebooks, chunk.num_frames))
     codes = np.concatenate(parts, axis=1)

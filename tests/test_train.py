@@ -299,7 +299,7 @@ def test_resume_with_another_world_size_reseeds_the_sampler(config: TrainConfig)
 
 
 def test_warm_start_from_a_shipped_model(config: TrainConfig, tmp_path: Path) -> None:
-    from neucomp.model import load_model, save_model
+    from neucomp.registry import load_model, save_model
     from neucomp.train.loop import warm_start
 
     donor = Trainer(config)
@@ -355,11 +355,10 @@ def test_cpu_sized_adversarial_phase(config: TrainConfig) -> None:
 def test_rebind_lm_needs_the_same_codes(tmp_path: Path) -> None:
     from conftest import build_model_file
 
-    from neucomp.coding.range import LMCoder, save_lm
-    from neucomp.model import load_model, save_model
-    from neucomp.nn.intlm import random_lm
     from neucomp.nn.lm import LMConfig
+    from neucomp.registry import load_model, read_lm, save_lm, save_model
     from neucomp.train.export import rebind_lm
+    from neucomp.train.quantize import random_lm
 
     old_path = build_model_file(tmp_path)
     old = load_model(old_path)
@@ -375,7 +374,7 @@ def test_rebind_lm_needs_the_same_codes(tmp_path: Path) -> None:
     new_path = tmp_path / "new.pt"
     new_hash = save_model(new, new_path)
     rebind_lm(lm_path, old_path, new_path, tmp_path / "new.lm")
-    coder = LMCoder.load(tmp_path / "new.lm")
+    coder = read_lm(tmp_path / "new.lm")
     coder.check_codec(new_hash)
     assert coder.card["rebound_from_codec"] == old.weights_hash
     # Other codes: refused.

@@ -398,7 +398,11 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = SCRATCH / "work"
     tmp.mkdir(parents=True, exist_ok=True)
-    default_bw = 6.0 if 6.0 in codec.config.bandwidths else bandwidths[0]
+    default_bw = (
+        neucomp.DEFAULT_BANDWIDTH
+        if neucomp.DEFAULT_BANDWIDTH in codec.config.bandwidths
+        else bandwidths[0]
+    )
     lengths = [10.0, 60.0] if quick else [60.0, 600.0]
     print(f"peak RSS of the CLI at {default_bw:g} kbps ({LONG_RATE} Hz stereo WAV):", flush=True)
     results["memory"] = bench_memory(audio, lengths, default_bw, args.model, tmp)

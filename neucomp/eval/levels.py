@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neucomp import DEFAULT_BANDWIDTH
 from neucomp.audio import load_reference, to_mono
 from neucomp.eval import metrics
 from neucomp.eval.runner import EVAL_RATE, CodecFn, find_files, neucomp_codec
@@ -60,7 +61,7 @@ def level_sweep(
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m neucomp.eval.levels", description=__doc__)
     p.add_argument("refs", nargs="+", help="dev-eval folder(s); speech clips are used")
-    p.add_argument("-b", "--bandwidth", type=float, default=6.0)
+    p.add_argument("-b", "--bandwidth", type=float, default=DEFAULT_BANDWIDTH)
     p.add_argument("--model", default=None, help="model name or .pt path")
     p.add_argument("--max-clips", type=int, default=0, help="0: every speech clip")
     p.add_argument(

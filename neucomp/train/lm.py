@@ -26,10 +26,11 @@ import soundfile as sf
 import torch
 
 from neucomp.audio.writers import atomic_write
-from neucomp.coding.range import save_lm
-from neucomp.nn.intlm import code_bits, quantize_lm
+from neucomp.coding.intlm import code_bits
 from neucomp.nn.lm import CodesLM, LMConfig, bits_per_code
+from neucomp.registry import save_lm
 from neucomp.train.corpus import load_manifest, sampling_weights
+from neucomp.train.quantize import quantize_lm
 
 DEFAULTS = {
     "codec": None,  # model name or path (None: the default 24 kHz model)
@@ -112,10 +113,11 @@ def extract_codes(codec, cfg: dict, val: bool, n: int, seed: int) -> np.ndarray:
 
 def load_codec(cfg: dict, standin: bool):
     """The codec whose codes the LM learns (or a seeded random-init stand-in for testing)."""
-    from neucomp.model import Codec, CodecConfig, load_model
+    from neucomp.model import Codec, CodecConfig
+    from neucomp.registry import load_model
 
     if not standin:
-        return load_model(cfg["codec"])
+        return load_model(cfg["codec"], cached=False)
     torch.manual_seed(1234)
     codec = Codec(CodecConfig()).eval()
     codec.weights_hash = "standin-" + hashlib.sha256(b"random-init seed 1234").hexdigest()[:16]
@@ -316,7 +318,7 @@ def write_card(path: Path, card: dict) -> None:
 def bench(cfg: dict, k: int = 8, frames: int = 750) -> None:
     """Encode/decode speed of a random-weight LM of the configured size, one thread."""
     from neucomp.coding.range import LMCoder
-    from neucomp.nn.intlm import random_lm
+    from neucomp.train.quantize import random_lm
 
     torch.set_num_threads(1)
     coder = LMCoder(random_lm(LMConfig(**cfg["model"]), spread=0.02), "bench", b"\0" * 32)
@@ -332,8 +334,8 @@ def bench(cfg: dict, k: int = 8, frames: int = 750) -> None:
         )
         return out
 
-    payload = timed("encode", lambda: coder.encode_chunk(codes))
-    decoded = timed("decode", lambda: coder.decode_chunk(payload, k, frames))
+    payload = timed("encode", lambda: coder.encode(codes))
+    decoded = timed("decode", lambda: coder.decode(payload, k, frames))
     assert np.array_equal(decoded, codes)
 
 
@@ -382,7 +384,7 @@ def main(argv: list[str] | None = None) -> None:
     bits = evaluate(model, lm, val_codes, eval_k)
     dev_bits = deveval_bits(lm, deveval_codes(codec, cfg), eval_k)
 
-    from neucomp.model import models_dir
+    from neucomp.registry import models_dir
 
     out = Path(cfg["out"]) if cfg["out"] else models_dir() / f"{codec.config.name}.lm"
     hours = train_codes.shape[0] * cfg["crop_s"] / 3600

@@ -24,8 +24,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from neucomp.audio.writers import atomic_write
-from neucomp.model import Codec, CodecConfig, save_model
+from neucomp.model import Codec, CodecConfig
 from neucomp.nn.discriminator import CombinedDiscriminator
+from neucomp.registry import save_model
 from neucomp.train.balancer import Balancer
 from neucomp.train.dataset import AugmentConfig, CropSampler
 from neucomp.train.losses import (
@@ -434,9 +435,9 @@ def warm_start(model: Codec, model_file: str | Path) -> None:
     """
     from torch.nn.utils import parametrize
 
-    from neucomp.model import load_model
+    from neucomp.registry import load_model
 
-    source = load_model(model_file).state_dict()
+    source = load_model(model_file, cached=False).state_dict()
     with torch.no_grad():
         for name, module in model.named_modules():
             prefix = f"{name}." if name else ""
