@@ -63,10 +63,10 @@ bench-quick: $(STAMP)
 	$(PY) -m neucomp.eval.bench --quick
 
 train: $(STAMP)
-	$(PY) -m neucomp.train --config configs/codec24_cpu.json
+	$(PY) -m neucomp.train codec --config configs/codec24_cpu.json
 
 train-lm: $(STAMP)
-	$(PY) -m neucomp.train.lm --config configs/lm24.json
+	$(PY) -m neucomp.train lm --config configs/lm24.json
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

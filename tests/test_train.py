@@ -12,9 +12,9 @@ import torch
 from conftest import tiny_config
 
 from neucomp.model import Codec, CodecConfig
-from neucomp.nn.discriminator import MultiScaleSTFTDiscriminator
 from neucomp.train.balancer import Balancer
 from neucomp.train.corpus import write_manifest
+from neucomp.train.discriminator import MultiScaleSTFTDiscriminator
 from neucomp.train.loop import TrainConfig, Trainer, learning_rate
 from neucomp.train.losses import MultiScaleMelLoss
 from neucomp.train.validate import Validator, append_row
@@ -300,7 +300,7 @@ def test_resume_with_another_world_size_reseeds_the_sampler(config: TrainConfig)
 
 def test_warm_start_from_a_shipped_model(config: TrainConfig, tmp_path: Path) -> None:
     from neucomp.registry import load_model, save_model
-    from neucomp.train.loop import warm_start
+    from neucomp.train.common import warm_start
 
     donor = Trainer(config)
     donor.train_step()
@@ -385,7 +385,7 @@ def test_rebind_lm_needs_the_same_codes(tmp_path: Path) -> None:
 
 
 def test_period_discriminator_sees_each_period_and_any_length():
-    from neucomp.nn.discriminator import CombinedDiscriminator
+    from neucomp.train.discriminator import CombinedDiscriminator
 
     disc = CombinedDiscriminator(audio_channels=2, filters=4, n_ffts=(256,), periods=(2, 3))
     wav = torch.randn(2, 2, 1001)  # not a multiple of either period

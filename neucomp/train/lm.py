@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from neucomp.audio.writers import atomic_write
 from neucomp.coding.intlm import code_bits
 from neucomp.nn.lm import CodesLM, LMConfig, bits_per_code
 from neucomp.registry import save_lm
+from neucomp.train.common import lr_schedule, warm_start
 from neucomp.train.corpus import load_manifest, sampling_weights
 from neucomp.train.quantize import quantize_lm
 
@@ -168,14 +168,6 @@ def deveval_codes(codec, cfg: dict) -> list[np.ndarray]:
 # 2. float training
 
 
-def lr_at(step: int, cfg: dict) -> float:
-    """Linear warmup, then cosine decay to 10 %."""
-    if step < cfg["warmup"]:
-        return cfg["lr"] * (step + 1) / cfg["warmup"]
-    progress = (step - cfg["warmup"]) / max(1, cfg["steps"] - cfg["warmup"])
-    return cfg["lr"] * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
 def train(model: CodesLM, codes: np.ndarray, cfg: dict, run: Path, codec_hash: str) -> int:
     """Train (resuming from run/ckpt.pt when it matches); returns the steps done."""
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -200,7 +192,8 @@ def train(model: CodesLM, codes: np.ndarray, cfg: dict, run: Path, codec_hash: s
         else:
             log("checkpoint is for another codec or model shape: starting over")
     if step == 0 and cfg.get("init_from"):
-        warm_start(model, Path(cfg["init_from"]))
+        fresh = warm_start(model, Path(cfg["init_from"]))
+        log(f"warm start from {cfg['init_from']}" + (f"; fresh: {fresh}" if fresh else ""))
     data = torch.from_numpy(codes.astype(np.int64))
     model.train()
     t0, window = time.time(), []
@@ -208,7 +201,13 @@ def train(model: CodesLM, codes: np.ndarray, cfg: dict, run: Path, codec_hash: s
         k = int(rng.choice(cfg["k_choices"]))
         batch = data[rng.integers(0, len(data), cfg["batch"]), :k]
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr_schedule(
+                step,
+                cfg["lr"],
+                warmup=cfg["warmup"],
+                decay_start=cfg["warmup"],
+                decay_steps=max(1, cfg["steps"] - cfg["warmup"]),
+            )
         heads = torch.from_numpy(np.sort(rng.permutation(k)[: cfg["max_heads"]]))
         loss = bits_per_code(model(batch, heads=heads), batch[:, heads])
         opt.zero_grad(set_to_none=True)
@@ -235,16 +234,6 @@ def train(model: CodesLM, codes: np.ndarray, cfg: dict, run: Path, codec_hash: s
             with atomic_write(ckpt_path) as fp:
                 torch.save(state, fp)
     return step
-
-
-def warm_start(model: CodesLM, path: Path) -> None:
-    """Copy every tensor of the float checkpoint at `path` whose name and shape match."""
-    state = torch.load(path, weights_only=True)["model"]
-    own = model.state_dict()
-    taken = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    model.load_state_dict(taken, strict=False)
-    fresh = sorted(set(own) - set(taken))
-    log(f"warm start from {path}: {len(taken)} tensors" + (f"; fresh: {fresh}" if fresh else ""))
 
 
 # ---------------------------------------------------------------------------------------

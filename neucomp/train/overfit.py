@@ -25,7 +25,7 @@ from neucomp.model import Codec, CodecConfig
 from neucomp.nn.framedecoder import FrameDecoder, FrameDecoderConfig
 from neucomp.registry import load_model
 from neucomp.train.balancer import Balancer
-from neucomp.train.loop import warm_start
+from neucomp.train.common import warm_start
 from neucomp.train.losses import make_mel_loss
 
 
