@@ -32,15 +32,15 @@ format: $(STAMP)
 
 # Real-audio training corpus and dev-eval clips, from Debian packages (see docs/DATA.md).
 data: $(STAMP)
-	$(PY) -m neucomp.train.corpus build --out data
+	$(PY) -m neucomp.data corpus --out data
 
 # A 24 MiB Opus subset of the corpus: with the ~34 MiB tracked repo it still fits
 # through the lent GPU's 64 MiB-per-call door (docs/TRAINING.md).
 shard: $(STAMP)
-	$(PY) -m neucomp.train.corpus shard --out .shards/shard0 --max-mib 24 --format opus --seed 0
+	$(PY) -m neucomp.data shard --out .shards/shard0 --max-mib 24 --format opus --seed 0
 
 eval-data: $(STAMP)
-	$(PY) -m neucomp.eval.devset build --out data/deveval
+	$(PY) -m neucomp.data devset --out data/deveval
 
 eval-tools:
 	@command -v opusenc >/dev/null && command -v lame >/dev/null || \

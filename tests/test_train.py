@@ -11,9 +11,9 @@ import soundfile as sf
 import torch
 from conftest import tiny_config
 
+from neucomp.data.manifest import write_manifest
 from neucomp.model import Codec, CodecConfig
 from neucomp.train.balancer import Balancer
-from neucomp.train.corpus import write_manifest
 from neucomp.train.discriminator import MultiScaleSTFTDiscriminator
 from neucomp.train.loop import TrainConfig, Trainer, learning_rate
 from neucomp.train.losses import MultiScaleMelLoss

@@ -26,10 +26,10 @@ import torch
 
 from neucomp.audio.writers import atomic_write
 from neucomp.coding.intlm import code_bits
+from neucomp.data.manifest import load_manifest, sampling_weights
 from neucomp.nn.lm import CodesLM, LMConfig, bits_per_code
 from neucomp.registry import save_lm
 from neucomp.train.common import lr_schedule, warm_start
-from neucomp.train.corpus import load_manifest, sampling_weights
 from neucomp.train.quantize import quantize_lm
 
 DEFAULTS = {
@@ -150,7 +150,7 @@ def deveval_codes(codec, cfg: dict) -> list[np.ndarray]:
         with np.load(path) as npz:
             return np.split(npz["codes"], npz["ends"][:-1], axis=1)
     from neucomp.audio import load_reference  # how `neucomp eval` feeds the codec too
-    from neucomp.datasets import read_tsv
+    from neucomp.data.sources import read_tsv
 
     clips = []
     for row in read_tsv(manifest):

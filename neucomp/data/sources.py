@@ -21,10 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+from neucomp.audio.base import AUDIO_EXTENSIONS
 from neucomp.audio.writers import atomic_write, write_audio
 from neucomp.errors import NeucompError
 
-AUDIO_EXTENSIONS = {".ogg", ".oga", ".opus", ".wav", ".flac", ".aif", ".aiff", ".mp3", ".g722"}
+# What counts as audio inside a package: neucomp's audio extensions plus two that only
+# package contents use (.oga Ogg, .g722 Asterisk prompts, decoded with ffmpeg).
+SOURCE_EXTENSIONS = frozenset({*AUDIO_EXTENSIONS, ".oga", ".g722"})
 ARCHIVE_EXTENSIONS = {".pk3", ".zip"}
 
 #: A file whose peak stays below this (−60 dBFS) counts as silent.
@@ -78,7 +81,7 @@ def expand_archives(root: Path) -> None:
         with zipfile.ZipFile(archive) as zf:
             for info in zf.infolist():
                 member = Path(info.filename)
-                if info.is_dir() or member.suffix.lower() not in AUDIO_EXTENSIONS:
+                if info.is_dir() or member.suffix.lower() not in SOURCE_EXTENSIONS:
                     continue
                 if member.is_absolute() or ".." in member.parts:
                     continue  # never write outside the scratch folder
@@ -93,7 +96,7 @@ def audio_files(root: Path) -> list[Path]:
     return sorted(
         p.relative_to(root)
         for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
+        if p.is_file() and p.suffix.lower() in SOURCE_EXTENSIONS
     )
 
 
