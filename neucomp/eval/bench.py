@@ -161,18 +161,8 @@ def _cli(*args: str, model: str | None = None) -> list[str]:
     return cmd + (["--model", model] if model and args[0] == "compress" else [])
 
 
-# Linux counts a child's pre-exec memory in its peak RSS, so a child forked from this
-# process (torch and a model loaded) would report at least our size. A small launcher
-# process forks the command instead and reports that child's own rusage.
-_LAUNCHER = """
-import json, os, sys
-pid = os.fork()
-if pid == 0:
-    os.execvp(sys.argv[2], sys.argv[2:])
-_, status, usage = os.wait4(pid, 0)
-with open(sys.argv[1], "w") as f:
-    json.dump({"code": os.waitstatus_to_exitcode(status), "maxrss_kb": usage.ru_maxrss}, f)
-"""
+# The launcher that measures a command's own peak RSS (see its docstring).
+_RUSAGE = Path(__file__).with_name("rusage.py")
 
 
 def run_measured(cmd: list[str], tmp: Path) -> dict[str, float]:
@@ -180,7 +170,7 @@ def run_measured(cmd: list[str], tmp: Path) -> dict[str, float]:
     report = tmp / "rusage.json"
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-c", _LAUNCHER, str(report), *cmd],
+        [sys.executable, str(_RUSAGE), str(report), *cmd],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
