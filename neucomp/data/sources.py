@@ -1,7 +1,7 @@
 """Shared plumbing for building audio sets from Debian packages.
 
-Both the training corpus (`neucomp.train.corpus`) and the dev-eval clip set
-(`neucomp.eval.devset`) fetch `.deb` files with apt, unpack them, decode whatever audio
+Both the training corpus (`neucomp.data.corpus`) and the dev-eval clip set
+(`neucomp.data.devset`) fetch `.deb` files with apt, unpack them, decode whatever audio
 format the package ships and measure it. This module holds those steps so that the two
 builders only differ in *which* files they pick and what they write.
 
