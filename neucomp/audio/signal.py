@@ -50,10 +50,11 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     import soxr
 
     x = np.asarray(audio)
-    if x.ndim == 1:
-        return soxr.resample(x, rate_in, rate_out, quality=RESAMPLE_QUALITY)
-    out = soxr.resample(np.ascontiguousarray(x.T), rate_in, rate_out, quality=RESAMPLE_QUALITY)
-    return np.ascontiguousarray(out.reshape(out.shape[0], -1).T)
+    mono = x.ndim == 1  # soxr takes [T] or [T, C]
+    out = soxr.resample(
+        x if mono else np.ascontiguousarray(x.T), rate_in, rate_out, quality=RESAMPLE_QUALITY
+    )
+    return out if mono else np.ascontiguousarray(out.reshape(out.shape[0], -1).T)
 
 
 def to_model_channels(block: np.ndarray, model_channels: int) -> np.ndarray:
