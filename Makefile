@@ -50,17 +50,17 @@ eval-tools:
 
 eval: $(STAMP) eval-tools
 	$(PY) -m neucomp eval data/deveval --json bench/eval.json --plot docs/rate_quality.png --markdown docs/rate_quality.md --spectrograms build/spectrograms
-	$(PY) -m neucomp.eval.levels data/deveval --json bench/levels.json
+	$(PY) -m neucomp.eval levels data/deveval --json bench/levels.json
 
 # Whole-file size of --lm against plain packing on the dev-eval clips, per bandwidth.
 lm-size: $(STAMP)
-	$(PY) -m neucomp.eval.lmsize data/deveval --json bench/lm_size.json
+	$(PY) -m neucomp.eval lmsize data/deveval --json bench/lm_size.json
 
 bench: $(STAMP)
-	$(PY) -m neucomp.eval.bench
+	$(PY) -m neucomp.eval bench
 
 bench-quick: $(STAMP)
-	$(PY) -m neucomp.eval.bench --quick
+	$(PY) -m neucomp.eval bench --quick
 
 train: $(STAMP)
 	$(PY) -m neucomp.train codec --config configs/codec24_cpu.json

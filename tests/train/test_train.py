@@ -198,7 +198,9 @@ def test_validator_reports_eval_metrics_per_bandwidth(tmp_path: Path) -> None:
 
 def _speech_and_music_dev(root: Path) -> Path:
     """A dev set of one real speech clip (from the shipped recording) and one tone."""
-    audio, rate = sf.read(str(Path(__file__).parent / "data" / "sample.flac"), dtype="float32")
+    audio, rate = sf.read(
+        str(Path(__file__).parent.parent / "data" / "sample.flac"), dtype="float32"
+    )
     (root / "speech").mkdir(parents=True)
     (root / "music").mkdir()
     sf.write(root / "speech" / "s.flac", audio[: 3 * rate], rate)
