@@ -32,15 +32,15 @@ format: $(STAMP)
 
 # Real-audio training corpus and dev-eval clips, from Debian packages (see docs/DATA.md).
 data: $(STAMP)
-	$(PY) -m neucomp.train.corpus build --out data
+	$(PY) -m neucomp.data corpus --out data
 
 # A 24 MiB Opus subset of the corpus: with the ~34 MiB tracked repo it still fits
 # through the lent GPU's 64 MiB-per-call door (docs/TRAINING.md).
 shard: $(STAMP)
-	$(PY) -m neucomp.train.corpus shard --out .shards/shard0 --max-mib 24 --format opus --seed 0
+	$(PY) -m neucomp.data shard --out .shards/shard0 --max-mib 24 --format opus --seed 0
 
 eval-data: $(STAMP)
-	$(PY) -m neucomp.eval.devset build --out data/deveval
+	$(PY) -m neucomp.data devset --out data/deveval
 
 eval-tools:
 	@command -v opusenc >/dev/null && command -v lame >/dev/null || \
@@ -50,23 +50,23 @@ eval-tools:
 
 eval: $(STAMP) eval-tools
 	$(PY) -m neucomp eval data/deveval --json bench/eval.json --plot docs/rate_quality.png --markdown docs/rate_quality.md --spectrograms build/spectrograms
-	$(PY) -m neucomp.eval.levels data/deveval --json bench/levels.json
+	$(PY) -m neucomp.eval levels data/deveval --json bench/levels.json
 
 # Whole-file size of --lm against plain packing on the dev-eval clips, per bandwidth.
 lm-size: $(STAMP)
-	$(PY) -m neucomp.eval.lmsize data/deveval --json bench/lm_size.json
+	$(PY) -m neucomp.eval lmsize data/deveval --json bench/lm_size.json
 
 bench: $(STAMP)
-	$(PY) -m neucomp.eval.bench
+	$(PY) -m neucomp.eval bench
 
 bench-quick: $(STAMP)
-	$(PY) -m neucomp.eval.bench --quick
+	$(PY) -m neucomp.eval bench --quick
 
 train: $(STAMP)
-	$(PY) -m neucomp.train --config configs/codec24_cpu.json
+	$(PY) -m neucomp.train codec --config configs/codec24_cpu.json
 
 train-lm: $(STAMP)
-	$(PY) -m neucomp.train.lm --config configs/lm24.json
+	$(PY) -m neucomp.train lm --config configs/lm24.json
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

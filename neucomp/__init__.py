@@ -22,13 +22,28 @@ if TYPE_CHECKING:
 
     from neucomp.model import Codec
 
-__all__ = ["__version__", "compress", "decompress", "load_model"]
+__all__ = [
+    "BANDWIDTHS",
+    "DEFAULT_BANDWIDTH",
+    "DEFAULT_MODEL",
+    "__version__",
+    "compress",
+    "decompress",
+    "load_model",
+]
+
+# The defaults, in one place and torch-free (the CLI's options and help need them
+# before anything heavy loads). A model file's config lists the bandwidths it offers;
+# these are what the shipped models offer and what a new CodecConfig starts from.
+DEFAULT_MODEL = "neucomp_24khz"
+BANDWIDTHS = (1.5, 3.0, 6.0, 12.0, 24.0)  # kbps; 2, 4, 8, 16, 32 codebooks at 24 kHz
+DEFAULT_BANDWIDTH = 6.0
 
 
 def compress(
     audio: np.ndarray,
     sample_rate: int,
-    bandwidth: float = 6.0,
+    bandwidth: float = DEFAULT_BANDWIDTH,
     *,
     lm: bool = False,
     model: str | None = None,
@@ -50,6 +65,6 @@ def decompress(
 
 def load_model(name: str | None = None) -> Codec:
     """A codec model by name or path (None: the default 24 kHz model), cached."""
-    from neucomp.loader import load_model as _load_model
+    from neucomp.registry import load_model as _load_model
 
     return _load_model(name)

@@ -1,5 +1,9 @@
 """Front-ends to the stream engine: files and stdio (the CLI, batch workers) and
-in-memory arrays and bytes (the public Python API, re-exported by ``neucomp``)."""
+in-memory arrays and bytes (the public Python API, re-exported by ``neucomp``).
+
+This is where options are checked, once (:func:`prepare`: model, bandwidth → number of
+codebooks, coder), and where the model and coder a stream needs are looked up in the
+registry; the engine is then handed them."""
 
 from __future__ import annotations
 
@@ -12,11 +16,9 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
+from neucomp import DEFAULT_BANDWIDTH, registry
 from neucomp import audio as A
-from neucomp.codec import DEFAULT_BANDWIDTH, Result, compress_stream, decompress_stream
-from neucomp.errors import InputError
-from neucomp.loader import load_model
-from neucomp.output import (
+from neucomp.audio.writers import (
     AudioWriter,
     atomic_output,
     check_distinct,
@@ -24,9 +26,44 @@ from neucomp.output import (
     check_output,
     output_format,
 )
+from neucomp.engine import AudioSink, Result, compress_stream, decompress_stream
+from neucomp.errors import InputError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from neucomp.coding.base import ChunkCoder
     from neucomp.container import Header
+    from neucomp.model import Codec
+
+
+def prepare(
+    model: str | os.PathLike | None, bandwidth: float, lm: bool
+) -> tuple[Codec, int, ChunkCoder]:
+    """The model, number of codebooks and coder a compression with these options uses:
+    the one place they are checked (UsageError / ModelError), before any audio or output."""
+    codec = registry.load_model(model)
+    n_q = codec.config.n_codebooks_for(bandwidth)
+    return codec, n_q, registry.coder(codec, lm)
+
+
+def _decompress(
+    fp: BinaryIO,
+    open_sink: Callable[[Header], AudioSink],
+    salvage: bool,
+    model: Codec | str | os.PathLike | None,
+) -> Result:
+    """Read the header, find the model and coder it needs, and let the engine decode.
+
+    ``model`` overrides the installed model named in the header (its hash must match).
+    """
+    from neucomp.container import EcdcReader
+
+    reader = EcdcReader(fp)  # a bad header fails here, before torch is even imported
+    codec = registry.model_for(reader.header, model)
+    coder = registry.coder_for(reader.header, codec)
+    return decompress_stream(reader, codec, coder, open_sink, salvage=salvage)
+
 
 # ------------------------------------------------------------------- file front-ends
 
@@ -49,10 +86,9 @@ def compress_file(
     check_ecdc_name(dst)
     with A.open_audio(src) as reader:
         check_output(dst, force)
-        codec = load_model(model)
-        codec.config.n_codebooks_for(bandwidth)  # a bad bandwidth fails before any output
+        codec, n_q, coder = prepare(model, bandwidth, lm)  # fails before any output
         with atomic_output(dst, force, stream_stdout=True) as out:
-            result = compress_stream(reader, out, codec, bandwidth, lm)
+            result = compress_stream(reader, out, codec, n_q, coder)
     result.source, result.target = A.display_name(src), A.display_name(dst, output=True)
     result.input_bytes = _file_size(src)
     result.output_bytes = result.ecdc_bytes
@@ -90,7 +126,7 @@ def decompress_file(
         with atomic_output(dst, force) as out:
             lazy = _LazyWriter(out, fmt, subtype)
             try:
-                result = decompress_stream(fp, lazy.open, salvage=salvage, model=model)
+                result = _decompress(fp, lazy.open, salvage, model)
             finally:
                 if lazy.writer is not None:
                     lazy.writer.close()
@@ -143,9 +179,9 @@ def compress(
 ) -> bytes:
     """Compress float audio ``[T]`` or ``[C, T]`` (values in [-1, 1]) to .ecdc bytes."""
     reader = A.ArrayReader(audio, sample_rate)
-    codec = load_model(model)
+    codec, n_q, coder = prepare(model, bandwidth, lm)
     out = io.BytesIO()
-    result = compress_stream(reader, out, codec, bandwidth, lm)
+    result = compress_stream(reader, out, codec, n_q, coder)
     for message in result.warnings:
         warnings.warn(message, stacklevel=2)
     return out.getvalue()
@@ -168,7 +204,7 @@ def decompress(
     a warning) instead of an error. ``model`` (a name or path) overrides the installed
     model the stream names; its weights must still be the ones that made the stream."""
     collect = _Collect()
-    result = decompress_stream(io.BytesIO(data), lambda h: collect, salvage=salvage, model=model)
+    result = _decompress(io.BytesIO(data), lambda h: collect, salvage, model)
     for message in result.warnings:
         warnings.warn(message, stacklevel=2)
     audio = np.concatenate(collect.blocks, axis=1) if collect.blocks else None

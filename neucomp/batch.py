@@ -3,7 +3,7 @@
 One bad file never stops a batch: its error is recorded and listed at the end. Files
 whose output already exists are skipped (unless forced), so an interrupted batch can
 simply be run again. Each worker process runs torch on one thread and loads the model
-once (neucomp.loader caches it), so N jobs use about N cores.
+once (neucomp.registry caches it), so N jobs use about N cores.
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from neucomp import api, loader
+from neucomp import DEFAULT_BANDWIDTH, api, registry
 from neucomp.audio import AUDIO_EXTENSIONS
-from neucomp.codec import Result
+from neucomp.audio.writers import remove_stale_parts
+from neucomp.engine import Result
 from neucomp.errors import InputError, NeucompError, OutputError, Terminated
-from neucomp.output import remove_stale_parts
 from neucomp.signals import (
     deferred_termination,
     exit_with_parent,
@@ -33,6 +33,27 @@ from neucomp.signals import (
 
 Mode = Literal["compress", "decompress"]
 ECDC_SUFFIX = ".ecdc"
+
+
+@dataclass(frozen=True)
+class CompressOptions:
+    """What every file of a compress batch is compressed with (api.compress_file)."""
+
+    bandwidth: float = DEFAULT_BANDWIDTH
+    lm: bool = False
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class DecompressOptions:
+    """What every file of a decompress batch is decoded with (api.decompress_file)."""
+
+    float_wav: bool = False
+    salvage: bool = False
+    model: str | None = None
+
+
+Options = CompressOptions | DecompressOptions
 
 
 @dataclass(frozen=True)
@@ -170,7 +191,7 @@ def _probe_seconds(path: Path, mode: Mode) -> float:
 
 
 def _init_worker(threads: int) -> None:
-    loader.set_threads(threads)
+    registry.set_threads(threads)
     install_in_worker(_worker_signal)
     exit_with_parent()
 
@@ -184,25 +205,25 @@ def _worker_signal(signum: int, frame: object) -> None:
     raise_terminated(signum)  # unwinds convert(): its temp output is removed
 
 
-def _convert_in_worker(task: Task, mode: Mode, options: dict) -> Outcome:
+def _convert_in_worker(task: Task, mode: Mode, options: Options, force: bool) -> Outcome:
     global _in_task
     _in_task = True
     try:
-        return convert(task, mode, options)
+        return convert(task, mode, options, force)
     except Terminated as err:
         os._exit(err.exit_code)  # cleaned up; leave without a traceback
     finally:
         _in_task = False
 
 
-def convert(task: Task, mode: Mode, options: dict) -> Outcome:
+def convert(task: Task, mode: Mode, options: Options, force: bool = False) -> Outcome:
     """Convert one file; every error becomes part of the outcome, never an exception."""
     try:
         task.dst.parent.mkdir(parents=True, exist_ok=True)
         if mode == "compress":
-            result = api.compress_file(task.src, task.dst, **options)
+            result = api.compress_file(task.src, task.dst, **asdict(options), force=force)
         else:
-            result = api.decompress_file(task.src, task.dst, **options)
+            result = api.decompress_file(task.src, task.dst, **asdict(options), force=force)
         return Outcome(task, result=result)
     except NeucompError as err:
         return Outcome(task, error=str(err))
@@ -212,9 +233,9 @@ def convert(task: Task, mode: Mode, options: dict) -> Outcome:
         return Outcome(task, error=f"internal error: {type(err).__name__}: {err}")
 
 
-def _run_serial(tasks: list[Task], mode: Mode, options: dict) -> Iterator[Outcome]:
+def _run_serial(tasks: list[Task], mode: Mode, options: Options, force: bool) -> Iterator[Outcome]:
     for task in tasks:
-        yield convert(task, mode, options)
+        yield convert(task, mode, options, force)
 
 
 def _worker_context() -> multiprocessing.context.BaseContext:
@@ -231,7 +252,7 @@ def _worker_context() -> multiprocessing.context.BaseContext:
 
 
 def _run_parallel(
-    tasks: list[Task], mode: Mode, options: dict, jobs: int, threads: int
+    tasks: list[Task], mode: Mode, options: Options, force: bool, jobs: int, threads: int
 ) -> Iterator[Outcome]:
     ctx = _worker_context()
     pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,))
@@ -243,7 +264,7 @@ def _run_parallel(
         # (it prints a traceback), so it is handled once they are all in the pool.
         with deferred_termination():
             for task in todo:
-                running.add(pool.submit(_convert_in_worker, task, mode, options))
+                running.add(pool.submit(_convert_in_worker, task, mode, options, force))
                 if len(running) >= 2 * jobs:
                     break
         while running:
@@ -252,7 +273,7 @@ def _run_parallel(
                 yield future.result()
                 nxt = next(todo, None)
                 if nxt is not None:
-                    running.add(pool.submit(_convert_in_worker, nxt, mode, options))
+                    running.add(pool.submit(_convert_in_worker, nxt, mode, options, force))
     except BaseException:
         # Interrupted or terminated: stop the workers now (each removes its temp file)
         # rather than wait for their files to finish. There is no public API for this
@@ -275,12 +296,13 @@ def run_batch(
     force: bool = False,
     quiet: bool = False,
     fmt: str = "wav",
-    options: dict | None = None,
+    options: Options | None = None,
     shard: tuple[int, int] | None = None,
 ) -> Summary:
     """Convert every input under ``src_dir`` into the mirrored place under ``out_dir``.
 
-    ``options`` go to :func:`api.compress_file` / :func:`api.decompress_file`. With
+    ``options`` (:class:`CompressOptions` or :class:`DecompressOptions`, the defaults
+    if None) go to :func:`api.compress_file` / :func:`api.decompress_file`. With
     ``shard=(k, n)`` only the k-th of n disjoint shares is converted (:func:`in_shard`).
     """
     from tqdm import tqdm
@@ -298,7 +320,10 @@ def run_batch(
         kinds = ", ".join(AUDIO_EXTENSIONS) if mode == "compress" else ECDC_SUFFIX
         raise InputError(f"no input files ({kinds}) under '{src_dir}'")
     out_dir.mkdir(exist_ok=True)
-    options = dict(options or {}, force=force)
+    if options is None:
+        options = CompressOptions() if mode == "compress" else DecompressOptions()
+    if isinstance(options, CompressOptions) != (mode == "compress"):
+        raise TypeError(f"{type(options).__name__} do not fit a {mode} batch")
 
     summary = Summary(mode)
     tasks = []
@@ -333,9 +358,9 @@ def run_batch(
     )
     jobs = max(1, min(jobs, len(tasks)))
     outcomes = (
-        _run_serial(tasks, mode, options)
+        _run_serial(tasks, mode, options, force)
         if jobs == 1
-        else _run_parallel(tasks, mode, options, jobs, threads)
+        else _run_parallel(tasks, mode, options, force, jobs, threads)
     )
     try:
         for done, outcome in enumerate(outcomes, 1):

@@ -18,10 +18,9 @@ from typing import NoReturn
 
 import click
 
-from neucomp import __version__
+from neucomp import BANDWIDTHS, DEFAULT_BANDWIDTH, __version__
 from neucomp.errors import InputError, NeucompError, Terminated, UsageError
 
-BANDWIDTHS = "1.5, 3, 6, 12, 24"
 EXIT_FAILURES = 1  # a batch where some files failed
 EXIT_INTERRUPTED = 130  # like a shell after Ctrl-C
 
@@ -222,9 +221,9 @@ quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print nothing b
     "-b",
     "--bandwidth",
     type=float,
-    default=6.0,
+    default=DEFAULT_BANDWIDTH,
     show_default=True,
-    help=f"Target bitrate in kbps: {BANDWIDTHS}.",
+    help=f"Target bitrate in kbps: {', '.join(f'{b:g}' for b in BANDWIDTHS)}.",
 )
 @click.option("--lm", is_flag=True, help="Entropy-code with the language model (smaller).")
 @click.option("--model", metavar="NAME|PATH", default=None, help="Codec model (default: 24 kHz).")
@@ -249,13 +248,13 @@ def compress(
 
     With folders, every audio file under IN is compressed into the same place under OUT.
     """
-    from neucomp import api, batch, loader
+    from neucomp import api, batch, registry
 
-    loader.set_threads(threads)
+    registry.set_threads(threads)
     if src != "-" and Path(src).is_dir():
         _folder_output(dst)
-        loader.check_options(model, bandwidth, lm)  # fail once, not once per file
-        options = {"bandwidth": bandwidth, "lm": lm, "model": model}
+        api.prepare(model, bandwidth, lm)  # fail once, not once per file
+        options = batch.CompressOptions(bandwidth=bandwidth, lm=lm, model=model)
         summary = batch.run_batch(
             src,
             dst,
@@ -324,12 +323,12 @@ def decompress(
     The original sample rate, channel count and length are restored. With folders, every
     .ecdc under IN is decompressed into the same place under OUT.
     """
-    from neucomp import api, batch, loader
+    from neucomp import api, batch, registry
 
-    loader.set_threads(threads)
+    registry.set_threads(threads)
     if src != "-" and Path(src).is_dir():
         _folder_output(dst)
-        options = {"float_wav": float_wav, "salvage": salvage, "model": model}
+        options = batch.DecompressOptions(float_wav=float_wav, salvage=salvage, model=model)
         summary = batch.run_batch(
             src,
             dst,

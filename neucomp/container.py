@@ -20,10 +20,9 @@ import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any, BinaryIO
 
-from neucomp.coding.packing import packed_size
+from neucomp.coding.base import HASH_BYTES, CoderId, payload_problem
 from neucomp.errors import CorruptDataError, FormatError, TruncatedError
 
 MAGIC = b"NCDC"
@@ -39,7 +38,6 @@ MAX_PAYLOAD_BYTES = 16 << 20
 MAX_CODEBOOKS = 32
 MAX_CODEBOOK_SIZE = 1024  # codes must fit the 10 bits of plain packing
 MAX_MODEL_NAME = 64
-HASH_BYTES = 32
 # Supported audio: beyond these the resampler and the output writer would need absurd
 # amounts of memory, so a header outside them is refused before anything is allocated.
 MIN_SAMPLE_RATE = 1000
@@ -63,11 +61,7 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
 _ZERO_HASH = bytes(HASH_BYTES)
 
 
-class Coder(IntEnum):
-    """How chunk payloads are coded."""
-
-    PLAIN = 0  # 10-bit packing (neucomp.coding.packing)
-    LM = 1  # language-model range coder (neucomp.coding.range)
+Coder = CoderId  # the header's coder field (defined with the coders, neucomp.coding.base)
 
 
 def _check_range(label: str, value: Any, low: int, high: int) -> int:
@@ -204,24 +198,7 @@ def _check_chunk_sizes(header: Header, num_frames: int, payload_size: int) -> st
         return f"declares {num_frames} frames (allowed: 1 to {MAX_CHUNK_FRAMES})"
     if payload_size > MAX_PAYLOAD_BYTES:
         return f"declares a payload of {payload_size} bytes (limit {MAX_PAYLOAD_BYTES})"
-    if header.coder == Coder.PLAIN:
-        expected = packed_size(num_frames, header.num_codebooks)
-        if payload_size != expected:
-            return (
-                f"declares a payload of {payload_size} bytes, but {num_frames} frames of "
-                f"{header.num_codebooks} codebooks take {expected}"
-            )
-    elif header.coder == Coder.LM:
-        # The range coder emits 32-bit words, at most ~32 bits per code plus a flush
-        # (docs/LM_CODER.md): anything else cannot have come from it.
-        # The flush alone is one word, so no payload of a chunk with frames is empty.
-        limit = 4 * num_frames * header.num_codebooks + 8
-        if payload_size % 4 or not 4 <= payload_size <= limit:
-            return (
-                f"declares an LM payload of {payload_size} bytes (must be a multiple of 4, "
-                f"4 to {limit} for {num_frames} frames of {header.num_codebooks} codebooks)"
-            )
-    return None
+    return payload_problem(header.coder, num_frames, header.num_codebooks, payload_size)
 
 
 class EcdcWriter:

@@ -12,11 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
+from neucomp import BANDWIDTHS as _BANDWIDTHS
+from neucomp import DEFAULT_BANDWIDTH, DEFAULT_MODEL
+
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "tests" / "data" / "sample.flac"
 OUT = REPO / "build" / "demo"
-BANDWIDTHS = ("1.5", "3", "6", "12", "24")
-MAIN_BANDWIDTH = "6"
+BANDWIDTHS = tuple(f"{b:g}" for b in _BANDWIDTHS)
+MAIN_BANDWIDTH = f"{DEFAULT_BANDWIDTH:g}"
 
 
 def neucomp(*args: str | Path, echo: bool = True) -> None:
@@ -51,7 +54,7 @@ def _input() -> Path:
 
 def _model_installed() -> bool:
     from neucomp.errors import ModelError
-    from neucomp.model import resolve_model_path
+    from neucomp.registry import resolve_model_path
 
     try:
         resolve_model_path(None)
@@ -63,12 +66,9 @@ def _model_installed() -> bool:
 
 
 def _lm_installed() -> bool:
-    try:
-        from neucomp.coding.range import default_lm_path
-        from neucomp.model import DEFAULT_MODEL
-    except ImportError:
-        return False
-    return default_lm_path(DEFAULT_MODEL).is_file()
+    from neucomp.registry import lm_path
+
+    return lm_path(DEFAULT_MODEL).is_file()
 
 
 def main() -> None:

@@ -1,25 +1,21 @@
-"""The codec model: audio ⇄ RVQ codes, whole-signal or streaming; model files and hashes.
+"""The codec model: audio ⇄ RVQ codes ``[B, K, F]``, whole-signal or streaming.
 
-A model file (`models/<name>.pt`) holds the config needed to rebuild the network, the
-inference weights (fp16, weight norm folded in) and a sha256 over both. The hash goes
-into every .ecdc header, so a file is only ever decoded by the weights that made it.
+:class:`CodecConfig` is everything needed to rebuild the network (stored as JSON in the
+model file, see :mod:`neucomp.registry`), including the bandwidths the model offers and
+the one check that a bandwidth is one of them (:meth:`CodecConfig.n_codebooks_for`).
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import io
-import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from neucomp import BANDWIDTHS, DEFAULT_MODEL
 from neucomp.errors import ModelError, UsageError
 from neucomp.nn.framedecoder import (
     FrameDecoder,
@@ -31,9 +27,8 @@ from neucomp.nn.pitch import PitchConfig, centred_frames, f0_contour, yin
 from neucomp.nn.quantizer import ResidualVectorQuantizer
 from neucomp.nn.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
 
-DEFAULT_MODEL = "neucomp_24khz"
-MODEL_FILE_FORMAT = "neucomp-model"
-MODEL_FILE_VERSION = 1
+# Buffers of the quantizer that only training updates: never stored in model files.
+TRAINING_STATE = ("cluster_size", "embed_sum", "initialized")
 
 
 @dataclass
@@ -46,7 +41,7 @@ class CodecConfig:
     n_codebooks: int = 32
     codebook_size: int = 1024
     # Bandwidths (kbps) offered to users; each must map to a whole number of codebooks.
-    bandwidths: list[float] = field(default_factory=lambda: [1.5, 3.0, 6.0, 12.0, 24.0])
+    bandwidths: list[float] = field(default_factory=lambda: list(BANDWIDTHS))
     # "seanet": the mirrored SEANet decoder; "frame": ConvNeXt at the frame rate + iSTFT.
     decoder: str = "seanet"
     frame_decoder: dict = field(default_factory=dict)  # FrameDecoderConfig fields
@@ -262,27 +257,7 @@ class StreamingDecoder:
 
 
 # ---------------------------------------------------------------------------------------
-# Model files
-
-
-def models_dir() -> Path:
-    """Where shipped models live: $NEUCOMP_MODEL_DIR, else <repo>/models."""
-    env = os.environ.get("NEUCOMP_MODEL_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent / "models"
-
-
-def _hash_weights(config: dict, state: dict[str, Tensor]) -> str:
-    h = hashlib.sha256()
-    h.update(json.dumps(config, sort_keys=True).encode())
-    for key in sorted(state):
-        t = state[key].contiguous().cpu()
-        h.update(key.encode())
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+# Inference weights (written to model files by neucomp.registry)
 
 
 def inference_copy(codec: Codec) -> Codec:
@@ -308,81 +283,11 @@ def inference_copy(codec: Codec) -> Codec:
     return out.eval()
 
 
-def _inference_state(codec: Codec) -> dict[str, Tensor]:
+def inference_state(codec: Codec) -> dict[str, Tensor]:
     """Weights and codebooks only (EMA statistics are training state), in fp16."""
     keep = {}
     for key, t in codec.state_dict().items():
-        if key.endswith(("cluster_size", "embed_sum", "initialized")):
+        if key.endswith(TRAINING_STATE):
             continue
         keep[key] = t.detach().to(torch.float16) if t.is_floating_point() else t.detach()
     return keep
-
-
-def save_model(codec: Codec, path: str | Path) -> str:
-    """Write an inference model file (atomic) and return its hash."""
-    plain = inference_copy(codec)
-    config = plain.config.to_dict()
-    state = _inference_state(plain)
-    digest = _hash_weights(config, state)
-    payload = {
-        "format": MODEL_FILE_FORMAT,
-        "version": MODEL_FILE_VERSION,
-        "config": config,
-        "state_dict": state,
-        "hash": digest,
-    }
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return digest
-
-
-def resolve_model_path(name_or_path: str | Path | None) -> Path:
-    """A model name (looked up in models_dir()) or a path to a model file: for names the
-    user gives (--model, the Python API), never for names read from a .ecdc file."""
-    if name_or_path is None:
-        name_or_path = DEFAULT_MODEL
-    candidate = Path(name_or_path)
-    if candidate.suffix == ".pt" or candidate.is_file():
-        if not candidate.is_file():
-            raise ModelError(f"model file not found: {candidate}")
-        return candidate
-    return installed_model_path(str(name_or_path))
-
-
-def installed_model_path(name: str) -> Path:
-    """The file of the installed model ``name``: only ever inside models_dir()."""
-    path = models_dir() / f"{name}.pt"
-    if Path(name).name != name or name in ("", ".", "..") or not path.is_file():
-        available = sorted(p.stem for p in models_dir().glob("*.pt"))
-        hint = f" (available: {', '.join(available)})" if available else ""
-        raise ModelError(f"model '{name}' is not installed in {models_dir()}{hint}")
-    return path
-
-
-def load_model(name_or_path: str | Path | None = None) -> Codec:
-    """Load an inference model by name or path, verifying its hash."""
-    path = resolve_model_path(name_or_path)
-    try:
-        payload = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a damaged file
-        raise ModelError(f"cannot load model file {path}: {type(err).__name__}") from None
-    if not isinstance(payload, dict) or payload.get("format") != MODEL_FILE_FORMAT:
-        raise ModelError(f"{path} is not a neucomp model file")
-    if payload.get("version") != MODEL_FILE_VERSION:
-        raise ModelError(f"{path}: unsupported model file version {payload.get('version')}")
-    config, state = payload["config"], payload["state_dict"]
-    if _hash_weights(config, state) != payload["hash"]:
-        raise ModelError(f"{path} is damaged: its weights do not match the recorded hash")
-    codec = Codec(CodecConfig.from_dict(config))
-    missing, unexpected = codec.load_state_dict(
-        {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=False
-    )
-    missing = [k for k in missing if not k.endswith(("cluster_size", "embed_sum", "initialized"))]
-    if missing or unexpected:
-        raise ModelError(
-            f"{path} does not fit its config (missing {missing[:3]}, extra {unexpected[:3]})"
-        )
-    codec.weights_hash = payload["hash"]
-    return codec.eval()

@@ -44,7 +44,8 @@ def build_model_file(
     ``decoder="frame"`` gives it the frame-rate iSTFT decoder (which looks ahead)."""
     import torch
 
-    from neucomp.model import Codec, save_model
+    from neucomp.model import Codec
+    from neucomp.registry import save_model
 
     torch.manual_seed(seed)
     path = folder / f"{name}.pt"
@@ -66,10 +67,10 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def tiny_model(model_dir: Path, monkeypatch: pytest.MonkeyPatch):
     """The tiny model, installed as the default model for this test."""
-    from neucomp import loader
+    from neucomp import registry
 
     monkeypatch.setenv("NEUCOMP_MODEL_DIR", str(model_dir))
-    return loader.load_model()
+    return registry.load_model()
 
 
 @pytest.fixture
@@ -117,18 +118,19 @@ def pipe_wav_bytes(audio: np.ndarray, sample_rate: int, size_field: int = 0xFFFF
 @pytest.fixture
 def tiny_lm(tiny_model, model_dir: Path) -> Path:
     """A tiny random-weight LM for the tiny model, installed next to it (`--lm`)."""
-    range_coder = pytest.importorskip("neucomp.coding.range")
+    pytest.importorskip("neucomp.coding.range")
     import torch
 
-    from neucomp.nn.intlm import quantize_lm
+    from neucomp import registry
     from neucomp.nn.lm import CodesLM, LMConfig
+    from neucomp.train.quantize import quantize_lm
 
-    path = range_coder.default_lm_path(tiny_model.config.name)
+    path = registry.lm_path(tiny_model.config.name)
     if not path.is_file():
         torch.manual_seed(0)
         lm = CodesLM(LMConfig(dim=16, layers=1, heads=2, ff=32, window=8))
         calibration = [torch.randint(0, 1024, (2, 8, 16))]
-        range_coder.save_lm(quantize_lm(lm, calibration), path, tiny_model.weights_hash)
+        registry.save_lm(quantize_lm(lm, calibration), path, tiny_model.weights_hash)
     return path
 
 

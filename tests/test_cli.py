@@ -575,7 +575,7 @@ def test_a_lost_termination_still_ends_the_run_cleanly(tmp_path):
     script = f"""
 import time
 from neucomp import signals
-from neucomp.output import atomic_output
+from neucomp.audio.writers import atomic_output
 signals.GRACE_S = 1.0
 signals.raise_terminated = lambda signum, frame: None  # every exception lost
 with signals.terminate_as_exception():

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from neucomp import datasets as ds
-from neucomp.train import corpus
+from neucomp.data import corpus, manifest, packages, shards
+from neucomp.data import sources as ds
 
 
 def lowpassed_noise(cutoff_hz: float, rate: int = 44100, seconds: float = 3.0) -> np.ndarray:
@@ -111,7 +111,7 @@ def test_convert_rejects(tmp_path: Path, audio: np.ndarray, rate: int, reason: s
 
 
 def test_package_rules() -> None:
-    specs = {s.name: s for s in corpus.TRAIN_PACKAGES}
+    specs = {s.name: s for s in packages.TRAIN_PACKAGES}
     tux = specs["tuxpaint-stamps-default"]
     assert tux.classify("usr/share/tuxpaint/stamps/a/cat_desc_fr.ogg") == ("speech", "fr")
     assert tux.classify("usr/share/tuxpaint/stamps/a/cat_desc_pt_BR.wav") == ("speech", "pt_BR")
@@ -124,11 +124,11 @@ def test_package_rules() -> None:
     lmms = specs["lmms-common"]
     assert lmms.classify("usr/share/lmms/samples/waveforms/saw.wav") is None
     assert lmms.classify("usr/share/lmms/samples/drums/kick.ogg") == ("sfx", "")
-    assert not corpus.DEV_EVAL_PACKAGES & set(specs)
+    assert not packages.DEV_EVAL_PACKAGES & set(specs)
 
 
-def _entries() -> list[corpus.Entry]:
-    E = corpus.Entry
+def _entries() -> list[manifest.Entry]:
+    E = manifest.Entry
     return [
         E("a/1.flac", "a", "speech", 100.0, 12000.0, 44100, 1, "fr"),
         E("b/1.flac", "b", "speech", 100.0, 7000.0, 16000, 1, "ru"),
@@ -141,11 +141,11 @@ def _entries() -> list[corpus.Entry]:
 def test_manifest_round_trip(tmp_path: Path) -> None:
     entries = _entries()
     path = tmp_path / "manifest.tsv"
-    corpus.write_manifest(path, [corpus.entry_row(e) for e in entries])
-    back = corpus.load_manifest(path)
+    manifest.write_manifest(path, [manifest.entry_row(e) for e in entries])
+    back = manifest.load_manifest(path)
     assert back == sorted(entries, key=lambda e: e.path)
     assert back[0].full_path == tmp_path / "a/1.flac"
-    assert path.read_text().splitlines()[0].split("\t") == list(corpus.MANIFEST_COLUMNS)
+    assert path.read_text().splitlines()[0].split("\t") == list(manifest.MANIFEST_COLUMNS)
 
 
 def test_write_tsv_is_atomic_and_formats_cells(tmp_path: Path) -> None:
@@ -165,23 +165,23 @@ def test_write_tsv_is_atomic_and_formats_cells(tmp_path: Path) -> None:
 
 def test_sampling_weights_balance_categories_and_bandwidth() -> None:
     entries = _entries()
-    w = corpus.sampling_weights(entries)
+    w = manifest.sampling_weights(entries)
     assert sum(w) == pytest.approx(1.0)
-    by_cat = {c: 0.0 for c in corpus.CATEGORIES}
+    by_cat = {c: 0.0 for c in manifest.CATEGORIES}
     for wi, e in zip(w, entries, strict=True):
         by_cat[e.category] += wi
-    assert by_cat == pytest.approx(corpus.DEFAULT_SHARES)
+    assert by_cat == pytest.approx(manifest.DEFAULT_SHARES)
     # Same duration, but b is telephone-band: it gets a quarter of a's mass (package
     # tempering with power 0.5 turns the 4:1 mass ratio into 2:1).
     assert w[0] / w[1] == pytest.approx(2.0)
     assert w[2] / w[3] == pytest.approx(9.0)  # within a package: proportional to duration
-    w_untempered = corpus.sampling_weights(entries, package_power=1.0)
+    w_untempered = manifest.sampling_weights(entries, package_power=1.0)
     assert w_untempered[0] / w_untempered[1] == pytest.approx(4.0)
 
 
 def test_sampling_weights_missing_category_shares_redistributed() -> None:
     entries = [e for e in _entries() if e.category != "sfx"]
-    w = corpus.sampling_weights(entries)
+    w = manifest.sampling_weights(entries)
     assert sum(w[:2]) == pytest.approx(0.5)
 
 
@@ -196,19 +196,19 @@ def _noise_corpus(tmp_path: Path) -> Path:
             {"path": rel, "package": f"p{i}", "category": cat, "duration_s": 20.0}
             | {"bandwidth_hz": 12000.0, "orig_rate": 24000, "orig_channels": 1, "language": ""}
         )
-    corpus.write_manifest(root / "manifest.tsv", rows)
+    manifest.write_manifest(root / "manifest.tsv", rows)
     return root
 
 
-@pytest.mark.parametrize("fmt", corpus.SHARD_FORMATS)
+@pytest.mark.parametrize("fmt", shards.SHARD_FORMATS)
 def test_shard_respects_size_cap(tmp_path: Path, fmt: str) -> None:
     root = _noise_corpus(tmp_path)
     out = tmp_path / "shard"
-    made = corpus.make_shard(root / "manifest.tsv", out, 1.0, seed=3, crop_s=2.0, fmt=fmt)
+    made = shards.make_shard(root / "manifest.tsv", out, 1.0, seed=3, crop_s=2.0, fmt=fmt)
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     assert 0 < total <= 2**20
-    assert len(corpus.load_manifest(out / "manifest.tsv")) == len(made) > 5
-    again = corpus.make_shard(
+    assert len(manifest.load_manifest(out / "manifest.tsv")) == len(made) > 5
+    again = shards.make_shard(
         root / "manifest.tsv", tmp_path / "s2", 1.0, seed=3, crop_s=2.0, fmt=fmt
     )
     assert [r["source"] for r in again] == [r["source"] for r in made]
@@ -224,9 +224,9 @@ def test_opus_shard_holds_more_audio_than_flac(tmp_path: Path) -> None:
     audio = {
         fmt: sum(
             float(r["duration_s"])
-            for r in corpus.make_shard(root / "manifest.tsv", tmp_path / fmt, 1.0, 3, 2.0, fmt)
+            for r in shards.make_shard(root / "manifest.tsv", tmp_path / fmt, 1.0, 3, 2.0, fmt)
         )
-        for fmt in corpus.SHARD_FORMATS
+        for fmt in shards.SHARD_FORMATS
     }
     assert audio["opus"] > 2 * audio["flac"]
 
@@ -234,7 +234,7 @@ def test_opus_shard_holds_more_audio_than_flac(tmp_path: Path) -> None:
 def test_shard_rejects_an_unknown_format(tmp_path: Path) -> None:
     root = _noise_corpus(tmp_path)
     with pytest.raises(ds.DataBuildError, match="unknown shard format"):
-        corpus.make_shard(root / "manifest.tsv", tmp_path / "s", 1.0, fmt="mp3")
+        shards.make_shard(root / "manifest.tsv", tmp_path / "s", 1.0, fmt="mp3")
 
 
 def test_build_dedupes_and_resumes_without_network(tmp_path: Path, monkeypatch) -> None:
@@ -258,7 +258,7 @@ def test_build_dedupes_and_resumes_without_network(tmp_path: Path, monkeypatch) 
 
     monkeypatch.setattr(ds, "download_deb", lambda name, cache: cache / "fake.deb")
     monkeypatch.setattr(ds, "unpack_deb", fake_unpack)
-    spec = corpus.PackageSpec("fake", (corpus._match(r"/sound/", "speech", "xx"),))
+    spec = packages.PackageSpec("fake", (packages._match(r"/sound/", "speech", "xx"),))
     monkeypatch.setattr(corpus, "TRAIN_PACKAGES", (spec,))
     out = tmp_path / "data"
     entries = corpus.build(out, workers=1)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from neucomp.eval import devset
-from neucomp.eval.devset import GAP_S, MAX_S, MIN_S, Source
+from neucomp.data import devset
+from neucomp.data.devset import GAP_S, MAX_S, MIN_S, Source
 
 
 def synthetic_sources() -> list[Source]:
@@ -131,10 +131,10 @@ def test_classify(package: str, rel: str, expected: tuple[str, str] | None) -> N
 
 
 def test_dev_packages_never_in_training_corpus() -> None:
-    from neucomp.train import corpus
+    from neucomp.data import packages
 
-    train = {s.name for s in corpus.TRAIN_PACKAGES}
+    train = {s.name for s in packages.TRAIN_PACKAGES}
     # fillets-ng-data is shared: only its English dialogue is dev-eval, and the corpus
     # rules leave that out (tested in test_corpus).
     assert set(devset.DEV_PACKAGES) & train == {"fillets-ng-data"}
-    assert set(devset.DEV_PACKAGES) - {"fillets-ng-data"} <= corpus.DEV_EVAL_PACKAGES
+    assert set(devset.DEV_PACKAGES) - {"fillets-ng-data"} <= packages.DEV_EVAL_PACKAGES

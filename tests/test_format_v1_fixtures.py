@@ -29,7 +29,7 @@ FIXTURES = ["sample_1k5", "sample_3k_lm"]
 
 
 def _shipped_or_skip(header) -> None:
-    from neucomp.loader import load_model
+    from neucomp.registry import load_model
 
     if load_model().weights_hash != header.model_hash.hex():
         pytest.skip("the shipped model is not the one these fixtures were made with")
@@ -37,7 +37,7 @@ def _shipped_or_skip(header) -> None:
 
 @pytest.mark.parametrize("name", FIXTURES)
 def test_version_1_fixture_gives_its_codes(name: str) -> None:
-    from neucomp.loader import lm_coder, load_model
+    from neucomp.registry import lm_coder, load_model
 
     data = (DATA / f"{name}.ecdc").read_bytes()
     reader = EcdcReader(io.BytesIO(data))
@@ -49,9 +49,7 @@ def test_version_1_fixture_gives_its_codes(name: str) -> None:
     for chunk in reader.iter_chunks():
         assert chunk.gain_db == 0  # version 1 has no gains
         if coder:
-            parts.append(
-                np.asarray(coder.decode_chunk(chunk.payload, h.num_codebooks, chunk.num_frames))
-            )
+            parts.append(np.asarray(coder.decode(chunk.payload, h.num_codebooks, chunk.num_frames)))
         else:
             parts.append(unpack_codes(chunk.payload, h.num_codebooks, chunk.num_frames))
     codes = np.concatenate(parts, axis=1)

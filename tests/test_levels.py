@@ -31,3 +31,13 @@ def test_identity_is_flat_and_noise_floor_is_not() -> None:
     noisy = level_sweep([clip], fixed_noise, 6.0, levels)
     assert noisy["levels"][-45.0]["pesq"] < noisy["levels"][-25.0]["pesq"] - 0.3
     assert noisy["spread"] > 0.3
+
+
+def test_eval_tools_run_as_subcommands_of_one_entry(capsys) -> None:
+    from neucomp.eval.__main__ import main
+
+    assert main(["no-such-tool"]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["levels", "--help"])
+    assert exit_info.value.code == 0
+    assert "python -m neucomp.eval.levels" in capsys.readouterr().out

@@ -7,7 +7,8 @@ import torch
 from conftest import tiny_config
 
 from neucomp.errors import ModelError, UsageError
-from neucomp.model import Codec, inference_copy, load_model, save_model
+from neucomp.model import Codec, inference_copy
+from neucomp.registry import load_model, save_model
 
 
 @pytest.fixture
@@ -90,7 +91,7 @@ def test_unsupported_bandwidth_is_a_usage_error() -> None:
 def test_model_file_round_trip(codec: Codec, tmp_path) -> None:
     path = tmp_path / "m.pt"
     digest = save_model(codec, path)
-    loaded = load_model(path)
+    loaded = load_model(path, cached=False)
     assert loaded.weights_hash == digest and len(digest) == 64
     codes = torch.randint(0, 1024, (1, 8, 20))
     # Stored in fp16: close to, not equal to, the float32 original.
@@ -103,7 +104,7 @@ def test_training_model_exports_without_weight_norm(tmp_path) -> None:
     trained = Codec(tiny_config())  # weight norm on, as in training
     wav = torch.randn(1, 1, 3200)
     save_model(trained, tmp_path / "m.pt")
-    loaded = load_model(tmp_path / "m.pt")
+    loaded = load_model(tmp_path / "m.pt", cached=False)
     assert not loaded.config.seanet.weight_norm
     torch.testing.assert_close(
         loaded.decode(trained.eval().encode(wav, 4)),
@@ -121,16 +122,16 @@ def test_damaged_model_file_is_refused(codec: Codec, tmp_path) -> None:
     payload["state_dict"][key] = payload["state_dict"][key] + 1
     torch.save(payload, path)
     with pytest.raises(ModelError, match="do not match the recorded hash"):
-        load_model(path)
+        load_model(path, cached=False)
     path.write_bytes(b"not a model")
     with pytest.raises(ModelError, match="cannot load model file"):
-        load_model(path)
+        load_model(path, cached=False)
 
 
 def test_unknown_model_name(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("NEUCOMP_MODEL_DIR", str(tmp_path))
     with pytest.raises(ModelError, match="'nope' is not installed"):
-        load_model("nope")
+        load_model("nope", cached=False)
 
 
 # ------------------------------------------------------------- the frame-rate decoder
@@ -186,7 +187,7 @@ def test_frame_decoder_looks_ahead_two_frames_at_most(frame_codec: Codec) -> Non
 def test_frame_decoder_model_file_round_trip(frame_codec: Codec, tmp_path) -> None:
     path = tmp_path / "frame.pt"
     digest = save_model(frame_codec, path)
-    loaded = load_model(path)
+    loaded = load_model(path, cached=False)
     assert loaded.weights_hash == digest and loaded.config.decoder == "frame"
     codes = torch.randint(0, 1024, (1, 4, 20))
     a, b = loaded.decode(codes), frame_codec.decode(codes)

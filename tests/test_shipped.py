@@ -24,7 +24,7 @@ def test_models_folder_ships_the_default_codec() -> None:
 
 @pytest.mark.parametrize("path", CODECS, ids=lambda p: p.name)
 def test_codec_loads_with_its_hash_and_fits_the_budget(path: Path) -> None:
-    from neucomp.model import load_model
+    from neucomp.registry import load_model
 
     assert path.stat().st_size <= MAX_BYTES
     codec = load_model(path)  # verifies the stored sha256
@@ -34,12 +34,11 @@ def test_codec_loads_with_its_hash_and_fits_the_budget(path: Path) -> None:
 
 @pytest.mark.parametrize("path", LMS, ids=lambda p: p.name)
 def test_lm_belongs_to_the_shipped_codec(path: Path) -> None:
-    from neucomp.coding.range import LMCoder
-    from neucomp.model import load_model
+    from neucomp.registry import load_model, read_lm
 
     assert path.stat().st_size <= MAX_BYTES
     assert path.with_name(path.name + ".md").is_file(), "an LM ships with its card"
-    coder = LMCoder.load(path)  # verifies its own hash
+    coder = read_lm(path)  # verifies its own hash
     codec = load_model(path.with_suffix(".pt"))
     assert coder.codec_hash == codec.weights_hash, "retrained codec: run `make train-lm`"
 

@@ -13,18 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 
-BITS = 10
+from neucomp.coding.base import BITS, CoderId, packed_size
+
+__all__ = ["BITS", "PlainCoder", "pack_codes", "packed_size", "unpack_codes"]
 _MASK = (1 << BITS) - 1
 # Four codes of 10 bits are exactly 40 bits = 5 bytes: the unit we pack and unpack.
 _GROUP_CODES = 4
 _GROUP_BYTES = _GROUP_CODES * BITS // 8
-
-
-def packed_size(num_frames: int, num_codebooks: int, bits: int = BITS) -> int:
-    """Bytes taken by `num_frames` frames of `num_codebooks` codes of `bits` bits each."""
-    if num_frames < 0 or num_codebooks < 0 or bits < 1:
-        raise ValueError("packed_size needs non-negative counts and a positive bit width")
-    return (num_frames * num_codebooks * bits + 7) // 8
 
 
 def pack_codes(codes: np.ndarray) -> bytes:
@@ -77,3 +72,16 @@ def unpack_codes(data: bytes, num_codebooks: int, num_frames: int) -> np.ndarray
     flat = (words[:, None] >> shifts) & np.uint64(_MASK)
     codes = flat.reshape(-1)[:count].astype(np.int64)
     return np.ascontiguousarray(codes.reshape(num_frames, num_codebooks).T)
+
+
+class PlainCoder:
+    """The :class:`~neucomp.coding.base.ChunkCoder` of coder 0: plain 10-bit packing."""
+
+    coder_id = CoderId.PLAIN
+    hash = bytes(32)  # no model behind it
+
+    def encode(self, codes: np.ndarray) -> bytes:
+        return pack_codes(codes)
+
+    def decode(self, payload: bytes, num_codebooks: int, num_frames: int) -> np.ndarray:
+        return unpack_codes(payload, num_codebooks, num_frames)

@@ -1,6 +1,6 @@
 """LM range coding of code chunks: integer LM tables + constriction's range coder.
 
-A chunk of codes [K, F] is coded frame by frame: the integer LM (`neucomp.nn.intlm`)
+A chunk of codes [K, F] is coded frame by frame: the integer LM (`neucomp.coding.intlm`)
 turns the frames before t into K frequency tables for frame t, and the range coder
 spends -log2(f / 2^24) bits per code. The LM state starts fresh in every chunk, so a
 damaged chunk never affects another.
@@ -21,25 +21,15 @@ same calls. The payload layout is unchanged.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
-import json
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import constriction
 import numpy as np
 import torch
 
+from neucomp.coding.base import CoderId
+from neucomp.coding.intlm import FREQ_BITS, IntLM
 from neucomp.errors import CorruptDataError, FormatError, ModelError
-from neucomp.nn.intlm import FREQ_BITS, IntLM, to_arrays
-from neucomp.nn.lm import LMConfig
-
-LM_FILE_FORMAT = "neucomp-lm"
-LM_FILE_VERSION = 1  # files of LMs without intra-frame conditioning (what older readers know)
-LM_FILE_VERSION_INTRA = 2  # intra-frame LMs: older readers refuse them instead of misdecoding
-_META = "__meta__"
 
 
 @contextlib.contextmanager
@@ -55,42 +45,11 @@ def _exact_matmuls() -> Iterator[None]:
             torch.set_float32_matmul_precision(before)
 
 
-def _hash(config: dict, codec_hash: str, arrays: dict[str, np.ndarray]) -> bytes:
-    """sha256 over everything that shapes the frequency tables."""
-    h = hashlib.sha256()
-    h.update(json.dumps({"config": config, "codec_hash": codec_hash}, sort_keys=True).encode())
-    for name in sorted(arrays):
-        arr = np.ascontiguousarray(arrays[name])
-        arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
-        h.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
-        h.update(arr.tobytes())
-    return h.digest()
-
-
-def save_lm(lm: IntLM, path: str | Path, codec_hash: str, card: dict | None = None) -> bytes:
-    """Write an LM model file (npz: integer arrays + JSON meta, atomic); return its hash."""
-    arrays = {k: v.numpy() for k, v in to_arrays(lm).items()}
-    config = lm.config.to_dict()
-    digest = _hash(config, codec_hash, arrays)
-    meta = {
-        "format": LM_FILE_FORMAT,
-        "version": LM_FILE_VERSION_INTRA if lm.config.intra else LM_FILE_VERSION,
-        "config": config,
-        "codec_hash": codec_hash,
-        "hash": digest.hex(),
-        "card": card or {},
-    }
-    buf = io.BytesIO()
-    np.savez(buf, **arrays, **{_META: np.frombuffer(json.dumps(meta).encode(), np.uint8)})
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
-    return digest
-
-
 class LMCoder:
-    """Entropy coder of code chunks with an integer LM; one instance per model file."""
+    """The :class:`~neucomp.coding.base.ChunkCoder` of coder 1: an integer LM and a range
+    coder. One instance per LM file (read by :func:`neucomp.registry.read_lm`)."""
+
+    coder_id = CoderId.LM
 
     def __init__(self, lm: IntLM, codec_hash: str, digest: bytes, card: dict | None = None):
         self.lm = lm
@@ -102,35 +61,6 @@ class LMCoder:
     @property
     def max_codebooks(self) -> int:
         return self.lm.config.max_codebooks
-
-    @classmethod
-    def load(cls, path: str | Path) -> LMCoder:
-        """Load and verify an LM file (ModelError if missing, damaged or not an LM file)."""
-        path = Path(path)
-        if not path.is_file():
-            raise ModelError(f"LM file not found: {path}")
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-            meta = json.loads(arrays.pop(_META).tobytes())
-        except Exception as err:  # zip/npz/json errors all mean the same thing here
-            raise ModelError(f"cannot read LM file {path}: {type(err).__name__}") from None
-        if not isinstance(meta, dict) or meta.get("format") != LM_FILE_FORMAT:
-            raise ModelError(f"{path} is not a neucomp LM file")
-        version = meta.get("version")
-        if version not in (LM_FILE_VERSION, LM_FILE_VERSION_INTRA):
-            raise ModelError(f"{path}: unsupported LM file version {version}")
-        digest = _hash(meta["config"], meta["codec_hash"], arrays)
-        if digest.hex() != meta.get("hash"):
-            raise ModelError(f"{path} is damaged: its weights do not match the recorded hash")
-        try:
-            config = LMConfig.from_dict(meta["config"])
-            if config.intra != (version == LM_FILE_VERSION_INTRA):
-                raise ValueError(f"version {version} with intra={config.intra}")
-            lm = IntLM(config, arrays)
-        except (KeyError, ValueError, RuntimeError, TypeError) as err:
-            raise ModelError(f"{path} does not fit its config: {err}") from None
-        return cls(lm, meta["codec_hash"], digest, meta.get("card"))
 
     def check_codec(self, codec_hash: str) -> None:
         """Refuse codes of a codec other than the one this LM was trained for."""
@@ -148,7 +78,7 @@ class LMCoder:
         if num_frames < 0:
             raise FormatError(f"negative frame count {num_frames}")
 
-    def encode_chunk(self, codes: np.ndarray) -> bytes:
+    def encode(self, codes: np.ndarray) -> bytes:
         """Range-code codes [K, F] (values < card); the LM runs frame by frame, as in decode."""
         codes = np.asarray(codes)
         k, f = codes.shape
@@ -172,9 +102,9 @@ class LMCoder:
         encoder.encode(codes.T.reshape(-1).astype(np.int32), self._family, probs)
         return encoder.get_compressed().astype("<u4").tobytes()
 
-    def decode_chunk(self, payload: bytes, num_codebooks: int, num_frames: int) -> np.ndarray:
+    def decode(self, payload: bytes, num_codebooks: int, num_frames: int) -> np.ndarray:
         """Codes [K, F] from a payload, or CorruptDataError. Only the exact bytes
-        encode_chunk writes for some codes are accepted: the decoded codes are re-encoded
+        encode writes for some codes are accepted: the decoded codes are re-encoded
         alongside and must give the payload back, so an empty, zeroed, cut or padded
         payload is refused instead of decoding to garbage. The decode stops as soon as
         the codes carry more information than the payload can hold, so a small payload
@@ -230,13 +160,6 @@ class LMCoder:
         if not np.array_equal(check.get_compressed().astype(np.uint32), words):
             raise CorruptDataError("LM payload does not end where its codes end")
         return out
-
-
-def default_lm_path(codec_name: str) -> Path:
-    """Where the LM for a codec lives: <models_dir>/<codec_name>.lm."""
-    from neucomp.model import models_dir
-
-    return models_dir() / f"{codec_name}.lm"
 
 
 assert FREQ_BITS == 24, "constriction's Categorical works at 24-bit precision"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neucomp.audio.signal import fit_length, resample
 from neucomp.eval.metrics import MissingDependencyError
 
 #: Nominal bitrates (kbps) evaluated for each baseline codec.
@@ -122,13 +123,7 @@ def has_lame_tag(head: bytes) -> bool:
 
 def _fit(x: np.ndarray, rate: int, target_rate: int, length: int) -> np.ndarray:
     """Resample to `target_rate` and cut or zero-pad to `length` samples."""
-    if rate != target_rate:
-        import soxr
-
-        x = soxr.resample(x, rate, target_rate, quality="HQ")
-    x = x[:length]
-    if len(x) < length:
-        x = np.pad(x, (0, length - len(x)))
+    x = fit_length(resample(x, rate, target_rate)[None], length)[0]
     return x.astype(np.float32)
 
 

@@ -56,7 +56,8 @@ def load_source(seconds: float, source: Path | None) -> tuple[np.ndarray, str]:
     recording mixes speech, music and sfx), else tests/data/sample.flac; looped when
     shorter. A synthetic signal is the last resort and is said so in the results.
     """
-    from neucomp.eval.runner import audio_files_under, load_reference
+    from neucomp.audio import load_reference
+    from neucomp.eval.runner import audio_files_under
 
     if source is not None:
         files = [source]
@@ -160,18 +161,8 @@ def _cli(*args: str, model: str | None = None) -> list[str]:
     return cmd + (["--model", model] if model and args[0] == "compress" else [])
 
 
-# Linux counts a child's pre-exec memory in its peak RSS, so a child forked from this
-# process (torch and a model loaded) would report at least our size. A small launcher
-# process forks the command instead and reports that child's own rusage.
-_LAUNCHER = """
-import json, os, sys
-pid = os.fork()
-if pid == 0:
-    os.execvp(sys.argv[2], sys.argv[2:])
-_, status, usage = os.wait4(pid, 0)
-with open(sys.argv[1], "w") as f:
-    json.dump({"code": os.waitstatus_to_exitcode(status), "maxrss_kb": usage.ru_maxrss}, f)
-"""
+# The launcher that measures a command's own peak RSS (see its docstring).
+_RUSAGE = Path(__file__).with_name("rusage.py")
 
 
 def run_measured(cmd: list[str], tmp: Path) -> dict[str, float]:
@@ -179,7 +170,7 @@ def run_measured(cmd: list[str], tmp: Path) -> dict[str, float]:
     report = tmp / "rusage.json"
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-c", _LAUNCHER, str(report), *cmd],
+        [sys.executable, str(_RUSAGE), str(report), *cmd],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -195,9 +186,10 @@ def run_measured(cmd: list[str], tmp: Path) -> dict[str, float]:
 def _write_long(path: Path, audio: np.ndarray, seconds: float) -> None:
     """`seconds` of the looped recording as 16-bit WAV at LONG_RATE, LONG_CHANNELS."""
     import soundfile as sf
-    import soxr
 
-    hi = soxr.resample(audio, RATE, LONG_RATE, quality="HQ").astype(np.float32)
+    from neucomp.audio.signal import resample
+
+    hi = resample(audio, RATE, LONG_RATE).astype(np.float32)
     frames = int(seconds * LONG_RATE)
     with sf.SoundFile(str(path), "w", LONG_RATE, LONG_CHANNELS, "PCM_16") as f:
         for start in range(0, frames, len(hi)):
@@ -396,7 +388,11 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = SCRATCH / "work"
     tmp.mkdir(parents=True, exist_ok=True)
-    default_bw = 6.0 if 6.0 in codec.config.bandwidths else bandwidths[0]
+    default_bw = (
+        neucomp.DEFAULT_BANDWIDTH
+        if neucomp.DEFAULT_BANDWIDTH in codec.config.bandwidths
+        else bandwidths[0]
+    )
     lengths = [10.0, 60.0] if quick else [60.0, 600.0]
     print(f"peak RSS of the CLI at {default_bw:g} kbps ({LONG_RATE} Hz stereo WAV):", flush=True)
     results["memory"] = bench_memory(audio, lengths, default_bw, args.model, tmp)

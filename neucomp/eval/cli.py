@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING
 
 import click
 
+from neucomp import BANDWIDTHS
 from neucomp.errors import UsageError
 
 if TYPE_CHECKING:
     from neucomp.eval.runner import MetricSet
 
-DEFAULT_BANDWIDTHS = "1.5,3,6,12,24"
+DEFAULT_BANDWIDTHS = ",".join(f"{b:g}" for b in BANDWIDTHS)
 DEFAULT_BASELINES = "opus,mp3"
 
 

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from neucomp import DEFAULT_BANDWIDTH
+from neucomp.audio import load_reference, to_mono
 from neucomp.eval import metrics
-from neucomp.eval.runner import EVAL_RATE, CodecFn, find_files, load_reference, neucomp_codec
+from neucomp.eval.runner import EVAL_RATE, CodecFn, find_files, neucomp_codec
 
 LEVELS_DB: tuple[float, ...] = (-50.0, -45.0, -35.0, -25.0, -15.0)
 
@@ -39,8 +41,7 @@ def level_sweep(
             if np.abs(scaled).max() >= 1.0:
                 continue
             decoded, out_rate, _ = codec(scaled.astype(np.float32), rate, bandwidth)
-            deg = np.asarray(decoded, dtype=np.float32)
-            deg = deg.mean(axis=0) if deg.ndim == 2 else deg
+            deg = to_mono(np.asarray(decoded, dtype=np.float32))
             assert out_rate == rate, "the codec must give back the rate it was given"
             scores = metrics.speech_scores(scaled, deg, rate)
             if np.isfinite(scores["pesq"]):
@@ -60,7 +61,7 @@ def level_sweep(
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m neucomp.eval.levels", description=__doc__)
     p.add_argument("refs", nargs="+", help="dev-eval folder(s); speech clips are used")
-    p.add_argument("-b", "--bandwidth", type=float, default=6.0)
+    p.add_argument("-b", "--bandwidth", type=float, default=DEFAULT_BANDWIDTH)
     p.add_argument("--model", default=None, help="model name or .pt path")
     p.add_argument("--max-clips", type=int, default=0, help="0: every speech clip")
     p.add_argument(

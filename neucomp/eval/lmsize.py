@@ -17,8 +17,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from neucomp.audio import load_reference
 from neucomp.eval.report import CATEGORY_ORDER
-from neucomp.eval.runner import EVAL_RATE, find_files, load_reference
+from neucomp.eval.runner import EVAL_RATE, find_files
 
 
 def measure(refs: list[str], bandwidths: list[float], model: str | None = None) -> dict:
@@ -28,7 +29,7 @@ def measure(refs: list[str], bandwidths: list[float], model: str | None = None) 
     sizes: dict = defaultdict(lambda: defaultdict(lambda: {"plain": 0, "lm": 0, "files": 0}))
     files = find_files(refs)
     for item in tqdm(files, desc="lm-size", unit="file"):
-        audio = load_reference(item.path)
+        audio = load_reference(item.path, EVAL_RATE)
         for bw in bandwidths:
             plain = neucomp.compress(audio, EVAL_RATE, bandwidth=bw, model=model)
             coded = neucomp.compress(audio, EVAL_RATE, bandwidth=bw, lm=True, model=model)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from neucomp.audio.signal import resample, to_mono
 from neucomp.errors import NeucompError
 
 #: STFT sizes of the mel distance (hop = n_fft / 4, Hann window).
@@ -193,19 +194,11 @@ def visqol(ref: np.ndarray, deg: np.ndarray, sample_rate: int, mode: str = "audi
     rate = VISQOL_RATES[mode]
     r, d = _aligned(ref, deg)
     r, d = (
-        _resample(r.mean(axis=0), sample_rate, rate),
-        _resample(d.mean(axis=0), sample_rate, rate),
+        resample(to_mono(r), sample_rate, rate),
+        resample(to_mono(d), sample_rate, rate),
     )
     n = min(len(r), len(d))
     return float(api.measure_from_arrays(r[:n], d[:n], rate).moslqo)
-
-
-def _resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    if rate_in == rate_out:
-        return x
-    import soxr
-
-    return soxr.resample(x, rate_in, rate_out, quality="HQ")
 
 
 # ------------------------------------------------------------ speech scores and spectra
@@ -264,8 +257,8 @@ def _speech_pair(
     ref: np.ndarray, deg: np.ndarray, sample_rate: int
 ) -> tuple[np.ndarray, np.ndarray]:
     r, d = _aligned(ref, deg)
-    r = _resample(r.mean(axis=0), sample_rate, SPEECH_RATE)
-    d = _resample(d.mean(axis=0), sample_rate, SPEECH_RATE)
+    r = resample(to_mono(r), sample_rate, SPEECH_RATE)
+    d = resample(to_mono(d), sample_rate, SPEECH_RATE)
     n = min(len(r), len(d))
     return r[:n].astype(np.float64), d[:n].astype(np.float64)
 
@@ -294,7 +287,7 @@ def lsd_bands(
 
     def power(x: np.ndarray) -> np.ndarray:
         spec = torch.stft(
-            torch.from_numpy(x.mean(axis=0)),
+            torch.from_numpy(np.ascontiguousarray(to_mono(x))),
             n_fft,
             n_fft // 4,
             window=window,
@@ -398,7 +391,7 @@ def dnsmos(x: np.ndarray, sample_rate: int) -> dict[str, float]:
     Cost: about 0.1 s per second of audio on one core, plus a few seconds at first use.
     """
     model = _dnsmos_model()
-    mono = _resample(_as_2d(x).mean(axis=0), sample_rate, SPEECH_RATE)
+    mono = resample(to_mono(_as_2d(x)), sample_rate, SPEECH_RATE)
     peak = float(np.abs(mono).max()) if len(mono) else 0.0
     if peak < 1e-6:
         return dict.fromkeys(DNSMOS_KEYS, float("nan"))

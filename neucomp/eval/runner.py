@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from neucomp.audio import AUDIO_EXTENSIONS, load_reference
+from neucomp.audio.signal import fit_length, resample, to_mono
 from neucomp.errors import InputError
 from neucomp.eval import metrics
 from neucomp.eval.baselines import Baseline, round_trip
@@ -95,8 +97,6 @@ def find_files(refs: Iterable[str | os.PathLike]) -> list[EvalFile]:
 
 def audio_files_under(folder: Path) -> list[Path]:
     """Audio files below `folder`, sorted, skipping hidden files and folders (scratch, .git)."""
-    from neucomp.audio import AUDIO_EXTENSIONS
-
     return [
         p
         for p in sorted(folder.rglob("*"))
@@ -106,28 +106,9 @@ def audio_files_under(folder: Path) -> list[Path]:
     ]
 
 
-def load_reference(path: Path, rate: int = EVAL_RATE) -> np.ndarray:
-    """The file as mono float32 [T] at `rate`."""
-    from neucomp.audio import read_audio
-
-    audio, file_rate = read_audio(path)
-    mono = audio.mean(axis=0)
-    if file_rate != rate:
-        import soxr
-
-        mono = soxr.resample(mono, file_rate, rate, quality="HQ")
-    return np.ascontiguousarray(mono, dtype=np.float32)
-
-
 def _mono_at(decoded: np.ndarray, rate: int, target_rate: int, length: int) -> np.ndarray:
-    x = np.asarray(decoded, dtype=np.float32)
-    if x.ndim == 2:
-        x = x.mean(axis=0)
-    if rate != target_rate:
-        import soxr
-
-        x = soxr.resample(x, rate, target_rate, quality="HQ")
-    return x[:length] if len(x) >= length else np.pad(x, (0, length - len(x)))
+    x = resample(to_mono(np.asarray(decoded, dtype=np.float32)), rate, target_rate)
+    return fit_length(x[None], length)[0]
 
 
 def score(
@@ -215,7 +196,7 @@ def evaluate(
     names = SpectrogramNames()
     rows: list[Row] = []
     for item in tqdm(files, desc="eval", unit="file", disable=not progress):
-        ref = load_reference(item.path)
+        ref = load_reference(item.path, EVAL_RATE)
         seconds = len(ref) / EVAL_RATE
         common = {"file": str(item.path), "category": item.category, "seconds": seconds}
         if use.dnsmos and item.category == "speech":

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neucomp.audio.signal import to_mono
 from neucomp.eval.metrics import MissingDependencyError
 
 #: STFT size at 24 kHz (scaled with the rate); hop n_fft / 4, Hann window.
@@ -21,9 +22,7 @@ DYNAMIC_RANGE_DB = 90.0
 
 def power_db(x: np.ndarray, sample_rate: int, n_fft: int = N_FFT) -> np.ndarray:
     """Power spectrogram [bins, frames] in dB re a full-scale sine (floor −120 dB)."""
-    a = np.asarray(x, dtype=np.float64)
-    if a.ndim == 2:
-        a = a.mean(axis=0)
+    a = to_mono(np.asarray(x, dtype=np.float64))
     n_fft = max(256, int(round(n_fft * sample_rate / 24000 / 2)) * 2)
     hop = n_fft // 4
     a = np.pad(a, (n_fft // 2, n_fft // 2 + (-len(a)) % hop))

@@ -14,7 +14,7 @@ RMSNorm and W a learned dim x dim map (zero at init). Coding must then run head 
 (the decoder knows code k-1 of a frame only once it decoded it); training uses the true
 codes (teacher forcing).
 
-The layers were chosen so that `neucomp.nn.intlm.quantize_lm` can map every operation
+The layers were chosen so that `neucomp.train.quantize.quantize_lm` can map every operation
 onto exact integer arithmetic: RMSNorm without bias, bias-free linear layers, GELU,
 softmax attention with ALiBi; only the output heads have a bias.
 """

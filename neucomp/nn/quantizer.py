@@ -62,6 +62,13 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("cluster_size", torch.ones(codebook_size))
         self.register_buffer("embed_sum", self.embed.clone())
 
+    @torch.no_grad()
+    def restart_statistics(self) -> None:
+        """Restart the EMA from the codebook as it is (a warm start): every entry in use."""
+        self.cluster_size.fill_(1.0)
+        self.initialized.fill_(True)
+        self.embed_sum.copy_(self.embed)
+
     def encode(self, x: Tensor) -> Tensor:
         """Nearest codeword index for each row of x [N, dim]."""
         # ||x - e||² = ||x||² - 2 x·e + ||e||²; ||x||² does not change the argmin.

@@ -1,8 +1,12 @@
-"""`python -m neucomp.train --config configs/codec24_cpu.json [--set key=value …]`
+"""`python -m neucomp.train {codec,lm,export,fork,rebind-lm,overfit} …`: every training job.
 
-Trains (or resumes) the codec; `export` writes an inference model file from a checkpoint;
-`rebind-lm` re-issues an LM for a new decoder on unchanged codes; `overfit` runs the
-one-clip memorisation test.
+    python -m neucomp.train codec --config configs/codec24_cpu.json [--set key=value …]
+    python -m neucomp.train lm --config configs/lm24.json [--steps N …]
+
+`codec` trains (or resumes) the codec (also without the word: `--config …`); `lm` trains
+the code LM (neucomp.train.lm); `export` writes an inference model file from a
+checkpoint; `fork` starts a new run folder from one; `rebind-lm` re-issues an LM for a
+new decoder on unchanged codes; `overfit` runs the one-clip memorisation test.
 """
 
 from __future__ import annotations
@@ -10,11 +14,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m neucomp.train")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["lm"]:  # its own options: neucomp.train.lm parses them
+        from neucomp.train.lm import main as train_lm
+
+        train_lm(argv[1:])
+        return
+    if argv[:1] == ["codec"]:
+        argv = argv[1:]
+    parser = argparse.ArgumentParser(
+        prog="python -m neucomp.train", epilog="`lm --help` for the LM's options"
+    )
     sub = parser.add_subparsers(dest="command")
     parser.add_argument("--config", help="training config JSON (configs/*.json)")
     parser.add_argument(

@@ -15,7 +15,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from neucomp.train.corpus import load_manifest, sampling_weights
+from neucomp.data.manifest import load_manifest, sampling_weights
 
 
 @dataclass

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from neucomp.model import Codec, CodecConfig, save_model
+from neucomp.model import Codec, CodecConfig
+from neucomp.registry import save_model
 
 
 def export_checkpoint(checkpoint: Path, out: Path) -> str:
@@ -43,11 +44,10 @@ def rebind_lm(lm_path: Path, old_codec: Path, new_codec: Path, out: Path) -> byt
     frozen encoder and RVQ needs its LM re-issued: the same integer weights, bound to the
     new codec hash. Refused (ValueError) when the two codecs do not give the same codes.
     """
-    from neucomp.coding.range import LMCoder, save_lm
-    from neucomp.model import load_model
+    from neucomp.registry import load_model, read_lm, save_lm
 
-    coder = LMCoder.load(lm_path)
-    old, new = load_model(old_codec), load_model(new_codec)
+    coder = read_lm(lm_path)
+    old, new = load_model(old_codec, cached=False), load_model(new_codec, cached=False)
     coder.check_codec(old.weights_hash)
     if not same_codes(old, new):
         raise ValueError(f"{new_codec} codes audio differently from {old_codec}: retrain the LM")
@@ -65,7 +65,8 @@ def fork_checkpoint(checkpoint: Path, run_dir: Path, fresh_disc: bool = False) -
         state.pop("opt_d", None)
     run_dir.mkdir(parents=True, exist_ok=True)
     out = run_dir / "last.pt"
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(out)
+    from neucomp.audio.writers import atomic_write
+
+    with atomic_write(out) as fp:
+        torch.save(state, fp)
     return out

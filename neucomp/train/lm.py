@@ -1,11 +1,12 @@
 """Train the code LM (`make train-lm`): codes from the shipped codec → float LM → integer LM.
 
-    python -m neucomp.train.lm --config configs/lm24.json
+    python -m neucomp.train lm --config configs/lm24.json
 
-1. Codes: 5 s crops of the training corpus are encoded once by the codec (all 32
-   codebooks; the first K of those are the codes at K codebooks) and cached in the run
-   folder under the codec's hash, so retraining after a codec change is this same command.
-   Files are split by a hash of their path: every 20th file is held out for validation.
+1. Codes (neucomp.train.lmcodes): 5 s crops of the training corpus are encoded once by
+   the codec (all 32 codebooks; the first K of those are the codes at K codebooks) and
+   cached in the run folder under the codec's hash, so retraining after a codec change is
+   this same command. Files are split by a hash of their path: every 20th file is held
+   out for validation.
 2. Float training on CPU with random K per batch (from the codec's bandwidths), resumable
    from `<run_dir>/ckpt.pt`.
 3. Conversion to the integer LM, bits per code of both models per K on the held-out
@@ -15,20 +16,20 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import math
 import time
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
-from neucomp.coding.range import save_lm
-from neucomp.nn.intlm import code_bits, quantize_lm
+from neucomp.audio.writers import atomic_write
+from neucomp.coding.intlm import code_bits
 from neucomp.nn.lm import CodesLM, LMConfig, bits_per_code
-from neucomp.train.corpus import load_manifest, sampling_weights
+from neucomp.registry import save_lm
+from neucomp.train.common import lr_schedule, warm_start
+from neucomp.train.lmcodes import cached_codes, deveval_codes, load_codec, log
+from neucomp.train.quantize import quantize_lm
 
 DEFAULTS = {
     "codec": None,  # model name or path (None: the default 24 kHz model)
@@ -60,118 +61,8 @@ DEFAULTS = {
 }
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-# ---------------------------------------------------------------------------------------
-# 1. codes
-
-
-def _read_crop(path: Path, length: int, rng: np.random.Generator) -> np.ndarray:
-    """Mono crop of `length` samples at a random offset (zero-padded if the file is short)."""
-    with sf.SoundFile(str(path)) as f:
-        if f.frames > length:
-            f.seek(int(rng.integers(0, f.frames - length + 1)))
-        audio = f.read(min(length, f.frames), dtype="float32", always_2d=True).mean(1)
-    out = np.zeros(length, dtype=np.float32)
-    out[: audio.shape[0]] = audio
-    rms_db = 10 * np.log10(np.mean(out.astype(np.float64) ** 2) + 1e-12)
-    if rms_db > -60:  # random loudness, as real inputs have
-        out *= 10 ** ((rng.uniform(-30.0, -16.0) - rms_db) / 20)
-    return np.clip(out, -0.99, 0.99)
-
-
-def _is_val(rel_path: str) -> bool:
-    return hashlib.sha256(rel_path.encode()).digest()[0] % 20 == 0
-
-
-def extract_codes(codec, cfg: dict, val: bool, n: int, seed: int) -> np.ndarray:
-    """[n, n_codebooks, frames] int16 codes of random corpus crops (train or held-out files)."""
-    entries = load_manifest(cfg["corpus"])
-    weights = np.asarray(sampling_weights(entries), dtype=np.float64)
-    keep = np.array([_is_val(e.path) == val for e in entries])
-    if not keep.any():
-        raise SystemExit(f"no {'validation' if val else 'training'} files in {cfg['corpus']}")
-    probs = np.where(keep, weights, 0.0)
-    probs /= probs.sum()
-    rng = np.random.default_rng(seed)
-    length = int(round(cfg["crop_s"] * codec.config.sample_rate))
-    n_q = codec.config.n_codebooks
-    out = []
-    for start in range(0, n, 8):
-        idx = rng.choice(len(entries), size=min(8, n - start), p=probs)
-        wav = np.stack([_read_crop(entries[i].full_path, length, rng) for i in idx])
-        with torch.inference_mode():
-            out.append(codec.encode(torch.from_numpy(wav)[:, None], n_q).to(torch.int16).numpy())
-        if start % 400 == 0:
-            log(f"  {'val' if val else 'train'} codes: {start}/{n}")
-    return np.concatenate(out)
-
-
-def load_codec(cfg: dict, standin: bool):
-    """The codec whose codes the LM learns (or a seeded random-init stand-in for testing)."""
-    from neucomp.model import Codec, CodecConfig, load_model
-
-    if not standin:
-        return load_model(cfg["codec"])
-    torch.manual_seed(1234)
-    codec = Codec(CodecConfig()).eval()
-    codec.weights_hash = "standin-" + hashlib.sha256(b"random-init seed 1234").hexdigest()[:16]
-    return codec
-
-
-def cached_codes(codec, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Train and validation codes, extracted once per codec hash and cached in run_dir."""
-    run = Path(cfg["run_dir"])
-    run.mkdir(parents=True, exist_ok=True)
-    path = run / f"codes_{codec.weights_hash[:16]}_{cfg['train_crops']}_{cfg['val_crops']}.npz"
-    if path.is_file():
-        with np.load(path) as npz:
-            return npz["train"], npz["val"]
-    log(f"extracting codes with codec {codec.weights_hash[:12]} → {path}")
-    train = extract_codes(codec, cfg, False, cfg["train_crops"], cfg["seed"])
-    val = extract_codes(codec, cfg, True, cfg["val_crops"], cfg["seed"] + 1)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, train=train, val=val)
-    tmp.replace(path)
-    return train, val
-
-
-def deveval_codes(codec, cfg: dict) -> list[np.ndarray]:
-    """Codes [32, F] of every dev-eval clip (whole, mono, at the codec's rate), cached."""
-    manifest = Path(cfg["deveval"])
-    if not manifest.is_file():
-        return []
-    path = Path(cfg["run_dir"]) / f"deveval_{codec.weights_hash[:16]}.npz"
-    if path.is_file():
-        with np.load(path) as npz:
-            return np.split(npz["codes"], npz["ends"][:-1], axis=1)
-    from neucomp.datasets import read_tsv
-    from neucomp.eval.runner import load_reference  # how `neucomp eval` feeds the codec
-
-    clips = []
-    for row in read_tsv(manifest):
-        mono = load_reference(manifest.parent / row["file"], codec.config.sample_rate)
-        wav = torch.from_numpy(mono)[None, None]
-        with torch.inference_mode():
-            clips.append(codec.encode(wav, codec.config.n_codebooks)[0].to(torch.int16).numpy())
-    ends = np.cumsum([c.shape[1] for c in clips])
-    np.savez(path, codes=np.concatenate(clips, axis=1), ends=ends)
-    log(f"dev-eval: {len(clips)} clips, {ends[-1] / codec.config.frame_rate:.0f} s")
-    return clips
-
-
 # ---------------------------------------------------------------------------------------
 # 2. float training
-
-
-def lr_at(step: int, cfg: dict) -> float:
-    """Linear warmup, then cosine decay to 10 %."""
-    if step < cfg["warmup"]:
-        return cfg["lr"] * (step + 1) / cfg["warmup"]
-    progress = (step - cfg["warmup"]) / max(1, cfg["steps"] - cfg["warmup"])
-    return cfg["lr"] * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 def train(model: CodesLM, codes: np.ndarray, cfg: dict, run: Path, codec_hash: str) -> int:
@@ -198,7 +89,8 @@ def train(model: CodesLM, codes: np.ndarray, cfg: dict, run: Path, codec_hash: s
         else:
             log("checkpoint is for another codec or model shape: starting over")
     if step == 0 and cfg.get("init_from"):
-        warm_start(model, Path(cfg["init_from"]))
+        fresh = warm_start(model, Path(cfg["init_from"]))
+        log(f"warm start from {cfg['init_from']}" + (f"; fresh: {fresh}" if fresh else ""))
     data = torch.from_numpy(codes.astype(np.int64))
     model.train()
     t0, window = time.time(), []
@@ -206,7 +98,13 @@ def train(model: CodesLM, codes: np.ndarray, cfg: dict, run: Path, codec_hash: s
         k = int(rng.choice(cfg["k_choices"]))
         batch = data[rng.integers(0, len(data), cfg["batch"]), :k]
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr_schedule(
+                step,
+                cfg["lr"],
+                warmup=cfg["warmup"],
+                decay_start=cfg["warmup"],
+                decay_steps=max(1, cfg["steps"] - cfg["warmup"]),
+            )
         heads = torch.from_numpy(np.sort(rng.permutation(k)[: cfg["max_heads"]]))
         loss = bits_per_code(model(batch, heads=heads), batch[:, heads])
         opt.zero_grad(set_to_none=True)
@@ -230,19 +128,9 @@ def train(model: CodesLM, codes: np.ndarray, cfg: dict, run: Path, codec_hash: s
                 "codec_hash": codec_hash,
                 "model_config": model.config.to_dict(),
             }
-            torch.save(state, run / "ckpt.tmp")
-            (run / "ckpt.tmp").replace(ckpt_path)
+            with atomic_write(ckpt_path) as fp:
+                torch.save(state, fp)
     return step
-
-
-def warm_start(model: CodesLM, path: Path) -> None:
-    """Copy every tensor of the float checkpoint at `path` whose name and shape match."""
-    state = torch.load(path, weights_only=True)["model"]
-    own = model.state_dict()
-    taken = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    model.load_state_dict(taken, strict=False)
-    fresh = sorted(set(own) - set(taken))
-    log(f"warm start from {path}: {len(taken)} tensors" + (f"; fresh: {fresh}" if fresh else ""))
 
 
 # ---------------------------------------------------------------------------------------
@@ -316,7 +204,7 @@ def write_card(path: Path, card: dict) -> None:
 def bench(cfg: dict, k: int = 8, frames: int = 750) -> None:
     """Encode/decode speed of a random-weight LM of the configured size, one thread."""
     from neucomp.coding.range import LMCoder
-    from neucomp.nn.intlm import random_lm
+    from neucomp.train.quantize import random_lm
 
     torch.set_num_threads(1)
     coder = LMCoder(random_lm(LMConfig(**cfg["model"]), spread=0.02), "bench", b"\0" * 32)
@@ -332,8 +220,8 @@ def bench(cfg: dict, k: int = 8, frames: int = 750) -> None:
         )
         return out
 
-    payload = timed("encode", lambda: coder.encode_chunk(codes))
-    decoded = timed("decode", lambda: coder.decode_chunk(payload, k, frames))
+    payload = timed("encode", lambda: coder.encode(codes))
+    decoded = timed("decode", lambda: coder.decode(payload, k, frames))
     assert np.array_equal(decoded, codes)
 
 
@@ -382,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
     bits = evaluate(model, lm, val_codes, eval_k)
     dev_bits = deveval_bits(lm, deveval_codes(codec, cfg), eval_k)
 
-    from neucomp.model import models_dir
+    from neucomp.registry import models_dir
 
     out = Path(cfg["out"]) if cfg["out"] else models_dir() / f"{codec.config.name}.lm"
     hours = train_codes.shape[0] * cfg["crop_s"] / 3600

@@ -23,10 +23,13 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from neucomp.model import Codec, CodecConfig, save_model
-from neucomp.nn.discriminator import CombinedDiscriminator
+from neucomp.audio.writers import atomic_write
+from neucomp.model import Codec, CodecConfig
+from neucomp.registry import save_model
 from neucomp.train.balancer import Balancer
+from neucomp.train.common import lr_schedule, warm_start
 from neucomp.train.dataset import AugmentConfig, CropSampler
+from neucomp.train.discriminator import CombinedDiscriminator
 from neucomp.train.losses import (
     ComplexSTFTLoss,
     feature_matching_loss,
@@ -104,11 +107,13 @@ class TrainConfig:
 def learning_rate(cfg: TrainConfig, step: int) -> float:
     """The learning rate of step `step`: a pure function of the step, so a resumed run
     replays it exactly."""
-    if cfg.lr_decay_steps <= 0 or step < cfg.lr_decay_start:
-        return cfg.lr
-    progress = min(1.0, (step - cfg.lr_decay_start) / cfg.lr_decay_steps)
-    ratio = cfg.lr_final_ratio + (1 - cfg.lr_final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    return cfg.lr * ratio
+    return lr_schedule(
+        step,
+        cfg.lr,
+        decay_start=cfg.lr_decay_start,
+        decay_steps=cfg.lr_decay_steps,
+        final_ratio=cfg.lr_final_ratio,
+    )
 
 
 def _world() -> tuple[int, int]:
@@ -204,9 +209,8 @@ class Trainer:
     def save_checkpoint(self) -> None:
         # Every rank saves: each has its own data RNG. Atomic, so a kill never corrupts it.
         path = self._ckpt_path()
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        with atomic_write(path) as fp:
+            torch.save(self.state_dict(), fp)
         if self.rank == 0 and self.cfg.keep_every and self.step % self.cfg.keep_every == 0:
             keep = self.run_dir / f"step_{self.step:07d}.pt"
             if not keep.exists():
@@ -435,36 +439,6 @@ class Trainer:
         self.save_checkpoint()
         if is_main:
             print(f"stopped at step {self.step}; checkpoint {self._ckpt_path()}", flush=True)
-
-
-def warm_start(model: Codec, model_file: str | Path) -> None:
-    """Load a shipped inference model (fp16, weight norm folded) into a training model.
-
-    Assigning a weight to a weight-normed conv splits it back into norm and direction.
-    Codebooks are taken as they are, each entry given equal usage; the optimisers and
-    the discriminator start afresh, so this is a warm start, not an exact resume.
-    """
-    from torch.nn.utils import parametrize
-
-    from neucomp.model import load_model
-
-    source = load_model(model_file).state_dict()
-    with torch.no_grad():
-        for name, module in model.named_modules():
-            prefix = f"{name}." if name else ""
-            if parametrize.is_parametrized(module, "weight"):
-                module.weight = source[prefix + "weight"].to(module.weight)
-            for pname, param in module.named_parameters(recurse=False):
-                if prefix + pname in source:
-                    param.copy_(source[prefix + pname])
-        for layer in model.quantizer.layers:
-            layer.cluster_size.fill_(1.0)
-            layer.initialized.fill_(True)
-        for key, value in source.items():
-            if key.endswith(".embed"):
-                buf = model.get_buffer(key)
-                buf.copy_(value)
-                model.get_buffer(key.replace(".embed", ".embed_sum")).copy_(value)
 
 
 def _format_row(row: dict) -> str:

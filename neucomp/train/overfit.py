@@ -19,12 +19,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from neucomp.audio import load_reference
 from neucomp.eval import metrics
-from neucomp.eval.runner import load_reference
-from neucomp.model import Codec, CodecConfig, load_model
+from neucomp.model import Codec, CodecConfig
 from neucomp.nn.framedecoder import FrameDecoder, FrameDecoderConfig
+from neucomp.registry import load_model
 from neucomp.train.balancer import Balancer
-from neucomp.train.loop import warm_start
+from neucomp.train.common import warm_start
 from neucomp.train.losses import make_mel_loss
 
 
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    source = load_model(args.init) if args.init else None
+    source = load_model(args.init, cached=False) if args.init else None
     config = source.config if source is not None else CodecConfig()
     model = Codec(config)
     if args.init:

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
 import torch
 
+from neucomp.audio.signal import resample, to_model_channels
+from neucomp.audio.writers import atomic_write
 from neucomp.eval import metrics
 from neucomp.model import Codec, CodecConfig
 
@@ -40,14 +41,10 @@ class Validator:
         for path in files:
             audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
             audio = audio[: int(max_seconds * sr)]
-            if config.channels == 1:
-                audio = audio.mean(axis=1, keepdims=True)
-            elif audio.shape[1] == 1:
-                audio = np.repeat(audio, config.channels, axis=1)
-            if sr != config.sample_rate:
-                audio = soxr.resample(audio, sr, config.sample_rate)
+            audio = to_model_channels(np.ascontiguousarray(audio.T), config.channels)
+            audio = resample(audio, sr, config.sample_rate)
             category = path.parent.name
-            self.clips.append((category, torch.from_numpy(np.ascontiguousarray(audio.T))[None]))
+            self.clips.append((category, torch.from_numpy(np.ascontiguousarray(audio))[None]))
         # Checked once: a missing package drops its columns without a word.
         self.speech_metrics = [m for m in ("pesq", "stoi") if metrics.missing_for(m) is None]
 
@@ -131,9 +128,7 @@ def append_row(path: Path, row: dict) -> None:
         with path.open(newline="") as f:
             rows = list(csv.DictReader(f))
     columns += missing
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_write(path, text=True) as f:
         writer = csv.DictWriter(f, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows([*rows, row])
-    tmp.replace(path)

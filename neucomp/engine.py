@@ -2,8 +2,12 @@
 
 Compress: input blocks → model channels → model rate (streaming soxr) → every 750
 frames' worth (10 s at 24 kHz) levelled to one loudness (neucomp.level) → streaming
-encoder → one container chunk with its gain, coded plainly (10-bit packing) or with the
-LM range coder → totals in the end record.
+encoder → one container chunk with its gain, its codes turned into a payload by the
+coder it is handed → totals in the end record.
+
+The engine is handed everything it works with (the model, the number of codebooks, a
+:class:`~neucomp.coding.base.ChunkCoder`, an open container reader): it never looks a
+model or a coder up, and never validates options (that is done once, in neucomp.api).
 
 Decompress: container chunks → codes → streaming decoder → each chunk's gain divided out
 → trimmed to the model-rate length → original rate (streaming soxr) → original channel
@@ -15,7 +19,6 @@ of the stream, so the last few samples at each stage are held back until then
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, Protocol
@@ -25,14 +28,13 @@ import numpy as np
 from neucomp import audio as A
 from neucomp.errors import CorruptDataError, FormatError, InputError
 from neucomp.level import Leveller, Unleveller
-from neucomp.loader import hash_bytes, lm_coder, model_for
 
 if TYPE_CHECKING:
-    from neucomp.container import Header
+    from neucomp.coding.base import ChunkCoder
+    from neucomp.container import EcdcReader, Header
     from neucomp.model import Codec
 
 CHUNK_FRAMES = 750  # frames per container chunk: 10 s at 24 kHz / hop 320
-DEFAULT_BANDWIDTH = 6.0
 # Frames per decoder call: the decoder's full-rate activations for a whole 10 s chunk
 # would take hundreds of MB with the full-width model; 2 s pieces keep memory small
 # (streaming makes the result independent of the split).
@@ -100,24 +102,22 @@ def compress_stream(
     reader: A.AudioReader,
     out: BinaryIO,
     model: Codec,
-    bandwidth: float = DEFAULT_BANDWIDTH,
-    lm: bool = False,
+    n_q: int,
+    coder: ChunkCoder,
 ) -> Result:
-    """Encode everything ``reader`` yields into ``out`` (which need not be seekable)."""
+    """Encode everything ``reader`` yields into ``out`` (which need not be seekable) with
+    ``n_q`` codebooks, each chunk's codes made a payload by ``coder``."""
     import torch
 
-    from neucomp.coding.packing import pack_codes
-    from neucomp.container import Coder, EcdcWriter, Header, Trailer
+    from neucomp.container import EcdcWriter, Header, Trailer
 
     cfg = model.config
-    n_q = cfg.n_codebooks_for(bandwidth)
     A.check_format(reader.name, reader.info.sample_rate, reader.info.channels)
-    coder = lm_coder(model) if lm else None
     header = Header(
         model_name=cfg.name,
         model_hash=bytes.fromhex(model.weights_hash),
-        coder=Coder.LM if coder else Coder.PLAIN,
-        lm_hash=hash_bytes(coder.hash) if coder else bytes(32),
+        coder=coder.coder_id,
+        lm_hash=coder.hash,
         model_sample_rate=cfg.sample_rate,
         model_channels=cfg.channels,
         hop_length=cfg.hop_length,
@@ -130,7 +130,6 @@ def compress_stream(
     encoder = model.stream_encoder(n_q)
     guard = _FiniteGuard()
     leveller = Leveller(cfg.channels, CHUNK_FRAMES * cfg.hop_length, cfg.sample_rate)
-    code = coder.encode_chunk if coder else pack_codes
     model_samples = original_samples = 0
 
     def encode(x: np.ndarray) -> list[np.ndarray]:
@@ -146,7 +145,7 @@ def compress_stream(
     def write(parts: list[np.ndarray], gain_db: int) -> None:
         codes = np.concatenate(parts, axis=1) if parts else np.zeros((n_q, 0), np.int64)
         if codes.shape[1]:
-            writer.write_chunk(codes.shape[1], code(codes), gain_db)
+            writer.write_chunk(codes.shape[1], coder.encode(codes), gain_db)
 
     with torch.inference_mode():
         blocks = (b for b in reader.blocks() if b.shape[1])
@@ -215,25 +214,18 @@ class _HeldTail:
 
 
 def decompress_stream(
-    fp: BinaryIO,
+    reader: EcdcReader,
+    model: Codec,
+    coder: ChunkCoder,
     open_sink: Callable[[Header], AudioSink],
     *,
     salvage: bool = False,
-    model: Codec | str | os.PathLike | None = None,
 ) -> Result:
-    """Decode a .ecdc stream; ``open_sink(header)`` gives where the audio blocks go.
-
-    ``model`` overrides the installed model named in the header (its hash must match).
-    """
-    from neucomp.coding.packing import unpack_codes
-    from neucomp.container import Coder, EcdcReader
-
-    reader = EcdcReader(fp)  # a bad header fails here, before torch is even imported
-    h = reader.header
-    model = model_for(h, model)
+    """Decode the chunks of an open .ecdc stream (its header read and matched to
+    ``model`` and ``coder`` already); ``open_sink(header)`` gives where the audio goes."""
     import torch
 
-    coder = lm_coder(model, h.lm_hash) if h.coder == Coder.LM else None
+    h = reader.header
     hop, k = h.hop_length, h.num_codebooks
     resampler = A.Resampler(h.model_sample_rate, h.original_sample_rate, h.model_channels)
     model_tail = _HeldTail(hop, h.model_channels)
@@ -261,7 +253,7 @@ def decompress_stream(
                 decoder = model.stream_decoder()
                 continue
             unleveller.add_chunk(chunk.num_frames * hop, chunk.gain_db)
-            codes = torch.from_numpy(_decode_payload(chunk, coder, k, unpack_codes))
+            codes = torch.from_numpy(_decode_payload(chunk, coder, k))
             for start in range(0, codes.shape[1], DECODE_FRAMES):
                 part = codes[None, :, start : start + DECODE_FRAMES]
                 emit(decoded(decoder.push(part)))
@@ -283,12 +275,9 @@ def decompress_stream(
     )
 
 
-def _decode_payload(chunk, coder, k: int, unpack_codes) -> np.ndarray:
-    if coder is not None:
-        try:
-            codes = np.asarray(coder.decode_chunk(chunk.payload, k, chunk.num_frames))
-        except CorruptDataError as err:
-            raise CorruptDataError(f"chunk {chunk.index}: {err}: the file is damaged") from None
-    else:
-        codes = unpack_codes(chunk.payload, k, chunk.num_frames)
+def _decode_payload(chunk, coder: ChunkCoder, k: int) -> np.ndarray:
+    try:
+        codes = np.asarray(coder.decode(chunk.payload, k, chunk.num_frames))
+    except CorruptDataError as err:
+        raise CorruptDataError(f"chunk {chunk.index}: {err}: the file is damaged") from None
     return codes.astype(np.int64, copy=False)

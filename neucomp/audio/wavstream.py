@@ -1,7 +1,7 @@
 """A RIFF/WAVE (or RF64) input read front to back from a pipe, without seeking.
 
 libsndfile cannot read a pipe, and writers that cannot seek back (ffmpeg to a pipe,
-RF64) leave placeholder sizes in the header, so :func:`neucomp.audio.open_audio` hands
+RF64) leave placeholder sizes in the header, so :func:`neucomp.audio.readers.open_audio` hands
 such streams (and WAV files whose header says 0 frames) to :class:`WavStreamReader`.
 PCM (8/16/24/32 bit) and float (32/64 bit), plain or WAVE_FORMAT_EXTENSIBLE, are
 decoded here to float32 ``[C, n]`` blocks.
@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from neucomp.audio import BLOCK_FRAMES, AudioInfo, AudioReader
+from neucomp.audio.base import BLOCK_FRAMES, AudioInfo, AudioReader
 from neucomp.errors import InputError
 
 # WAVE_FORMAT_* tags we decode ourselves; EXTENSIBLE carries the real tag in its GUID.

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from neucomp.nn.lm import CodesLM, LMConfig
 from neucomp.train import lm as train_lm
+from neucomp.train.common import warm_start
 
 TINY = LMConfig(dim=32, layers=1, heads=2, ff=64, window=16, max_codebooks=4, card=16)
 
@@ -69,7 +71,7 @@ def test_warm_start_copies_matching_tensors_only(tmp_path: Path) -> None:
     wider = LMConfig(**{**TINY.to_dict(), "max_codebooks": 6})  # embeddings and heads grow
     target = CodesLM(wider)
     fresh_emb = target.emb.weight.detach().clone()
-    train_lm.warm_start(target, tmp_path / "ckpt.pt")
+    warm_start(target, tmp_path / "ckpt.pt")
     assert torch.equal(target.blocks[0].qkv.weight, source.blocks[0].qkv.weight)
     assert torch.equal(target.start, source.start)
     assert torch.equal(target.emb.weight, fresh_emb)  # shape changed: left as initialised
@@ -82,9 +84,19 @@ def test_intra_model_warm_started_from_a_plain_one_starts_equal(tmp_path: Path) 
             p.add_(0.1 * torch.randn(p.shape))
     torch.save({"model": source.state_dict()}, tmp_path / "ckpt.pt")
     intra = CodesLM(LMConfig(**{**TINY.to_dict(), "intra": True}))
-    train_lm.warm_start(intra, tmp_path / "ckpt.pt")
+    warm_start(intra, tmp_path / "ckpt.pt")
     codes = torch.from_numpy(_codes()[:2].astype(np.int64))
     with torch.no_grad():  # intra_proj is fresh, i.e. zero: the same predictions
         assert torch.equal(intra.eval()(codes), source.eval()(codes))
     train_lm.train(intra, _codes(), _cfg(tmp_path / "run", 2), tmp_path / "run", "h")
     assert intra.intra_proj.weight.abs().sum() > 0  # and training moves it
+
+
+def test_lm_schedule_warms_up_then_cools_down_to_a_tenth() -> None:
+    from neucomp.train.common import lr_schedule
+
+    lm = {"warmup": 10, "decay_start": 10, "decay_steps": 90}  # what train() asks for
+    assert lr_schedule(0, 1.0, **lm) == pytest.approx(0.1)  # linear warm-up
+    assert lr_schedule(9, 1.0, **lm) == lr_schedule(10, 1.0, **lm) == 1.0
+    assert lr_schedule(55, 1.0, **lm) == pytest.approx(0.55)  # half way down the cosine
+    assert lr_schedule(100, 1.0, **lm) == lr_schedule(10**6, 1.0, **lm) == pytest.approx(0.1)

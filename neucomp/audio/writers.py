@@ -1,4 +1,5 @@
-"""Outputs: the audio formats we write, the block writer, and atomic files / stdout.
+"""Audio out: the formats we write, the block writer, output checks, and the one atomic
+write (files and stdout).
 
 A failed or interrupted run never leaves a partial output: :func:`atomic_output` writes
 to a temp file that only becomes the target when everything succeeded.
@@ -8,18 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import io
 import os
 import shutil
 import stat
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-from neucomp.audio import AUDIO_EXTENSIONS, STDIO
+from neucomp.audio.base import AUDIO_EXTENSIONS, STDIO
 from neucomp.errors import OutputError, UsageError
 from neucomp.signals import writing
 
@@ -214,6 +216,30 @@ def atomic_output(
             shutil.copyfileobj(spool, out, 1 << 20)
             out.flush()
         return
+
+    def refuse_if_appeared() -> None:  # another job wrote it while we worked
+        if Path(target).exists() and not force:
+            raise OutputError(f"'{target}' already exists (use -f to overwrite)")
+
+    with atomic_write(target, before_replace=refuse_if_appeared) as fp:
+        yield fp
+
+
+@contextlib.contextmanager
+def atomic_write(
+    target: str | os.PathLike,
+    before_replace: Callable[[], None] | None = None,
+    *,
+    text: bool = False,
+) -> Iterator[BinaryIO]:
+    """A binary file that becomes ``target`` only if the block succeeds: the one
+    temp-file-then-rename of neucomp (outputs, model and LM files, checkpoints, tables).
+
+    The temp file (``.NAME.PID.XXXXXXXX.part``) sits beside ``target``, so the final
+    ``os.replace`` is atomic; it gets the mode a plain write would give and is deleted
+    on any error, Ctrl-C or SIGTERM. ``before_replace`` runs just before the rename.
+    With ``text``, the block gets a UTF-8 text file (newlines as written, for csv).
+    """
     path = Path(target)
     remove_stale_parts(path)
     fd, tmp = tempfile.mkstemp(
@@ -223,12 +249,29 @@ def atomic_output(
         try:
             os.fchmod(fd, _output_mode(path))
             with os.fdopen(fd, "w+b") as fp:
-                yield fp
+                if text:
+                    wrapper = io.TextIOWrapper(fp, encoding="utf-8", newline="")
+                    yield wrapper
+                    wrapper.flush()
+                    wrapper.detach()
+                else:
+                    yield fp
                 fp.flush()
-            if path.exists() and not force:  # appeared while we worked (another job)
-                raise OutputError(f"'{target}' already exists (use -f to overwrite)")
+            if before_replace is not None:
+                before_replace()
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+
+def write_audio(path: str | os.PathLike, audio: np.ndarray, rate: int, **sf_args) -> None:
+    """Write ``[C, T]`` float audio (clipped to [-1, 1]) to ``path`` with soundfile
+    (``format=…, subtype=…``), atomically: encoded in memory, then one atomic write."""
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(audio.T, -1.0, 1.0), rate, **sf_args)
+    with atomic_write(path) as fp:
+        fp.write(buf.getvalue())

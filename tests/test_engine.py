@@ -1,4 +1,4 @@
-"""neucomp.codec and the Python API: exact round trips, sizes, chunking, model checks."""
+"""neucomp.engine and the Python API: exact round trips, sizes, chunking, model checks."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from conftest import build_model_file, make_audio, reseal
 
 import neucomp
 from neucomp import audio as A
-from neucomp import codec, level
-from neucomp.coding.packing import unpack_codes
+from neucomp import engine, level
+from neucomp.coding.packing import PlainCoder, unpack_codes
 from neucomp.container import CHUNK_OVERHEAD, END_RECORD_SIZE, EcdcReader
 from neucomp.errors import CorruptDataError, InputError, ModelError, UsageError
 
@@ -105,7 +105,8 @@ def test_long_input_is_split_into_chunks_and_streamed(tiny_model):
                 seen_sizes.append(out.tell())
                 yield block
 
-    result = codec.compress_stream(Watch(x, rate), out, tiny_model, 1.5)
+    n_q = tiny_model.config.n_codebooks_for(1.5)
+    result = engine.compress_stream(Watch(x, rate), out, tiny_model, n_q, PlainCoder())
     chunks = [c.num_frames for c in EcdcReader(io.BytesIO(out.getvalue())).iter_chunks()]
     assert chunks == [750, 750, 375]
     assert result.chunks == 3 and result.samples == x.shape[1]
@@ -252,7 +253,8 @@ def test_stereo_model_channel_rule(tmp_path):
 
     from conftest import tiny_config
 
-    from neucomp.model import Codec, save_model
+    from neucomp.model import Codec
+    from neucomp.registry import save_model
 
     cfg = tiny_config("stereo_test")
     cfg = dataclasses.replace(cfg, seanet=dataclasses.replace(cfg.seanet, channels=2))
@@ -284,11 +286,11 @@ def test_lm_coder_round_trip(tiny_model, tiny_lm):
 @pytest.fixture
 def frame_model(tmp_path, monkeypatch):
     """A tiny model with the frame decoder (2 frames of look-ahead), as the default."""
-    from neucomp import loader
+    from neucomp import registry
 
     build_model_file(tmp_path, decoder="frame")
     monkeypatch.setenv("NEUCOMP_MODEL_DIR", str(tmp_path))
-    return loader.load_model()
+    return registry.load_model()
 
 
 @pytest.mark.parametrize("frames", [1, 321, 2 * RATE + 100, 25 * RATE + 7])

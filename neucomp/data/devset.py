@@ -10,34 +10,21 @@ file names and the same audio.
 
 from __future__ import annotations
 
-import argparse
 import re
 import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from neucomp import datasets as ds
+from neucomp.data import sources as ds
+from neucomp.data.packages import DEV_PACKAGES, QUOTAS
 
 MIN_S, MAX_S, GAP_S = 5.0, 10.0, 0.2
 PEAK = 0.9  # −0.9 dBFS: room for inter-sample peaks and codec overshoot
 MIN_RATE = 16000
 
-#: Clips per (category, package): about 20 speech, 15 music, 10 sfx.
-QUOTAS: dict[str, dict[str, int]] = {
-    "speech": {"fillets-ng-data": 8, "qabcs-data": 12},
-    "music": {"hyperrogue-music": 15},
-    "sfx": {
-        "qabcs-data": 3,
-        "hyperrogue-music": 3,
-        "oxygen-sounds": 2,
-        "sound-theme-freedesktop": 2,
-    },
-}
-DEV_PACKAGES = sorted({p for quota in QUOTAS.values() for p in quota})
 FILLETS_NOT_VOICES = {"x", "klavir", "room"}
 
 
@@ -264,28 +251,3 @@ def build(out: Path, seed: int = 0, cache: Path | None = None) -> list[dict]:
     ds.write_tsv(out / "manifest.tsv", rows, list(rows[0]))
     shutil.rmtree(scratch, ignore_errors=True)
     return rows
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m neucomp.eval.devset", description=__doc__)
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build", help="fetch the dev-eval packages and write the clip set")
-    b.add_argument("--out", type=Path, default=Path("data/deveval"))
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--cache", type=Path, default=None, help="folder for .deb files")
-    args = parser.parse_args(argv)
-    try:
-        rows = build(args.out, args.seed, args.cache)
-    except ds.DataBuildError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    for cat in ("speech", "music", "sfx"):
-        sel = [r for r in rows if r["category"] == cat]
-        seconds = sum(float(r["duration_s"]) for r in sel)
-        print(f"{cat:7s} {len(sel):3d} clips {seconds / 60:5.1f} min")
-    print(f"manifest: {args.out / 'manifest.tsv'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from neucomp.coding.range import LM_FILE_VERSION, LMCoder, save_lm
+from neucomp.coding.intlm import code_bits
+from neucomp.coding.range import LMCoder
 from neucomp.errors import CorruptDataError, FormatError, ModelError
-from neucomp.nn.intlm import code_bits, random_lm
 from neucomp.nn.lm import LMConfig
+from neucomp.registry import LM_FILE_VERSION, read_lm, save_lm
+from neucomp.train.quantize import random_lm
 
 SMALL = LMConfig(dim=32, layers=2, heads=4, ff=64, window=16, max_codebooks=32)
 # Wide enough that BLAS takes its blocked, vectorised paths (they differ between ISAs).
@@ -40,7 +42,7 @@ def structured_codes(k: int, t: int, seed: int = 0) -> np.ndarray:
 def coder(tmp_path_factory, request) -> LMCoder:
     path = tmp_path_factory.mktemp("lm") / "small.lm"
     save_lm(random_lm(replace(SMALL, intra=request.param), seed=1), path, codec_hash="c0dec")
-    return LMCoder.load(path)
+    return read_lm(path)
 
 
 @pytest.fixture(scope="module", params=INTRA, ids=["plain", "intra"])
@@ -58,8 +60,8 @@ def test_round_trip_is_exact(coder, k, frames):
         np.random.default_rng(k * frames).integers(0, 1024, size=(k, frames)),
         structured_codes(k, frames, seed=frames),
     ):
-        payload = coder.encode_chunk(codes)
-        out = coder.decode_chunk(payload, k, frames)
+        payload = coder.encode(codes)
+        out = coder.decode(payload, k, frames)
         assert out.shape == (k, frames)
         np.testing.assert_array_equal(out, codes)
 
@@ -67,25 +69,25 @@ def test_round_trip_is_exact(coder, k, frames):
 def test_payload_size_matches_the_model_probabilities(coder):
     codes = structured_codes(8, 300, seed=5)
     ideal = code_bits(coder.lm.forward(torch.from_numpy(codes)), torch.from_numpy(codes)).item()
-    bits = 8 * len(coder.encode_chunk(codes))
+    bits = 8 * len(coder.encode(codes))
     assert ideal <= bits <= ideal * 1.001 + 64
 
 
 def test_empty_chunk_and_bad_shapes(coder):
-    assert coder.encode_chunk(np.zeros((4, 0), dtype=np.int64)) == b""
-    assert coder.decode_chunk(b"", 4, 0).shape == (4, 0)
+    assert coder.encode(np.zeros((4, 0), dtype=np.int64)) == b""
+    assert coder.decode(b"", 4, 0).shape == (4, 0)
     with pytest.raises(FormatError):
-        coder.decode_chunk(b"\0" * 8, 33, 10)
+        coder.decode(b"\0" * 8, 33, 10)
     with pytest.raises(FormatError):
-        coder.decode_chunk(b"\0" * 8, 0, 10)
+        coder.decode(b"\0" * 8, 0, 10)
     with pytest.raises(ValueError):
-        coder.encode_chunk(np.full((2, 3), 1024))
+        coder.encode(np.full((2, 3), 1024))
 
 
 def test_damaged_payloads_give_clean_errors_or_codes(coder):
     k, frames = 8, 200
     codes = structured_codes(k, frames, seed=9)
-    payload = coder.encode_chunk(codes)
+    payload = coder.encode(codes)
     rng = np.random.default_rng(0)
     damaged = [
         payload[:-4],
@@ -103,19 +105,19 @@ def test_damaged_payloads_give_clean_errors_or_codes(coder):
     start = time.monotonic()
     for bad in damaged:
         try:
-            out = coder.decode_chunk(bad, k, frames)
+            out = coder.decode(bad, k, frames)
         except CorruptDataError:
             continue
         assert out.shape == (k, frames)
         assert out.min() >= 0 and out.max() < 1024
     assert time.monotonic() - start < 60
     with pytest.raises(CorruptDataError):
-        coder.decode_chunk(payload[:-1], k, frames)
+        coder.decode(payload[:-1], k, frames)
 
 
 def test_only_the_exact_payload_of_some_codes_decodes(coder):
     k, frames = 8, 200
-    payload = coder.encode_chunk(structured_codes(k, frames, seed=3))
+    payload = coder.encode(structured_codes(k, frames, seed=3))
     for bad in (
         b"",
         bytes(len(payload)),  # all zero
@@ -123,7 +125,7 @@ def test_only_the_exact_payload_of_some_codes_decodes(coder):
         payload + bytes(4),  # a word too many
     ):
         with pytest.raises(CorruptDataError):
-            coder.decode_chunk(bad, k, frames)
+            coder.decode(bad, k, frames)
 
 
 def test_a_tiny_payload_cannot_buy_many_frames_of_work(coder, monkeypatch):
@@ -131,14 +133,14 @@ def test_a_tiny_payload_cannot_buy_many_frames_of_work(coder, monkeypatch):
     step = coder.lm.step
     monkeypatch.setattr(coder.lm, "step", lambda *a, **kw: steps.append(1) or step(*a, **kw))
     with pytest.raises(CorruptDataError, match="too short for the frames"):
-        coder.decode_chunk(bytes(8), 8, 1024)
+        coder.decode(bytes(8), 8, 1024)
     assert len(steps) < 10  # gave up after a few frames, not after 1024
 
 
 def test_load_checks_the_hash(tmp_path, coder):
     good = tmp_path / "good.lm"
     digest = save_lm(coder.lm, good, codec_hash="c0dec")
-    assert LMCoder.load(good).hash == digest and len(digest) == 32
+    assert read_lm(good).hash == digest and len(digest) == 32
     # same meta, one weight changed → the recorded hash no longer matches
     with np.load(good) as npz:
         arrays = {k: npz[k] for k in npz.files}
@@ -149,7 +151,7 @@ def test_load_checks_the_hash(tmp_path, coder):
     tampered = tmp_path / "tampered.lm"
     tampered.write_bytes(buf.getvalue())
     with pytest.raises(ModelError, match="damaged"):
-        LMCoder.load(tampered)
+        read_lm(tampered)
     # a different codec hash in the meta also breaks it
     meta = json.loads(arrays["__meta__"].tobytes())
     meta["codec_hash"] = "other"
@@ -160,13 +162,13 @@ def test_load_checks_the_hash(tmp_path, coder):
     np.savez(buf, **arrays)
     tampered.write_bytes(buf.getvalue())
     with pytest.raises(ModelError, match="damaged"):
-        LMCoder.load(tampered)
+        read_lm(tampered)
     for junk in (b"", b"not a zip", good.read_bytes()[:1000]):
         tampered.write_bytes(junk)
         with pytest.raises(ModelError):
-            LMCoder.load(tampered)
+            read_lm(tampered)
     with pytest.raises(ModelError, match="not found"):
-        LMCoder.load(tmp_path / "missing.lm")
+        read_lm(tmp_path / "missing.lm")
 
 
 def test_codec_mismatch_is_refused(coder):
@@ -181,18 +183,18 @@ def test_codec_mismatch_is_refused(coder):
 _WORKER = r"""
 import hashlib, os, sys, numpy as np, torch
 torch.set_num_threads(int(sys.argv[1]))
-from neucomp.coding.range import LMCoder
-from neucomp.nn import intlm
+from neucomp.coding import intlm
+from neucomp.registry import read_lm
 intlm.USE_INT_MM = intlm.USE_INT_MM and os.environ["LM_MATMUL"] == "int8"
-coder = LMCoder.load(sys.argv[2])
+coder = read_lm(sys.argv[2])
 codes = np.load(sys.argv[3])
 k, f = codes.shape
 if sys.argv[4] == "encode":
-    payload = coder.encode_chunk(codes)
+    payload = coder.encode(codes)
     open(sys.argv[5], "wb").write(payload)
 else:
     payload = open(sys.argv[5], "rb").read()
-    np.save(sys.argv[6], coder.decode_chunk(payload, k, f))
+    np.save(sys.argv[6], coder.decode(payload, k, f))
 state, h = coder.lm.start(k), hashlib.sha256()
 for t in range(f):
     prev = torch.from_numpy(codes[:, t - 1]) if t else None
@@ -250,7 +252,7 @@ def test_bit_exact_across_processes_threads_and_instruction_sets(tmp_path, wide_
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), codes)
     assert hash1 == hash2
     # and this process (its own default ISA, default threads) writes the same bytes
-    here = LMCoder.load(wide_path).encode_chunk(codes)
+    here = read_lm(wide_path).encode(codes)
     assert here == (tmp_path / "a.bin").read_bytes()
 
 
@@ -265,10 +267,10 @@ def test_worst_case_payload_stays_under_32_bits_per_code(intra):
         tables = coder.lm.step(state, prev, lambda i, table: int(table.argmin()))
         codes[:, t] = tables.argmin(-1).numpy()
         prev = torch.from_numpy(codes[:, t])
-    payload = coder.encode_chunk(codes)
+    payload = coder.encode(codes)
     assert 8 * len(payload) >= 23 * k * frames
     assert len(payload) <= 4 * k * frames + 8  # the bound a container reader may enforce
-    np.testing.assert_array_equal(coder.decode_chunk(payload, k, frames), codes)
+    np.testing.assert_array_equal(coder.decode(payload, k, frames), codes)
 
 
 def test_plain_lm_files_keep_their_format_and_intra_files_say_so(tmp_path):
@@ -283,7 +285,7 @@ def test_plain_lm_files_keep_their_format_and_intra_files_say_so(tmp_path):
             meta = json.loads(npz["__meta__"].tobytes())
         assert meta["version"] == (2 if intra else LM_FILE_VERSION)
         assert ("intra" in meta["config"]) == intra
-        assert LMCoder.load(paths[intra]).lm.config.intra == intra
+        assert read_lm(paths[intra]).lm.config.intra == intra
     with np.load(paths[True]) as npz:
         arrays = {k: npz[k] for k in npz.files}
     meta = json.loads(arrays["__meta__"].tobytes())
@@ -293,4 +295,4 @@ def test_plain_lm_files_keep_their_format_and_intra_files_say_so(tmp_path):
     np.savez(buf, **arrays)
     (tmp_path / "bad.lm").write_bytes(buf.getvalue())
     with pytest.raises(ModelError, match="intra"):
-        LMCoder.load(tmp_path / "bad.lm")
+        read_lm(tmp_path / "bad.lm")

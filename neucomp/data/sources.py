@@ -1,7 +1,7 @@
 """Shared plumbing for building audio sets from Debian packages.
 
-Both the training corpus (`neucomp.train.corpus`) and the dev-eval clip set
-(`neucomp.eval.devset`) fetch `.deb` files with apt, unpack them, decode whatever audio
+Both the training corpus (`neucomp.data.corpus`) and the dev-eval clip set
+(`neucomp.data.devset`) fetch `.deb` files with apt, unpack them, decode whatever audio
 format the package ships and measure it. This module holds those steps so that the two
 builders only differ in *which* files they pick and what they write.
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import os
 import shutil
 import subprocess
@@ -22,9 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+from neucomp.audio.base import AUDIO_EXTENSIONS
+from neucomp.audio.writers import atomic_write, write_audio
 from neucomp.errors import NeucompError
 
-AUDIO_EXTENSIONS = {".ogg", ".oga", ".opus", ".wav", ".flac", ".aif", ".aiff", ".mp3", ".g722"}
+# What counts as audio inside a package: neucomp's audio extensions plus two that only
+# package contents use (.oga Ogg, .g722 Asterisk prompts, decoded with ffmpeg).
+SOURCE_EXTENSIONS = frozenset({*AUDIO_EXTENSIONS, ".oga", ".g722"})
 ARCHIVE_EXTENSIONS = {".pk3", ".zip"}
 
 #: A file whose peak stays below this (−60 dBFS) counts as silent.
@@ -78,7 +81,7 @@ def expand_archives(root: Path) -> None:
         with zipfile.ZipFile(archive) as zf:
             for info in zf.infolist():
                 member = Path(info.filename)
-                if info.is_dir() or member.suffix.lower() not in AUDIO_EXTENSIONS:
+                if info.is_dir() or member.suffix.lower() not in SOURCE_EXTENSIONS:
                     continue
                 if member.is_absolute() or ".." in member.parts:
                     continue  # never write outside the scratch folder
@@ -93,7 +96,7 @@ def audio_files(root: Path) -> list[Path]:
     return sorted(
         p.relative_to(root)
         for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
+        if p.is_file() and p.suffix.lower() in SOURCE_EXTENSIONS
     )
 
 
@@ -233,37 +236,9 @@ def bandwidth_hz(mono: np.ndarray, rate: int, floor_db: float = 60.0) -> float:
 # --------------------------------------------------------------------------- writing
 
 
-def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    """Resample `[C, T]` float audio with soxr (high quality); a no-op at equal rates."""
-    if rate_in == rate_out:
-        return audio.astype(np.float32, copy=False)
-    import soxr
-
-    out = soxr.resample(np.ascontiguousarray(audio.T), rate_in, rate_out, quality="HQ")
-    return np.ascontiguousarray(np.atleast_2d(out.T if out.ndim == 2 else out[None, :]))
-
-
-def to_channels(audio: np.ndarray, channels: int) -> np.ndarray:
-    """Mix `[C, T]` down to mono, or copy mono to every channel; a no-op when C matches."""
-    if audio.shape[0] == channels:
-        return audio
-    if channels == 1:
-        return audio.mean(axis=0, keepdims=True)
-    if audio.shape[0] == 1:
-        return np.repeat(audio, channels, axis=0)
-    return to_channels(audio.mean(axis=0, keepdims=True), channels)
-
-
 def _write_audio_atomic(path: Path, audio: np.ndarray, rate: int, **sf_args) -> None:
-    """Encode `[C, T]` float audio (clipped to [-1, 1]) in memory, then replace `path`."""
-    import soundfile as sf
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(audio.T, -1.0, 1.0), rate, **sf_args)
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    write_audio(path, audio, rate, **sf_args)
 
 
 def write_flac(path: Path, audio: np.ndarray, rate: int) -> None:
@@ -290,16 +265,11 @@ def write_tsv(path: Path, rows: list[dict], columns: list[str]) -> None:
 
     Floats are written with three decimals; missing keys become empty cells."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as fp:
-            writer = csv.DictWriter(fp, columns, delimiter="\t", lineterminator="\n", restval="")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: _cell(row.get(k, "")) for k in columns})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path, text=True) as fp:
+        writer = csv.DictWriter(fp, columns, delimiter="\t", lineterminator="\n", restval="")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _cell(row.get(k, "")) for k in columns})
 
 
 def _cell(value: object) -> str:

@@ -1,10 +1,12 @@
-"""neucomp.audio, .wavstream, .output: reading every format (files and pipes), resampling,
+"""neucomp.audio (readers, wavstream, signal, writers): reading every format (files and
+pipes), resampling,
 channels, writing."""
 
 from __future__ import annotations
 
 import io
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +14,8 @@ import soundfile as sf
 from conftest import make_audio, pipe_wav_bytes, write_audio
 
 from neucomp import audio as A
+from neucomp.audio.writers import AudioWriter, atomic_output, output_format
 from neucomp.errors import InputError, OutputError, UsageError
-from neucomp.output import AudioWriter, atomic_output, output_format
 
 
 class Pipe(io.RawIOBase):
@@ -243,3 +245,35 @@ def test_atomic_output_refuses_existing_and_missing_folder(tmp_path):
         atomic_output(tmp_path / "no" / "x.wav"),
     ):
         pass
+
+
+def test_one_resample_for_mono_and_multichannel_signals() -> None:
+    x = make_audio(4800, 48000, channels=2)
+    y = A.resample(x, 48000, 24000)
+    assert y.shape == (2, 2400) and y.dtype == np.float32
+    np.testing.assert_array_equal(A.resample(x[0], 48000, 24000), y[0])  # [T] the same way
+    assert A.resample(x, 24000, 24000) is x
+    np.testing.assert_array_equal(A.to_mono(x), x.mean(axis=0))
+    mono = x[0]
+    assert A.to_mono(mono) is mono
+
+
+def test_load_reference_is_mono_at_the_asked_rate(tmp_path: Path) -> None:
+    x = make_audio(44100, 44100, channels=2)
+    write_audio(tmp_path / "a.wav", x, 44100)
+    ref = A.load_reference(tmp_path / "a.wav", 16000)
+    assert ref.dtype == np.float32 and ref.shape == (16000,)
+
+
+def test_atomic_write_leaves_the_file_or_nothing(tmp_path: Path) -> None:
+    from neucomp.audio.writers import atomic_write
+
+    target = tmp_path / "table.tsv"
+    with atomic_write(target, text=True) as f:
+        f.write("a\tb\n")
+    assert target.read_text() == "a\tb\n"
+    with pytest.raises(RuntimeError), atomic_write(target) as fp:
+        fp.write(b"half")
+        raise RuntimeError("interrupted")
+    assert target.read_text() == "a\tb\n"  # untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["table.tsv"]  # no temp file left

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from neucomp.nn import intlm
-from neucomp.nn.intlm import FREQ_BITS, IntLM, code_bits, quantize_lm, random_lm
+from neucomp.coding import intlm
+from neucomp.coding.intlm import FREQ_BITS, IntLM, code_bits
 from neucomp.nn.lm import CodesLM, LMConfig, bits_per_code
+from neucomp.train import quantize
+from neucomp.train.quantize import quantize_lm, random_lm
 
 TINY = LMConfig(dim=32, layers=2, heads=4, ff=64, window=6, max_codebooks=8)
 TINY_INTRA = LMConfig(dim=32, layers=2, heads=4, ff=64, window=6, max_codebooks=8, intra=True)
@@ -158,7 +160,7 @@ def test_int8_and_float32_matmul_paths_agree(monkeypatch, config):
 def test_multipliers_stay_below_their_bound_at_powers_of_two():
     for bits in (16, 31):
         for top in (1.0, 0.25, 3.0, 1 - 2.0**-40):
-            mult, shift = intlm._mult_shift(torch.tensor([top, top / 3]), bits)
+            mult, shift = quantize._mult_shift(torch.tensor([top, top / 3]), bits)
             assert mult.max() < 1 << bits and mult.max() >= 1 << (bits - 1)
             assert abs(mult[0] / 2.0**shift - top) <= 2.0 ** -(shift + 1)
 

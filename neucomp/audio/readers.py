@@ -1,20 +1,11 @@
-"""Audio in: open any input blockwise, resample, map channels.
+"""Audio in: open any input blockwise (a path, stdin, a stream, an array).
 
-Everything here works on float32 blocks shaped ``[channels, frames]`` so that long
-inputs never have to sit in memory whole. Files are read with soundfile (libsndfile:
-WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF, ...). A WAV arriving on a pipe is parsed by
-:mod:`neucomp.wavstream` instead, because ffmpeg and other tools write placeholder
+Everything here yields float32 blocks shaped ``[channels, frames]`` so that long inputs
+never have to sit in memory whole. Files are read with soundfile (libsndfile: WAV,
+FLAC, OGG/Vorbis/Opus, MP3, AIFF, ...). A WAV arriving on a pipe is parsed by
+:mod:`neucomp.audio.wavstream` instead, because ffmpeg and other tools write placeholder
 sizes (0 or 0xFFFFFFFF) when they cannot seek back, and libsndfile cannot read a pipe
-at all. Writing outputs lives in :mod:`neucomp.output`.
-
-Channel rule (see :func:`to_model_channels` / :func:`from_model_channels`):
-
-* mono model: every input is mixed down to the mean of its channels; on the way out the
-  mono signal is copied to every original channel;
-* stereo model: mono is duplicated to both sides, stereo passes through, more than two
-  channels are folded onto two (even-numbered channels → left, odd-numbered → right,
-  each side the mean of its channels); on the way out channel ``i`` gets side ``i % 2``
-  and a mono original gets the mean of both sides.
+at all.
 """
 
 from __future__ import annotations
@@ -25,77 +16,22 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
+from neucomp.audio.base import (
+    BLOCK_FRAMES,
+    STDIO,
+    AudioInfo,
+    AudioReader,
+    check_format,
+    display_name,
+)
+from neucomp.audio.signal import resample, to_mono
+from neucomp.audio.wavstream import Prefixed, WavStreamReader, read_exact
 from neucomp.errors import InputError
-
-BLOCK_FRAMES = 1 << 16  # frames per block read from an input (~1.4 s at 48 kHz)
-STDIO = "-"  # the command-line name for stdin / stdout
-
-# Extensions the batch mode treats as audio inputs.
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aif", ".aiff")
-
-
-@dataclass(frozen=True)
-class AudioInfo:
-    """What is known about an input before reading it."""
-
-    sample_rate: int
-    channels: int
-    frames: int | None  # None when the stream does not say (a WAV from a pipe)
-
-    @property
-    def duration(self) -> float | None:
-        return None if self.frames is None else self.frames / self.sample_rate
-
-
-def display_name(source: str | os.PathLike | BinaryIO, output: bool = False) -> str:
-    """How an input or output is named in messages."""
-    if isinstance(source, (str, os.PathLike)):
-        if str(source) == STDIO:
-            return "<stdout>" if output else "<stdin>"
-        return str(source)
-    name = getattr(source, "name", None)
-    return name if isinstance(name, str) else "<stream>"
-
-
-# --------------------------------------------------------------------------- reading
-
-
-class AudioReader:
-    """An open audio input; iterate :meth:`blocks` once to get ``[C, n]`` float32 blocks."""
-
-    name: str
-    info: AudioInfo
-
-    def blocks(self, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Release the underlying file."""
-
-    def __enter__(self) -> AudioReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def check_format(name: str, sample_rate: int, channels: int) -> None:
-    """InputError unless the rate and channel count are ones a .ecdc header can hold."""
-    from neucomp.container import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
-
-    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
-        raise InputError(
-            f"'{name}' has a sample rate of {sample_rate} Hz (supported: "
-            f"{MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz)"
-        )
-    if not 1 <= channels <= MAX_CHANNELS:
-        raise InputError(f"'{name}' has {channels} channels (supported: 1 to {MAX_CHANNELS})")
 
 
 def _integer_rate(sample_rate: object) -> int:
@@ -226,9 +162,6 @@ def open_audio(source: str | os.PathLike | BinaryIO, name: str | None = None) ->
     # A WAV whose header says "0 frames" may still hold samples (a pipe dump): parse it.
     if sf_file is not None:
         sf_file.close()
-    # neucomp.wavstream subclasses AudioReader, so it is imported here, not at the top.
-    from neucomp.wavstream import WavStreamReader
-
     fp.seek(0)
     try:
         return WavStreamReader(fp, name)
@@ -240,8 +173,6 @@ def open_audio(source: str | os.PathLike | BinaryIO, name: str | None = None) ->
 def _check_wav_complete(fp: BinaryIO, name: str, sf_file) -> None:
     """InputError if a WAV holds fewer frames than its header says (a cut-off file):
     libsndfile quietly reports only the frames that are there."""
-    from neucomp.wavstream import WavStreamReader
-
     position = fp.tell()
     fp.seek(0)
     try:
@@ -264,8 +195,6 @@ def _is_riff(head: bytes) -> bool:
 
 def _open_stream(fp: BinaryIO, name: str) -> AudioReader:
     """A non-seekable input: WAV is streamed; anything else is spooled to a temp file."""
-    from neucomp.wavstream import Prefixed, WavStreamReader, read_exact
-
     head = read_exact(fp, 12)
     if not head:
         raise InputError(f"'{name}' contains no audio samples (empty input)")
@@ -298,60 +227,8 @@ def read_audio(source: str | os.PathLike | BinaryIO) -> tuple[np.ndarray, int]:
     return np.concatenate(blocks, axis=1), info.sample_rate
 
 
-# ---------------------------------------------------------------- resampling, channels
-
-
-class Resampler:
-    """Streaming soxr resampler over ``[C, n]`` blocks; a no-op when the rates match."""
-
-    def __init__(self, in_rate: int, out_rate: int, channels: int) -> None:
-        self.channels = channels
-        self._stream = None
-        if in_rate != out_rate:
-            import soxr
-
-            self._stream = soxr.ResampleStream(
-                in_rate, out_rate, channels, dtype="float32", quality="HQ"
-            )
-
-    def push(self, block: np.ndarray, last: bool = False) -> np.ndarray:
-        if self._stream is None:
-            return block
-        out = self._stream.resample_chunk(np.ascontiguousarray(block.T), last=last)
-        return np.ascontiguousarray(out.T)
-
-    def flush(self) -> np.ndarray:
-        """The samples still held back by the filter; call once at the end."""
-        return self.push(np.zeros((self.channels, 0), np.float32), last=True)
-
-
-def to_model_channels(block: np.ndarray, model_channels: int) -> np.ndarray:
-    """Map ``[C, n]`` to the model's 1 or 2 channels (rule in the module docstring)."""
-    c = block.shape[0]
-    if c == model_channels:
-        return block
-    if model_channels == 1:
-        return block.mean(axis=0, keepdims=True)
-    if model_channels == 2:
-        if c == 1:
-            return np.concatenate([block, block], axis=0)
-        return np.stack([block[0::2].mean(axis=0), block[1::2].mean(axis=0)])
-    raise ValueError(f"models have 1 or 2 channels, not {model_channels}")
-
-
-def from_model_channels(block: np.ndarray, channels: int) -> np.ndarray:
-    """Map the model's ``[M, n]`` back to the original channel count."""
-    m = block.shape[0]
-    if m == channels:
-        return block
-    if channels == 1:
-        return block.mean(axis=0, keepdims=True)
-    return np.ascontiguousarray(block[[i % m for i in range(channels)]])
-
-
-def fit_length(block: np.ndarray, length: int) -> np.ndarray:
-    """Trim or zero-pad ``[C, n]`` to exactly ``length`` frames."""
-    n = block.shape[1]
-    if n >= length:
-        return block[:, :length]
-    return np.pad(block, ((0, 0), (0, length - n)))
+def load_reference(path: str | os.PathLike, rate: int) -> np.ndarray:
+    """The file as mono float32 ``[T]`` at ``rate``: how eval, training and the data
+    builders all read a reference signal."""
+    audio, file_rate = read_audio(path)
+    return np.ascontiguousarray(resample(to_mono(audio), file_rate, rate), dtype=np.float32)

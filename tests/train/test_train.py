@@ -11,10 +11,10 @@ import soundfile as sf
 import torch
 from conftest import tiny_config
 
+from neucomp.data.manifest import write_manifest
 from neucomp.model import Codec, CodecConfig
-from neucomp.nn.discriminator import MultiScaleSTFTDiscriminator
 from neucomp.train.balancer import Balancer
-from neucomp.train.corpus import write_manifest
+from neucomp.train.discriminator import MultiScaleSTFTDiscriminator
 from neucomp.train.loop import TrainConfig, Trainer, learning_rate
 from neucomp.train.losses import MultiScaleMelLoss
 from neucomp.train.validate import Validator, append_row
@@ -198,7 +198,9 @@ def test_validator_reports_eval_metrics_per_bandwidth(tmp_path: Path) -> None:
 
 def _speech_and_music_dev(root: Path) -> Path:
     """A dev set of one real speech clip (from the shipped recording) and one tone."""
-    audio, rate = sf.read(str(Path(__file__).parent / "data" / "sample.flac"), dtype="float32")
+    audio, rate = sf.read(
+        str(Path(__file__).parent.parent / "data" / "sample.flac"), dtype="float32"
+    )
     (root / "speech").mkdir(parents=True)
     (root / "music").mkdir()
     sf.write(root / "speech" / "s.flac", audio[: 3 * rate], rate)
@@ -299,8 +301,8 @@ def test_resume_with_another_world_size_reseeds_the_sampler(config: TrainConfig)
 
 
 def test_warm_start_from_a_shipped_model(config: TrainConfig, tmp_path: Path) -> None:
-    from neucomp.model import load_model, save_model
-    from neucomp.train.loop import warm_start
+    from neucomp.registry import load_model, save_model
+    from neucomp.train.common import warm_start
 
     donor = Trainer(config)
     donor.train_step()
@@ -355,11 +357,10 @@ def test_cpu_sized_adversarial_phase(config: TrainConfig) -> None:
 def test_rebind_lm_needs_the_same_codes(tmp_path: Path) -> None:
     from conftest import build_model_file
 
-    from neucomp.coding.range import LMCoder, save_lm
-    from neucomp.model import load_model, save_model
-    from neucomp.nn.intlm import random_lm
     from neucomp.nn.lm import LMConfig
+    from neucomp.registry import load_model, read_lm, save_lm, save_model
     from neucomp.train.export import rebind_lm
+    from neucomp.train.quantize import random_lm
 
     old_path = build_model_file(tmp_path)
     old = load_model(old_path)
@@ -375,7 +376,7 @@ def test_rebind_lm_needs_the_same_codes(tmp_path: Path) -> None:
     new_path = tmp_path / "new.pt"
     new_hash = save_model(new, new_path)
     rebind_lm(lm_path, old_path, new_path, tmp_path / "new.lm")
-    coder = LMCoder.load(tmp_path / "new.lm")
+    coder = read_lm(tmp_path / "new.lm")
     coder.check_codec(new_hash)
     assert coder.card["rebound_from_codec"] == old.weights_hash
     # Other codes: refused.
@@ -386,7 +387,7 @@ def test_rebind_lm_needs_the_same_codes(tmp_path: Path) -> None:
 
 
 def test_period_discriminator_sees_each_period_and_any_length():
-    from neucomp.nn.discriminator import CombinedDiscriminator
+    from neucomp.train.discriminator import CombinedDiscriminator
 
     disc = CombinedDiscriminator(audio_channels=2, filters=4, n_ffts=(256,), periods=(2, 3))
     wav = torch.randn(2, 2, 1001)  # not a multiple of either period

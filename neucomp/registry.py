@@ -1,0 +1,336 @@
+"""Model and LM files: where they live, their formats and hashes, and the per-process
+cache. The one :func:`load_model`, and the checks that a stream is decoded by exactly
+the weights (and LM) that made it.
+
+A model file (`models/<name>.pt`) holds the config needed to rebuild the network, the
+inference weights (fp16, weight norm folded in) and a sha256 over both; an LM file
+(`models/<name>.lm`, npz) holds the integer LM's arrays, its config, the hash of the
+codec weights it was trained for, and a sha256 over all of it. Both hashes go into
+every .ecdc header. torch is imported only when a model is really loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from neucomp import DEFAULT_MODEL
+from neucomp.errors import FormatError, ModelError, UsageError
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from neucomp.coding.base import ChunkCoder
+    from neucomp.coding.intlm import IntLM
+    from neucomp.coding.range import LMCoder
+    from neucomp.container import Header
+    from neucomp.model import Codec
+
+MODEL_FILE_FORMAT = "neucomp-model"
+MODEL_FILE_VERSION = 1
+LM_FILE_FORMAT = "neucomp-lm"
+LM_FILE_VERSION = 1  # files of LMs without intra-frame conditioning (what older readers know)
+LM_FILE_VERSION_INTRA = 2  # intra-frame LMs: older readers refuse them instead of misdecoding
+_META = "__meta__"
+
+_MODELS: dict[str, Codec] = {}  # loaded models by resolved path, one load per process
+_LMS: dict[str, LMCoder] = {}  # LM coders likewise
+_threads: int | None = None  # torch threads asked for by the CLI, applied when torch loads
+
+
+def set_threads(threads: int) -> None:
+    """Run inference on ``threads`` CPU threads (the CLI's --threads, default 1).
+
+    torch is only imported once there is work to do, so that errors about bad inputs
+    come back instantly; the setting is applied then.
+    """
+    global _threads
+    _threads = threads
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
+# ------------------------------------------------------------------------ where they are
+
+
+def models_dir() -> Path:
+    """Where shipped models live: $NEUCOMP_MODEL_DIR, else <repo>/models."""
+    env = os.environ.get("NEUCOMP_MODEL_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "models"
+
+
+def resolve_model_path(name_or_path: str | os.PathLike | None) -> Path:
+    """A model name (looked up in models_dir()) or a path to a model file: for names the
+    user gives (--model, the Python API), never for names read from a .ecdc file."""
+    if name_or_path is None:
+        name_or_path = DEFAULT_MODEL
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".pt" or candidate.is_file():
+        if not candidate.is_file():
+            raise ModelError(f"model file not found: {candidate}")
+        return candidate
+    return installed_model_path(str(name_or_path))
+
+
+def installed_model_path(name: str) -> Path:
+    """The file of the installed model ``name``: only ever inside models_dir()."""
+    path = models_dir() / f"{name}.pt"
+    if Path(name).name != name or name in ("", ".", "..") or not path.is_file():
+        available = sorted(p.stem for p in models_dir().glob("*.pt"))
+        hint = f" (available: {', '.join(available)})" if available else ""
+        raise ModelError(f"model '{name}' is not installed in {models_dir()}{hint}")
+    return path
+
+
+def lm_path(codec_name: str) -> Path:
+    """Where the LM for a codec lives: <models_dir>/<codec_name>.lm."""
+    return models_dir() / f"{codec_name}.lm"
+
+
+# --------------------------------------------------------------------------- model files
+
+
+def _hash_weights(config: dict, state: dict[str, Tensor]) -> str:
+    import torch
+
+    h = hashlib.sha256()
+    h.update(json.dumps(config, sort_keys=True).encode())
+    for key in sorted(state):
+        t = state[key].contiguous().cpu()
+        h.update(key.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save_model(codec: Codec, path: str | os.PathLike) -> str:
+    """Write an inference model file (atomic) and return its hash."""
+    import torch
+
+    from neucomp.audio.writers import atomic_write
+    from neucomp.model import inference_copy, inference_state
+
+    plain = inference_copy(codec)
+    config = plain.config.to_dict()
+    state = inference_state(plain)
+    digest = _hash_weights(config, state)
+    payload = {
+        "format": MODEL_FILE_FORMAT,
+        "version": MODEL_FILE_VERSION,
+        "config": config,
+        "state_dict": state,
+        "hash": digest,
+    }
+    with atomic_write(path) as fp:
+        torch.save(payload, fp)
+    return digest
+
+
+def load_model(name_or_path: str | os.PathLike | None = None, *, cached: bool = True) -> Codec:
+    """The codec model called ``name_or_path`` (or at that path; None = the default
+    model), its hash verified. Loaded once per process and shared (batch workers and
+    repeated API calls pay the load cost once); ``cached=False`` reads a fresh copy
+    that the caller may change (training)."""
+    path = resolve_model_path(name_or_path)
+    key = str(path.resolve())
+    if cached and key in _MODELS:
+        return _MODELS[key]
+    if _threads is not None:
+        set_threads(_threads)
+    codec = _read_model(path)
+    if cached:
+        _MODELS[key] = codec
+    return codec
+
+
+def _read_model(path: Path) -> Codec:
+    import torch
+
+    from neucomp.model import TRAINING_STATE, Codec, CodecConfig
+
+    try:
+        payload = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a damaged file
+        raise ModelError(f"cannot load model file {path}: {type(err).__name__}") from None
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FILE_FORMAT:
+        raise ModelError(f"{path} is not a neucomp model file")
+    if payload.get("version") != MODEL_FILE_VERSION:
+        raise ModelError(f"{path}: unsupported model file version {payload.get('version')}")
+    config, state = payload["config"], payload["state_dict"]
+    if _hash_weights(config, state) != payload["hash"]:
+        raise ModelError(f"{path} is damaged: its weights do not match the recorded hash")
+    codec = Codec(CodecConfig.from_dict(config))
+    missing, unexpected = codec.load_state_dict(
+        {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=False
+    )
+    missing = [k for k in missing if not k.endswith(TRAINING_STATE)]
+    if missing or unexpected:
+        raise ModelError(
+            f"{path} does not fit its config (missing {missing[:3]}, extra {unexpected[:3]})"
+        )
+    codec.weights_hash = payload["hash"]
+    return codec.eval()
+
+
+# ----------------------------------------------------------------------------- LM files
+
+
+def _lm_hash(config: dict, codec_hash: str, arrays: dict[str, np.ndarray]) -> bytes:
+    """sha256 over everything that shapes the frequency tables."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"config": config, "codec_hash": codec_hash}, sort_keys=True).encode())
+    for name in sorted(arrays):
+        arr = np.ascontiguousarray(arrays[name])
+        arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+        h.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
+        h.update(arr.tobytes())
+    return h.digest()
+
+
+def save_lm(lm: IntLM, path: str | Path, codec_hash: str, card: dict | None = None) -> bytes:
+    """Write an LM model file (npz: integer arrays + JSON meta, atomic); return its hash."""
+    from neucomp.audio.writers import atomic_write
+    from neucomp.coding.intlm import to_arrays
+
+    arrays = {k: v.numpy() for k, v in to_arrays(lm).items()}
+    config = lm.config.to_dict()
+    digest = _lm_hash(config, codec_hash, arrays)
+    meta = {
+        "format": LM_FILE_FORMAT,
+        "version": LM_FILE_VERSION_INTRA if lm.config.intra else LM_FILE_VERSION,
+        "config": config,
+        "codec_hash": codec_hash,
+        "hash": digest.hex(),
+        "card": card or {},
+    }
+    buf = io.BytesIO()
+    np.savez(buf, **arrays, **{_META: np.frombuffer(json.dumps(meta).encode(), np.uint8)})
+    with atomic_write(path) as fp:
+        fp.write(buf.getvalue())
+    return digest
+
+
+def read_lm(path: str | os.PathLike) -> LMCoder:
+    """Read and verify an LM file (ModelError if missing, damaged or not an LM file)."""
+    from neucomp.coding.intlm import IntLM
+    from neucomp.coding.range import LMCoder
+    from neucomp.nn.lm import LMConfig
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"LM file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        meta = json.loads(arrays.pop(_META).tobytes())
+    except Exception as err:  # zip/npz/json errors all mean the same thing here
+        raise ModelError(f"cannot read LM file {path}: {type(err).__name__}") from None
+    if not isinstance(meta, dict) or meta.get("format") != LM_FILE_FORMAT:
+        raise ModelError(f"{path} is not a neucomp LM file")
+    version = meta.get("version")
+    if version not in (LM_FILE_VERSION, LM_FILE_VERSION_INTRA):
+        raise ModelError(f"{path}: unsupported LM file version {version}")
+    digest = _lm_hash(meta["config"], meta["codec_hash"], arrays)
+    if digest.hex() != meta.get("hash"):
+        raise ModelError(f"{path} is damaged: its weights do not match the recorded hash")
+    try:
+        config = LMConfig.from_dict(meta["config"])
+        if config.intra != (version == LM_FILE_VERSION_INTRA):
+            raise ValueError(f"version {version} with intra={config.intra}")
+        lm = IntLM(config, arrays)
+    except (KeyError, ValueError, RuntimeError, TypeError) as err:
+        raise ModelError(f"{path} does not fit its config: {err}") from None
+    return LMCoder(lm, meta["codec_hash"], digest, meta.get("card"))
+
+
+# ------------------------------------------------------- which model and coder a stream needs
+
+
+def lm_coder(model: Codec, want_hash: bytes | None = None) -> LMCoder:
+    """The LM range coder of ``model`` (``<models>/<name>.lm``), cached, checked against
+    the codec weights and, when decoding, against the LM hash the stream records."""
+    try:
+        import constriction  # noqa: F401 - the range coder's one optional dependency
+    except ImportError:
+        raise UsageError("the LM coder is not available in this installation") from None
+    name = model.config.name
+    path = lm_path(name)
+    if not path.is_file():
+        hint = f" with hash {want_hash.hex()[:12]}…" if want_hash else ""
+        raise ModelError(f"the LM for model '{name}'{hint} is not installed ({path} is missing)")
+    key = str(path.resolve())
+    if key not in _LMS:
+        _LMS[key] = read_lm(path)
+    coder = _LMS[key]
+    coder.check_codec(model.weights_hash)
+    if want_hash is not None and coder.hash != want_hash:
+        raise ModelError(
+            f"this file was coded with a different LM for model '{name}' "
+            f"(hash {want_hash.hex()[:12]}…; installed: {coder.hash.hex()[:12]}…)"
+        )
+    return coder
+
+
+def coder(model: Codec, lm: bool) -> ChunkCoder:
+    """The coder a compression with ``--lm`` (or without) uses."""
+    from neucomp.coding.packing import PlainCoder
+
+    return lm_coder(model) if lm else PlainCoder()
+
+
+def coder_for(header: Header, model: Codec) -> ChunkCoder:
+    """The coder that reads this stream's payloads (the LM checked against its hash)."""
+    from neucomp.coding.base import CoderId
+    from neucomp.coding.packing import PlainCoder
+
+    return lm_coder(model, header.lm_hash) if header.coder == CoderId.LM else PlainCoder()
+
+
+def model_for(header: Header, model: Codec | str | os.PathLike | None) -> Codec:
+    """The model that made this stream (installed, or the one given by name or path),
+    or a ModelError saying what is missing."""
+    want = header.model_hash.hex()
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(model)
+    if model is None:
+        # A name read from a file is looked up in the models folder only, never as a path.
+        try:
+            path = installed_model_path(header.model_name)
+        except ModelError:
+            raise ModelError(
+                f"this file needs model '{header.model_name}' with weights {want[:12]}…, "
+                "which is not installed"
+            ) from None
+        model = load_model(path)
+    if model.weights_hash != want:
+        raise ModelError(
+            f"this file was made by different weights of model '{header.model_name}' "
+            f"(hash {want[:12]}…; installed: {model.weights_hash[:12]}…)"
+        )
+    cfg = model.config
+    mismatch = [
+        label
+        for label, ours, theirs in (
+            ("sample rate", cfg.sample_rate, header.model_sample_rate),
+            ("channels", cfg.channels, header.model_channels),
+            ("hop length", cfg.hop_length, header.hop_length),
+            ("codebook size", cfg.codebook_size, header.codebook_size),
+        )
+        if ours != theirs
+    ]
+    if mismatch or header.num_codebooks > cfg.n_codebooks:
+        raise FormatError(
+            f"the header does not fit model '{cfg.name}' "
+            f"({', '.join(mismatch) or 'number of codebooks'} differ)"
+        )
+    return model
