@@ -1,9 +1,10 @@
-"""`python -m neucomp.eval {quality,levels,lmsize,bench} …`: every evaluation job.
+"""`python -m neucomp.eval {quality,levels,lmsize,bench,phase-oracle} …`: every evaluation job.
 
     python -m neucomp.eval quality data/deveval --json bench/eval.json   # = neucomp eval
     python -m neucomp.eval levels data/deveval --json bench/levels.json  # make eval
     python -m neucomp.eval lmsize data/deveval --json bench/lm_size.json # make lm-size
     python -m neucomp.eval bench [--quick]                               # make bench
+    python -m neucomp.eval phase-oracle data/deveval    # PESQ ceilings of decoder outputs
 
 Each subcommand takes the options of its module (`python -m neucomp.eval levels -h`).
 """
@@ -16,6 +17,7 @@ TOOLS = {
     "levels": "neucomp.eval.levels",
     "lmsize": "neucomp.eval.lmsize",
     "bench": "neucomp.eval.bench",
+    "phase-oracle": "neucomp.eval.phase_oracle",
 }
 
 

@@ -1,0 +1,94 @@
+"""What PESQ could a frame decoder reach, given the reference's own values?
+
+Each variant builds the decoder's STFT frames (n_fft 1280, hop 320, the frame decoder's
+grid) from the reference: its true magnitude or a cepstrally smoothed envelope, with
+random phase or the phase of a harmonic oscillator at the reference's YIN pitch. The
+ceiling each reaches says what the decoder's output must contain (docs/EXPERIMENTS.md E6).
+
+    python -m neucomp.eval phase-oracle data/deveval [--clips 6] [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from neucomp.eval.metrics import rms_db, speech_scores
+from neucomp.nn.framedecoder import FrameDecoder, FrameDecoderConfig, harmonic_frames
+from neucomp.nn.pitch import centred_frames, f0_contour, yin
+
+
+def _smooth(mag: torch.Tensor, coefficients: int = 30) -> torch.Tensor:
+    """Cepstral smoothing of each frame's log magnitude [N, bins, F]."""
+    cep = torch.fft.irfft(torch.log(mag + 1e-7), dim=1)
+    cep[:, coefficients:-coefficients] = 0
+    return torch.exp(torch.fft.rfft(cep, dim=1).real)
+
+
+def _band_pool(x: torch.Tensor, op, width: int = 41) -> torch.Tensor:
+    n, bins, f = x.shape
+    flat = x.transpose(1, 2).reshape(-1, 1, bins)
+    return op(flat, width, 1, width // 2).reshape(n, f, bins).transpose(1, 2)
+
+
+def variants(wav: torch.Tensor, decoder: FrameDecoder) -> dict[str, torch.Tensor]:
+    """wav [1, 1, T] → {name: STFT frames [1, bins, F]} (the first is the reference)."""
+    cfg = decoder.cfg
+    frames = centred_frames(wav, cfg.hop, cfg.n_fft)[0]
+    spec = torch.fft.rfft(frames * decoder.window, dim=-1).transpose(1, 2)
+    mag = spec.abs()
+    f0, periodicity = yin(frames)
+    voiced = (periodicity > 0.7).float()[:, None, :]
+    osc, _ = harmonic_frames(f0_contour(f0, periodicity > 0.7, 100.0), torch.zeros(1), cfg)
+    osc_phase = torch.exp(1j * torch.angle(osc))
+    rand = torch.exp(2j * math.pi * torch.rand_like(mag))
+    comb = osc / _band_pool(osc.abs(), F.max_pool1d).clamp_min(1e-4)
+    comb = comb / _band_pool(comb.abs() ** 2, F.avg_pool1d).clamp_min(1e-4).sqrt()
+    env = _smooth(mag)
+    noise = rand * (1 - voiced)
+    return {
+        "the reference's STFT, resynthesised": spec,
+        "true magnitude, oscillator phase in voiced frames": mag * (osc_phase * voiced + noise),
+        "true magnitude, oscillator phase everywhere": mag * osc_phase,
+        "true magnitude, random phase": mag * rand,
+        "smoothed envelope x harmonic comb (voiced), noise": env * (comb * voiced + noise),
+        "smoothed envelope, random phase": env * rand,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    import soundfile as sf
+
+    from neucomp.audio.signal import resample, to_mono
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("deveval", type=Path)
+    ap.add_argument("--clips", type=int, default=6)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    decoder = FrameDecoder(FrameDecoderConfig(harmonic=True))
+    scores: dict[str, list[float]] = {}
+    for path in sorted((args.deveval / "speech").glob("*"))[: args.clips]:
+        audio, rate = sf.read(path, always_2d=True)
+        audio = to_mono(audio.T)[: int(rate * args.seconds)]
+        audio = resample(audio, rate, 24000).astype(np.float32)
+        audio = audio[: len(audio) // 320 * 320]
+        wav = torch.tensor(audio * 10 ** ((-23 - rms_db(audio)) / 20))[None, None]
+        ref = wav[0, 0].numpy()
+        for name, spec in variants(wav, decoder).items():
+            out = decoder.overlap_add(spec)[0].numpy()
+            scores.setdefault(name, []).append(speech_scores(ref, out, 24000)["pesq"])
+    for name, values in scores.items():
+        print(f"{name:55s} PESQ {np.mean(values):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    main()
