@@ -193,7 +193,9 @@ class FrameDecoder(nn.Module):
         if self.cfg.harmonic_mode == "phase":
             # one magnitude; per bin, a gate mixes the oscillator's phase and the free one
             gate = torch.sigmoid(rows)
-            unit = oscillator / oscillator.abs().clamp_min(1e-6)
+            # the oscillator's phase where it has energy (its peaks are ≈ 1); far from a
+            # harmonic its phase is numerical noise, so it fades out there instead
+            unit = oscillator / torch.sqrt(oscillator.abs() ** 2 + 0.05**2)
             return mag * (
                 gate * unit + (1 - gate) * torch.polar(torch.ones_like(mag), phase)
             ), new_contexts
