@@ -146,6 +146,8 @@ def load_model(name_or_path: str | os.PathLike | None = None, *, cached: bool = 
     if cached and key in _MODELS:
         return _MODELS[key]
     if _threads is not None:
+        import torch  # noqa: F401  (set_threads applies the setting once torch is loaded)
+
         set_threads(_threads)
     codec = _read_model(path)
     if cached:

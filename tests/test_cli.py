@@ -591,3 +591,36 @@ with signals.terminate_as_exception():
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 143 and err == b"neucomp: terminated by SIGTERM\n", err
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("threads", [None, 2])
+def test_cli_runs_torch_on_the_threads_asked_for(tmp_path, cli_env, threads) -> None:
+    """The CLI applies --threads (default 1) once torch has loaded: two threads ran
+    10–20× slower on 2-core machines, and float results depend on the thread count."""
+    wav = write_audio(tmp_path / "in.wav", make_audio(12000), 24000)
+    ecdc, out = tmp_path / "x.ecdc", tmp_path / "out.wav"
+    flag = [] if threads is None else ["--threads", str(threads)]
+    commands = [
+        ["compress", str(wav), str(ecdc), *flag],
+        ["decompress", str(ecdc), str(out), *flag],
+    ]
+    script = (
+        "import json, sys\n"
+        "from neucomp.cli import main\n"
+        "for args in json.loads(sys.argv[1]):\n"
+        "    try:\n"
+        "        main(args)\n"
+        "    except SystemExit as e:\n"
+        "        assert not e.code, e.code\n"
+        "    import torch\n"
+        "    print(torch.get_num_threads())\n"
+    )
+    env = {k: v for k, v in cli_env.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    run = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(commands)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == [str(threads or 1)] * 2
