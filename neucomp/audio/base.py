@@ -11,7 +11,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from neucomp.errors import InputError
+from neucomp.errors import InputError, Terminated
 
 BLOCK_FRAMES = 1 << 16  # frames per block read from an input (~1.4 s at 48 kHz)
 STDIO = "-"  # the command-line name for stdin / stdout
@@ -73,3 +73,46 @@ def check_format(name: str, sample_rate: int, channels: int) -> None:
         )
     if not 1 <= channels <= MAX_CHANNELS:
         raise InputError(f"'{name}' has {channels} channels (supported: 1 to {MAX_CHANNELS})")
+
+
+class GuardedFile:
+    """A file for libsndfile's callbacks that never raises into them.
+
+    An exception inside a cffi callback is only printed ("Exception ignored from cffi
+    callback" and a traceback) and libsndfile carries on calling: a full disk gave a
+    screenful before the real error, and a SIGTERM that landed in a read callback was
+    lost. The first error (an OSError, or the Terminated / KeyboardInterrupt a signal
+    raised) is kept instead, later calls do nothing, and the reader or writer raises
+    it once libsndfile returns (:meth:`raise_error`).
+    """
+
+    def __init__(self, fp: BinaryIO) -> None:
+        self._fp = fp
+        self.error: BaseException | None = None
+        self._pos = 0
+
+    def _call(self, fn, *args, fallback):
+        if self.error is None:
+            try:
+                return fn(*args)
+            except (OSError, ValueError, Terminated, KeyboardInterrupt) as err:
+                self.error = err  # ValueError: the file was closed
+        return fallback
+
+    def write(self, data: bytes) -> int:
+        return self._call(self._fp.write, data, fallback=len(data))
+
+    def read(self, size: int = -1) -> bytes:
+        return self._call(self._fp.read, size, fallback=b"")
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._pos = self._call(self._fp.seek, offset, whence, fallback=self._pos)
+        return self._pos
+
+    def tell(self) -> int:
+        self._pos = self._call(self._fp.tell, fallback=self._pos)
+        return self._pos
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error

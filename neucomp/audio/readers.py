@@ -26,12 +26,14 @@ from neucomp.audio.base import (
     STDIO,
     AudioInfo,
     AudioReader,
+    GuardedFile,
     check_format,
     display_name,
 )
 from neucomp.audio.signal import resample, to_mono
 from neucomp.audio.wavstream import Prefixed, WavStreamReader, read_exact
 from neucomp.errors import InputError
+from neucomp.signals import deferred_termination
 
 
 def _integer_rate(sample_rate: object) -> int:
@@ -84,10 +86,13 @@ class ArrayReader(AudioReader):
 
 
 class _SoundFileReader(AudioReader):
-    def __init__(self, sf_file, name: str, owned: BinaryIO | None = None) -> None:
+    def __init__(
+        self, sf_file, name: str, owned: BinaryIO | None = None, guard: GuardedFile | None = None
+    ) -> None:
         self.name = name
         self._sf = sf_file
         self._owned = owned  # a temporary spool file to close with us
+        self._guard = guard  # the file libsndfile reads through, holding what it raised
         self.info = AudioInfo(sf_file.samplerate, sf_file.channels, sf_file.frames)
 
     def blocks(self, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
@@ -95,12 +100,21 @@ class _SoundFileReader(AudioReader):
 
         while True:
             try:
-                data = self._sf.read(block_frames, dtype="float32", always_2d=True)
+                # a signal's Terminated must not be raised inside libsndfile's callbacks
+                # (cffi prints and drops it): it is acted on when the read returns
+                with deferred_termination():
+                    data = self._sf.read(block_frames, dtype="float32", always_2d=True)
             except (sf.LibsndfileError, RuntimeError) as err:
+                self._raise_held()
                 raise InputError(f"cannot read '{self.name}': {_sf_reason(err)}") from err
+            self._raise_held()  # a signal (or I/O error) during libsndfile's callbacks
             if data.shape[0] == 0:
                 return
             yield np.ascontiguousarray(data.T)
+
+    def _raise_held(self) -> None:
+        if self._guard is not None:
+            self._guard.raise_error()
 
     def close(self) -> None:
         self._sf.close()
@@ -143,9 +157,13 @@ def open_audio(source: str | os.PathLike | BinaryIO, name: str | None = None) ->
         raise InputError(f"'{name}' contains no audio samples")
     import soundfile as sf
 
+    guard = GuardedFile(fp)  # a signal in libsndfile's read callbacks is held, not lost
     try:
-        sf_file = sf.SoundFile(fp)
+        with deferred_termination():
+            sf_file = sf.SoundFile(guard)
+        guard.raise_error()
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+        guard.raise_error()
         if not _is_riff(head):
             fp.close()
             raise InputError(f"cannot read '{name}': {_sf_reason(err)}") from err
@@ -158,7 +176,7 @@ def open_audio(source: str | os.PathLike | BinaryIO, name: str | None = None) ->
                 sf_file.close()
                 fp.close()
                 raise
-        return _SoundFileReader(sf_file, name, owned=fp)
+        return _SoundFileReader(sf_file, name, owned=fp, guard=guard)
     # A WAV whose header says "0 frames" may still hold samples (a pipe dump): parse it.
     if sf_file is not None:
         sf_file.close()
@@ -208,7 +226,11 @@ def _open_stream(fp: BinaryIO, name: str) -> AudioReader:
     try:
         shutil.copyfileobj(stream, spool, 1 << 20)
         spool.seek(0)
-        return _SoundFileReader(sf.SoundFile(spool), name, owned=spool)
+        guard = GuardedFile(spool)
+        with deferred_termination():
+            sf_file = sf.SoundFile(guard)
+        guard.raise_error()
+        return _SoundFileReader(sf_file, name, owned=spool, guard=guard)
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
         spool.close()
         raise InputError(f"cannot read '{name}': {_sf_reason(err)}") from err

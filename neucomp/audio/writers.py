@@ -21,9 +21,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from neucomp.audio.base import AUDIO_EXTENSIONS, STDIO
+from neucomp.audio.base import AUDIO_EXTENSIONS, STDIO, GuardedFile
 from neucomp.errors import OutputError, UsageError
-from neucomp.signals import writing
+from neucomp.signals import deferred_termination, writing
 
 # Output extension → (soundfile format, default subtype).
 OUTPUT_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16")}
@@ -45,47 +45,6 @@ def output_format(target: str | os.PathLike, float_wav: bool = False) -> tuple[s
     return fmt, subtype
 
 
-class _GuardedFile:
-    """A file for libsndfile's callbacks that never raises into them.
-
-    An exception inside a cffi callback is only printed ("Exception ignored from cffi
-    callback" and a traceback) and libsndfile carries on calling, so a full disk gave a
-    screenful before the real error. The first OSError is kept instead, later calls
-    do nothing, and :class:`AudioWriter` raises that error once libsndfile returns.
-    """
-
-    def __init__(self, fp: BinaryIO) -> None:
-        self._fp = fp
-        self.error: BaseException | None = None
-        self._pos = 0
-
-    def _call(self, fn, *args, fallback):
-        if self.error is None:
-            try:
-                return fn(*args)
-            except (OSError, ValueError) as err:  # ValueError: the file was closed
-                self.error = err
-        return fallback
-
-    def write(self, data: bytes) -> int:
-        return self._call(self._fp.write, data, fallback=len(data))
-
-    def read(self, size: int = -1) -> bytes:
-        return self._call(self._fp.read, size, fallback=b"")
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        self._pos = self._call(self._fp.seek, offset, whence, fallback=self._pos)
-        return self._pos
-
-    def tell(self) -> int:
-        self._pos = self._call(self._fp.tell, fallback=self._pos)
-        return self._pos
-
-    def raise_error(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-
 class AudioWriter:
     """Write ``[C, n]`` blocks to a seekable binary file in one of :data:`OUTPUT_FORMATS`."""
 
@@ -94,7 +53,7 @@ class AudioWriter:
     ) -> None:
         import soundfile as sf
 
-        self._fp = _GuardedFile(fp)
+        self._fp = GuardedFile(fp)
         self._sf = sf.SoundFile(
             self._fp, "w", samplerate=sample_rate, channels=channels, format=fmt, subtype=subtype
         )
@@ -106,12 +65,14 @@ class AudioWriter:
             return
         if self._clip:  # integer formats: out-of-range samples would wrap, not saturate
             block = np.clip(block, -1.0, 1.0)
-        self._sf.write(np.ascontiguousarray(block.T))
+        with deferred_termination():  # not inside libsndfile's callbacks (see readers)
+            self._sf.write(np.ascontiguousarray(block.T))
         self._fp.raise_error()
         self.frames += block.shape[1]
 
     def close(self) -> None:
-        self._sf.close()
+        with deferred_termination():
+            self._sf.close()
         self._fp.raise_error()
 
 

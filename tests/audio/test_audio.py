@@ -277,3 +277,35 @@ def test_atomic_write_leaves_the_file_or_nothing(tmp_path: Path) -> None:
         raise RuntimeError("interrupted")
     assert target.read_text() == "a\tb\n"  # untouched
     assert [p.name for p in tmp_path.iterdir()] == ["table.tsv"]  # no temp file left
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac"])
+def test_a_signal_inside_libsndfiles_read_callback_is_raised_not_lost(
+    tmp_path, monkeypatch, capfd, suffix
+) -> None:
+    """SIGTERM's Terminated raised while libsndfile is calling back into Python used to
+    be printed ("Exception ignored from cffi callback") and dropped: the batch worker
+    then carried on. It must come out of the read as Terminated, with nothing printed."""
+    from neucomp.audio import readers
+    from neucomp.errors import Terminated
+
+    path = write_audio(tmp_path / f"in{suffix}", make_audio(200_000), 24000)
+    reader = A.open_audio(path)  # opened normally; the signal comes during the reads
+    reader.close()
+
+    class SignalledFile(io.FileIO):
+        reads = 0
+
+        def read(self, size: int = -1) -> bytes:
+            SignalledFile.reads += 1
+            if SignalledFile.reads == 6:
+                raise Terminated(15)
+            return super().read(size)
+
+    monkeypatch.setattr(readers, "open", lambda p, mode: SignalledFile(p, "r"), raising=False)
+    with pytest.raises(Terminated):
+        reader = A.open_audio(path)
+        for _ in reader.blocks(1024):
+            pass
+    assert SignalledFile.reads >= 6
+    assert "Exception ignored" not in capfd.readouterr().err
