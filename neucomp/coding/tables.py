@@ -2,15 +2,20 @@
 range coder (issue 14; measurements in docs/CODERS.md).
 
 Model. Code k of frame t is coded with one of `n_ctx[k]` frequency tables of codebook k,
-chosen by the code of codebook k-1 in the same frame through a learned map
-`ctx[k][code] -> table` (the lower stage says much about the residual the next stage
-quantises). Codebook 0 has a single table. Tables are integers summing to 2^24 with
+chosen through a learned map `ctx[k][code] -> table` by
+- for k ≥ 1, the code of codebook k-1 in the same frame (the lower stage says much about
+  the residual the next stage quantises);
+- for k = 0, the code of codebook 0 in the frame before (code 0 for the chunk's first
+  frame): the coarse stage moves slowly.
+Measured on real codes, each context saves 1-2 bits a code against one table per
+codebook (docs/CODERS.md). Tables are integers summing to 2^24 with
 every entry ≥ 1, so any code is codable (at ≤ 24 bits); there are no floats anywhere in
 the probability path: coding depends only on the table file and the codes.
 
-Payload of a chunk of codes [K, F]: the codes go row by row (codebook 0, then 1, …);
-within row k the frames are taken in groups by their context (context 0's frames in time
-order, then context 1's, …), each group through its table. The decoder has row k-1
+Payload of a chunk of codes [K, F]: the codes go row by row (codebook 0, then 1, …).
+Row 0 goes in time order, one code at a time (its context is the code just decoded).
+Within row k ≥ 1 the frames are taken in groups by their context (context 0's frames in
+time order, then context 1's, …), each group through its table: the decoder has row k-1
 before it needs row k, so it knows the groups, and every group is one vectorised call
 into the range coder. The coder is constriction's `stream.queue.RangeEncoder` (32-bit
 words), the payload its words as little-endian u32; an empty chunk has an empty payload.
@@ -24,8 +29,7 @@ Table file (`models/<codec name>.fct`), little-endian:
 
     magic "NCFT" | u16 version | u16 flags (0) | 32 bytes codec weights hash (sha256)
     u16 codebooks K | u16 card N | u8 precision (24) | 3 bytes zero
-    per codebook k: u16 n_ctx[k]; for k ≥ 1 a u8[N] (n_ctx ≤ 256) context map;
-                    u32[n_ctx[k], N] frequencies
+    per codebook k: u16 n_ctx[k] (1..256); u8[N] context map; u32[n_ctx[k], N] frequencies
     u32 CRC-32 of everything before it
 
 `Tables.hash` (sha256 of the whole file) is what an .ecdc header would record.
@@ -60,7 +64,7 @@ class Tables:
 
     codec_hash: bytes  # sha256 of the codec weights the tables were trained for
     freqs: tuple[np.ndarray, ...]  # per codebook: u32 [n_ctx, card], rows sum to 2^24
-    ctx: tuple[np.ndarray, ...]  # per codebook: u8/int [card] (codebook 0: all zero)
+    ctx: tuple[np.ndarray, ...]  # per codebook: [card] ints, code → table
     card: int = 1024
     _models: list = field(default_factory=list, compare=False, repr=False)
 
@@ -76,8 +80,6 @@ class Tables:
                 raise ValueError(f"codebook {k}: every table must be ≥ 1 and sum to 2^24")
             if c.shape != (self.card,) or c.min() < 0 or c.max() >= f.shape[0]:
                 raise ValueError(f"codebook {k}: context map out of range")
-            if k == 0 and f.shape[0] != 1:
-                raise ValueError("codebook 0 has a single table")
         cat = constriction.stream.model.Categorical
         self._models.extend(
             [cat((row.astype(np.float64) - 1.0), perfect=False) for row in f] for f in self.freqs
@@ -101,10 +103,9 @@ class Tables:
         parts = [
             _HEAD.pack(MAGIC, VERSION, 0, self.codec_hash, len(self.freqs), self.card, PRECISION)
         ]
-        for k, (f, c) in enumerate(zip(self.freqs, self.ctx, strict=True)):
+        for f, c in zip(self.freqs, self.ctx, strict=True):
             parts.append(struct.pack("<H", f.shape[0]))
-            if k:
-                parts.append(np.asarray(c, dtype=np.uint8).tobytes())
+            parts.append(np.asarray(c, dtype=np.uint8).tobytes())
             parts.append(np.ascontiguousarray(f, dtype="<u4").tobytes())
         body = b"".join(parts)
         return body + _CRC.pack(zlib.crc32(body))
@@ -127,14 +128,11 @@ class Tables:
         freqs, ctx = [], []
         pos, end = _HEAD.size, len(data) - _CRC.size
         try:
-            for i in range(k):
+            for _ in range(k):
                 (n_ctx,) = struct.unpack_from("<H", data, pos)
                 pos += 2
-                if i:
-                    ctx.append(np.frombuffer(data, np.uint8, card, pos).astype(np.int64))
-                    pos += card
-                else:
-                    ctx.append(np.zeros(card, np.int64))
+                ctx.append(np.frombuffer(data, np.uint8, card, pos).astype(np.int64))
+                pos += card
                 count = n_ctx * card
                 if pos + 4 * count > end:
                     raise ValueError("truncated")
@@ -211,7 +209,14 @@ class Tables:
 
     def _encode(self, codes: np.ndarray) -> np.ndarray:
         encoder = constriction.stream.queue.RangeEncoder()
+        if self.freqs[0].shape[0] > 1:  # row 0: one code at a time, after its predecessor
+            models, ctx, prev = self._models[0], self.ctx[0].tolist(), 0
+            for code in codes[0].tolist():
+                encoder.encode(code, models[ctx[prev]])
+                prev = code
         for i in range(codes.shape[0]):
+            if i == 0 and self.freqs[0].shape[0] > 1:
+                continue
             lower = codes[i - 1] if i else None
             for b, idx in self._groups(i, lower, codes.shape[1]):
                 encoder.encode(np.ascontiguousarray(codes[i, idx]), self._models[i][b])
@@ -233,7 +238,16 @@ class Tables:
         words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
         decoder = constriction.stream.queue.RangeDecoder(words)
         try:
+            if self.freqs[0].shape[0] > 1:
+                models, ctx, prev = self._models[0], self.ctx[0].tolist(), 0
+                row = []
+                for _ in range(num_frames):
+                    prev = decoder.decode(models[ctx[prev]])
+                    row.append(prev)
+                out[0] = row
             for i in range(num_codebooks):
+                if i == 0 and self.freqs[0].shape[0] > 1:
+                    continue
                 lower = out[i - 1] if i else None
                 for b, idx in self._groups(i, lower, num_frames):
                     out[i, idx] = decoder.decode(self._models[i][b], len(idx))
@@ -249,7 +263,10 @@ class Tables:
         codes = np.asarray(codes, dtype=np.int64)
         bits = 0.0
         for i in range(codes.shape[0]):
-            c = self.ctx[i][codes[i - 1]] if i else np.zeros(codes.shape[1], np.int64)
+            if i:
+                c = self.ctx[i][codes[i - 1]]
+            else:
+                c = self.ctx[0][np.concatenate([[0], codes[0, :-1]]).astype(np.int64)]
             bits += float(np.sum(PRECISION - np.log2(self.freqs[i][c, codes[i]].astype(float))))
         return bits
 
@@ -309,30 +326,39 @@ def train_tables(
     codes: np.ndarray | list[np.ndarray],
     codec_hash: bytes | str,
     n_ctx: int = 16,
+    n_ctx0: int = 256,
     alpha: float = 64.0,
     card: int = 1024,
 ) -> Tables:
-    """Tables from training codes [K, F] (or a list of chunks [K, f_i], all the same K)."""
+    """Tables from training codes [K, F] (or a list of chunks [K, f_i], all the same K):
+    n_ctx0 contexts for codebook 0 (by its previous code), n_ctx for the others (by the
+    lower codebook's code); 1 means a single static table. Training is float (k-means
+    clustering, smoothing); what it produces, and all that coding uses, is integers."""
     if isinstance(codec_hash, str):
         codec_hash = bytes.fromhex(codec_hash)
     chunks = [
         np.asarray(c, dtype=np.int64) for c in (codes if isinstance(codes, list) else [codes])
     ]
     k = chunks[0].shape[0]
-    if not 1 <= n_ctx <= MAX_CTX:
-        raise ValueError(f"n_ctx must be in 1..{MAX_CTX}")
+    if not (1 <= n_ctx <= MAX_CTX and 1 <= n_ctx0 <= MAX_CTX):
+        raise ValueError(f"context counts must be in 1..{MAX_CTX}")
     flat = np.concatenate(chunks, axis=1)
     freqs, ctx = [], []
     for i in range(k):
         uni = np.bincount(flat[i], minlength=card).astype(np.float64)
         prior = (uni + 0.5) / (uni.sum() + 0.5 * card)
-        if i == 0 or n_ctx == 1:
+        n = n_ctx0 if i == 0 else n_ctx
+        if n == 1:
             freqs.append(quantize(prior[None]))
             ctx.append(np.zeros(card, np.int64))
             continue
         joint = np.zeros((card, card))
-        np.add.at(joint, (flat[i - 1], flat[i]), 1.0)
-        assign, probs = _cluster(joint, prior, n_ctx, alpha)
+        if i:
+            np.add.at(joint, (flat[i - 1], flat[i]), 1.0)
+        else:  # pairs of consecutive frames inside each chunk
+            for c in chunks:
+                np.add.at(joint, (c[0, :-1], c[0, 1:]), 1.0)
+        assign, probs = _cluster(joint, prior, n, alpha)
         freqs.append(quantize(probs))
         ctx.append(assign)
     return Tables(codec_hash, tuple(freqs), tuple(ctx), card)
