@@ -41,6 +41,7 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from hashlib import sha256
 from pathlib import Path
 
@@ -89,12 +90,13 @@ class Tables:
     def num_codebooks(self) -> int:
         return len(self.freqs)
 
-    @property
+    @cached_property
     def nbytes(self) -> int:
         return len(self.to_bytes())
 
-    @property
+    @cached_property
     def hash(self) -> bytes:
+        """sha256 of the table file: what a stream header records."""
         return sha256(self.to_bytes()).digest()
 
     # ------------------------------------------------------------------ file format
