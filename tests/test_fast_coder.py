@@ -234,7 +234,7 @@ def test_bit_exact_across_processes_isas_and_threads(tables, tmp_path, threads, 
 
 
 def test_shipped_tables_if_present():
-    from neucomp.model import models_dir
+    from neucomp.registry import models_dir
 
     path = models_dir() / "neucomp_24khz.fct"
     if not path.is_file():

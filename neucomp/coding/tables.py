@@ -37,7 +37,6 @@ Table file (`models/<codec name>.fct`), little-endian:
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -150,11 +149,11 @@ class Tables:
 
     def save(self, path: str | Path) -> bytes:
         """Write atomically; returns the file's hash."""
-        path = Path(path)
+        from neucomp.audio.writers import atomic_write
+
         data = self.to_bytes()
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        with atomic_write(path) as fp:
+            fp.write(data)
         return sha256(data).digest()
 
     @classmethod

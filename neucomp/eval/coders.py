@@ -39,13 +39,13 @@ def log(msg: str) -> None:
 def engine_chunks(codec, audio: np.ndarray, rate: int) -> list[np.ndarray]:
     """The codes [32, f] of each container chunk the engine writes for `audio` [C, T]."""
     from neucomp.audio import ArrayReader
-    from neucomp.codec import compress_stream
-    from neucomp.coding.packing import unpack_codes
+    from neucomp.coding.packing import PlainCoder, unpack_codes
     from neucomp.container import EcdcReader
+    from neucomp.engine import compress_stream
 
     buf = io.BytesIO()
-    top = max(codec.config.bandwidths)
-    compress_stream(ArrayReader(audio, rate), buf, codec, bandwidth=top)
+    n_q = codec.config.n_codebooks_for(max(codec.config.bandwidths))
+    compress_stream(ArrayReader(audio, rate), buf, codec, n_q, PlainCoder())
     buf.seek(0)
     reader = EcdcReader(buf)
     k = reader.header.num_codebooks
@@ -64,8 +64,8 @@ def extract_train(codec, corpus: Path, seed: int) -> dict[str, np.ndarray]:
     """Codes of random corpus excerpts, TRAIN_MINUTES per category, no dev-eval package."""
     import soundfile as sf
 
-    from neucomp.eval.devset import DEV_PACKAGES
-    from neucomp.train.corpus import load_manifest
+    from neucomp.data.manifest import load_manifest
+    from neucomp.data.packages import DEV_PACKAGES
 
     entries = [e for e in load_manifest(corpus) if e.package not in DEV_PACKAGES]
     rng = np.random.default_rng(seed)
@@ -129,7 +129,7 @@ def load_chunks(path: Path) -> tuple[list[np.ndarray], list[str]]:
 def cmd_extract(args: argparse.Namespace) -> None:
     import torch
 
-    from neucomp.model import load_model
+    from neucomp.registry import load_model
 
     torch.set_num_threads(1)
     codec = load_model(args.codec)
