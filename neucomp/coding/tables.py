@@ -47,6 +47,7 @@ from pathlib import Path
 import constriction
 import numpy as np
 
+from neucomp.coding.base import CoderId
 from neucomp.errors import CorruptDataError, FormatError, ModelError
 
 MAGIC = b"NCFT"
@@ -270,6 +271,28 @@ class Tables:
                 c = self.ctx[0][np.concatenate([[0], codes[0, :-1]]).astype(np.int64)]
             bits += float(np.sum(PRECISION - np.log2(self.freqs[i][c, codes[i]].astype(float))))
         return bits
+
+
+class FastCoder:
+    """The :class:`~neucomp.coding.base.ChunkCoder` of coder 2: one table file's
+    :class:`Tables` (read by :func:`neucomp.registry.fast_coder`). The header's coder
+    hash is the table file's sha256."""
+
+    coder_id = CoderId.FAST
+
+    def __init__(self, tables: Tables) -> None:
+        self.tables = tables
+        self.hash = tables.hash
+
+    @property
+    def max_codebooks(self) -> int:
+        return self.tables.num_codebooks
+
+    def encode(self, codes: np.ndarray) -> bytes:
+        return self.tables.encode(codes)
+
+    def decode(self, payload: bytes, num_codebooks: int, num_frames: int) -> np.ndarray:
+        return self.tables.decode(payload, num_codebooks, num_frames)
 
 
 def _wrong_codec(have: bytes, want: bytes) -> str:

@@ -3,6 +3,7 @@ one-thread coding speed, per bandwidth and category.
 
     python -m neucomp.eval.coders extract   # codes of ~2 h of corpus + every dev-eval clip
     python -m neucomp.eval.coders measure   # the table (markdown + JSON) in runs/fastcoder/
+    python -m neucomp.eval.coders tables    # train and install models/<codec>.fct (make train-lm)
 
 Codes come from the engine itself (`compress_stream` at 24 kbps: per-chunk levelling,
 streaming encoder, 750-frame chunks), read back chunk by chunk; the first K rows of the
@@ -335,6 +336,36 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cmd_tables(args: argparse.Namespace) -> None:
+    """Train the fast coder's tables for a codec and install them beside it
+    (`models/<name>.fct`): what `make train-lm` runs after the LM, so that the tables
+    follow every change of the codec."""
+    import torch
+
+    from neucomp.coding.tables import train_tables
+    from neucomp.registry import load_model, tables_path
+
+    torch.set_num_threads(1)
+    codec = load_model(args.codec)
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    path = codes_path(codec.weights_hash, "train")
+    if not path.is_file():
+        t0 = time.time()
+        data = extract_train(codec, Path(args.corpus), args.seed)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, **data, codec_hash=np.array(codec.weights_hash))
+        tmp.replace(path)
+        log(f"train codes: {time.time() - t0:.0f} s → {path}")
+    train, _ = load_chunks(path)
+    n0, n = (int(x) for x in args.contexts.split(":"))
+    t0 = time.time()
+    tables = train_tables(train, codec.weights_hash, n_ctx=n, n_ctx0=n0)
+    out = Path(args.out) if args.out else tables_path(codec.config.name)
+    digest = tables.save(out)
+    log(f"tables {n0}:{n} for {codec.weights_hash[:12]}… in {time.time() - t0:.0f} s → {out}")
+    log(f"  sha256 {digest.hex()}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m neucomp.eval.coders", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -352,8 +383,14 @@ def main(argv: list[str] | None = None) -> int:
         default=["1:1", "1:16", "256:16"],
         help="table sets, as <contexts of codebook 0>:<contexts of each other codebook>",
     )
+    tb = sub.add_parser("tables", help="train the fast coder's tables, install models/<name>.fct")
+    tb.add_argument("--codec", default=None)
+    tb.add_argument("--corpus", default="data/corpus24/manifest.tsv")
+    tb.add_argument("--seed", type=int, default=0)
+    tb.add_argument("--contexts", default="256:16", help="as for measure (the shipped: 256:16)")
+    tb.add_argument("--out", default=None, help="default: <models>/<codec name>.fct")
     args = parser.parse_args(argv)
-    {"extract": cmd_extract, "measure": cmd_measure}[args.cmd](args)
+    {"extract": cmd_extract, "measure": cmd_measure, "tables": cmd_tables}[args.cmd](args)
     return 0
 
 
