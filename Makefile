@@ -52,7 +52,8 @@ eval: $(STAMP) eval-tools
 	$(PY) -m neucomp eval data/deveval --json bench/eval.json --plot docs/rate_quality.png --markdown docs/rate_quality.md --spectrograms build/spectrograms
 	$(PY) -m neucomp.eval levels data/deveval --json bench/levels.json
 
-# Whole-file size of --lm against plain packing on the dev-eval clips, per bandwidth.
+# Whole-file size of the fast coder and the LM against plain packing on the dev-eval
+# clips, per bandwidth and category.
 lm-size: $(STAMP)
 	$(PY) -m neucomp.eval lmsize data/deveval --json bench/lm_size.json
 
@@ -65,8 +66,11 @@ bench-quick: $(STAMP)
 train: $(STAMP)
 	$(PY) -m neucomp.train codec --config configs/codec24_cpu.json
 
+# The codec's entropy coders: the LM, then the fast coder's tables (~20 s once the
+# training codes are cached), both tied to the codec's hash: rerun after changing the codec.
 train-lm: $(STAMP)
 	$(PY) -m neucomp.train lm --config configs/lm24.json
+	$(PY) -m neucomp.eval.coders tables
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

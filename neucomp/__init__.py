@@ -45,13 +45,18 @@ def compress(
     sample_rate: int,
     bandwidth: float = DEFAULT_BANDWIDTH,
     *,
-    lm: bool = False,
+    coder: str | None = None,
+    lm: bool | None = None,
     model: str | None = None,
 ) -> bytes:
-    """Compress float audio ``[T]`` or ``[C, T]`` in [-1, 1] to `.ecdc` bytes."""
+    """Compress float audio ``[T]`` or ``[C, T]`` in [-1, 1] to `.ecdc` bytes.
+
+    ``coder`` is "plain", "fast" or "lm"; None (the default) is "fast" where the model's
+    tables are installed, else "plain". ``lm=True`` / ``lm=False`` still mean "lm" /
+    "plain"."""
     from neucomp.api import compress as _compress
 
-    return _compress(audio, sample_rate, bandwidth, lm=lm, model=model)
+    return _compress(audio, sample_rate, bandwidth, coder=coder, lm=lm, model=model)
 
 
 def decompress(

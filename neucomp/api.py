@@ -2,7 +2,7 @@
 in-memory arrays and bytes (the public Python API, re-exported by ``neucomp``).
 
 This is where options are checked, once (:func:`prepare`: model, bandwidth → number of
-codebooks, coder), and where the model and coder a stream needs are looked up in the
+codebooks, coder name → coder), and where the model and coder a stream needs are looked up in the
 registry; the engine is then handed them."""
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from neucomp.audio.writers import (
     check_output,
     output_format,
 )
+from neucomp.coding.base import CODER_BY_NAME
 from neucomp.engine import AudioSink, Result, compress_stream, decompress_stream
-from neucomp.errors import InputError
+from neucomp.errors import InputError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -37,14 +38,34 @@ if TYPE_CHECKING:
     from neucomp.model import Codec
 
 
+def coder_name(coder: str | None = None, lm: bool | None = None) -> str | None:
+    """The coder asked for: ``coder`` ("plain", "fast", "lm"), or the older ``lm`` flag
+    (True: "lm"; False: "plain", what it always meant), or None for the default."""
+    if coder is not None and coder not in CODER_BY_NAME:
+        raise UsageError(f"unknown coder '{coder}' (choose {', '.join(CODER_BY_NAME)})")
+    if lm is None:
+        return coder
+    asked = "lm" if lm else "plain"
+    if coder is not None and coder != asked:
+        raise UsageError(f"lm={lm} contradicts coder='{coder}': give one of them")
+    return asked
+
+
 def prepare(
-    model: str | os.PathLike | None, bandwidth: float, lm: bool
-) -> tuple[Codec, int, ChunkCoder]:
-    """The model, number of codebooks and coder a compression with these options uses:
-    the one place they are checked (UsageError / ModelError), before any audio or output."""
+    model: str | os.PathLike | None, bandwidth: float, coder: str | None = None
+) -> tuple[Codec, int, ChunkCoder, str | None]:
+    """The model, number of codebooks and coder a compression with these options uses,
+    and a warning if the default coder had to fall back to plain packing: the one place
+    they are checked (UsageError / ModelError), before any audio or output. ``coder``
+    is "plain", "fast", "lm" or None (the default: fast where the model's tables are
+    installed, else plain)."""
+    coder = coder_name(coder)
     codec = registry.load_model(model)
     n_q = codec.config.n_codebooks_for(bandwidth)
-    return codec, n_q, registry.coder(codec, lm)
+    if coder is None:
+        chosen, warning = registry.default_coder(codec)
+        return codec, n_q, chosen, warning
+    return codec, n_q, registry.coder(codec, coder), None
 
 
 def _decompress(
@@ -77,18 +98,23 @@ def compress_file(
     dst: str | os.PathLike,
     *,
     bandwidth: float = DEFAULT_BANDWIDTH,
-    lm: bool = False,
+    coder: str | None = None,
+    lm: bool | None = None,
     model: str | os.PathLike | None = None,
     force: bool = False,
 ) -> Result:
-    """Compress the audio file ``src`` (or ``"-"``) into ``dst`` (or ``"-"``), atomically."""
+    """Compress the audio file ``src`` (or ``"-"``) into ``dst`` (or ``"-"``), atomically.
+    ``coder``: "plain", "fast", "lm" or None (the default); ``lm`` is the older flag."""
     check_distinct(src, dst)
     check_ecdc_name(dst)
+    coder = coder_name(coder, lm)
     with A.open_audio(src) as reader:
         check_output(dst, force)
-        codec, n_q, coder = prepare(model, bandwidth, lm)  # fails before any output
+        codec, n_q, chunk_coder, warning = prepare(model, bandwidth, coder)  # before any output
         with atomic_output(dst, force, stream_stdout=True) as out:
-            result = compress_stream(reader, out, codec, n_q, coder)
+            result = compress_stream(reader, out, codec, n_q, chunk_coder)
+    if warning:
+        result.warnings.insert(0, warning)
     result.source, result.target = A.display_name(src), A.display_name(dst, output=True)
     result.input_bytes = _file_size(src)
     result.output_bytes = result.ecdc_bytes
@@ -174,14 +200,20 @@ def compress(
     sample_rate: int,
     bandwidth: float = DEFAULT_BANDWIDTH,
     *,
-    lm: bool = False,
+    coder: str | None = None,
+    lm: bool | None = None,
     model: str | None = None,
 ) -> bytes:
-    """Compress float audio ``[T]`` or ``[C, T]`` (values in [-1, 1]) to .ecdc bytes."""
+    """Compress float audio ``[T]`` or ``[C, T]`` (values in [-1, 1]) to .ecdc bytes.
+    ``coder``: "plain", "fast", "lm" or None (the default: fast where the model's
+    tables are installed, else plain); ``lm=True`` / ``lm=False`` are the older way to
+    say "lm" / "plain"."""
     reader = A.ArrayReader(audio, sample_rate)
-    codec, n_q, coder = prepare(model, bandwidth, lm)
+    codec, n_q, chunk_coder, warning = prepare(model, bandwidth, coder_name(coder, lm))
     out = io.BytesIO()
-    result = compress_stream(reader, out, codec, n_q, coder)
+    result = compress_stream(reader, out, codec, n_q, chunk_coder)
+    if warning:
+        result.warnings.insert(0, warning)
     for message in result.warnings:
         warnings.warn(message, stacklevel=2)
     return out.getvalue()

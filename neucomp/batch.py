@@ -40,7 +40,7 @@ class CompressOptions:
     """What every file of a compress batch is compressed with (api.compress_file)."""
 
     bandwidth: float = DEFAULT_BANDWIDTH
-    lm: bool = False
+    coder: str | None = None  # "plain", "fast", "lm"; None: the default (api.prepare)
     model: str | None = None
 
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from neucomp.coding.base import HASH_BYTES, CoderId, payload_problem
+from neucomp.coding.base import CODER_NAMES, HASH_BYTES, CoderId, payload_problem
 from neucomp.errors import CorruptDataError, FormatError, TruncatedError
 
 MAGIC = b"NCDC"
@@ -87,7 +87,7 @@ class Header:
     model_name: str
     model_hash: bytes
     coder: Coder
-    lm_hash: bytes
+    lm_hash: bytes  # the coder hash: LM file (coder 1), table file (coder 2), zeros (plain)
     model_sample_rate: int
     model_channels: int
     hop_length: int
@@ -110,9 +110,11 @@ class Header:
             raise ValueError(f"unknown coder {self.coder}")
         object.__setattr__(self, "coder", Coder(self.coder))
         if self.coder == Coder.PLAIN and self.lm_hash != _ZERO_HASH:
-            raise ValueError("LM hash must be all zero bytes when the coder is plain")
+            raise ValueError("coder hash must be all zero bytes when the coder is plain")
         if self.coder == Coder.LM and self.lm_hash == _ZERO_HASH:
             raise ValueError("LM hash must be set when the coder is the LM range coder")
+        if self.coder == Coder.FAST and self.lm_hash == _ZERO_HASH:
+            raise ValueError("table hash must be set when the coder is the fast coder")
         rates = MIN_SAMPLE_RATE, MAX_SAMPLE_RATE
         _set_int(self, "model_sample_rate", "model sample rate", *rates)
         _set_int(self, "model_channels", "model channels", 1, 2**8 - 1)
@@ -122,6 +124,11 @@ class Header:
         _set_int(self, "original_channels", "original channels", 1, MAX_CHANNELS)
         _set_int(self, "codebook_size", "codebook size", 2, MAX_CODEBOOK_SIZE)
         _set_int(self, "version", "version", min(READ_VERSIONS), max(READ_VERSIONS))
+
+    @property
+    def coder_hash(self) -> bytes:
+        """The hash of the file the coder needs (the field is named after its first use)."""
+        return self.lm_hash
 
     @property
     def frame_rate(self) -> float:
@@ -471,10 +478,11 @@ def summarize(fp: BinaryIO) -> dict[str, Any]:
 
     return {
         "format_version": h.version,
-        "coder": "lm" if h.coder == Coder.LM else "plain",
+        "coder": CODER_NAMES[h.coder],
         "model_name": h.model_name,
         "model_hash": h.model_hash.hex(),
         "lm_hash": h.lm_hash.hex() if h.coder == Coder.LM else None,
+        "tables_hash": h.lm_hash.hex() if h.coder == Coder.FAST else None,
         "model_sample_rate": h.model_sample_rate,
         "model_channels": h.model_channels,
         "hop_length": h.hop_length,

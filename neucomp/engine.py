@@ -244,16 +244,25 @@ def decompress_stream(
         y = resampler.push(x, last=last)
         sink.write(out_tail.push(A.from_model_channels(y, h.original_channels)))
 
+    coder_warnings: list[str] = []
     with torch.inference_mode():
         for chunk in reader.iter_chunks(salvage=salvage):
-            if chunk.payload is None:  # damaged (salvage mode): silence, fresh decoder state
+            codes = None
+            if chunk.payload is not None:
+                try:
+                    codes = torch.from_numpy(_decode_payload(chunk, coder, k))
+                except CorruptDataError as err:
+                    if not salvage:
+                        raise
+                    # Its CRC held, but the coder cannot have written it: damaged too.
+                    coder_warnings.append(f"{err}; replaced by silence")
+            if codes is None:  # damaged (salvage mode): silence, fresh decoder state
                 emit(decoded(decoder.flush()))
                 unleveller.add_chunk(chunk.num_frames * hop, None)
                 emit(decoded(torch.zeros(1, h.model_channels, chunk.num_frames * hop)))
                 decoder = model.stream_decoder()
                 continue
             unleveller.add_chunk(chunk.num_frames * hop, chunk.gain_db)
-            codes = torch.from_numpy(_decode_payload(chunk, coder, k))
             for start in range(0, codes.shape[1], DECODE_FRAMES):
                 part = codes[None, :, start : start + DECODE_FRAMES]
                 emit(decoded(decoder.push(part)))
@@ -271,7 +280,7 @@ def decompress_stream(
         samples=trailer.original_samples,
         ecdc_bytes=reader.bytes_read,
         chunks=0,
-        warnings=list(reader.warnings),
+        warnings=list(reader.warnings) + coder_warnings,
     )
 
 

@@ -1,12 +1,14 @@
-"""Model and LM files: where they live, their formats and hashes, and the per-process
-cache. The one :func:`load_model`, and the checks that a stream is decoded by exactly
-the weights (and LM) that made it.
+"""Model, LM and table files: where they live, their formats and hashes, and the
+per-process cache. The one :func:`load_model`, and the checks that a stream is decoded
+by exactly the weights (and LM or tables) that made it.
 
 A model file (`models/<name>.pt`) holds the config needed to rebuild the network, the
 inference weights (fp16, weight norm folded in) and a sha256 over both; an LM file
 (`models/<name>.lm`, npz) holds the integer LM's arrays, its config, the hash of the
-codec weights it was trained for, and a sha256 over all of it. Both hashes go into
-every .ecdc header. torch is imported only when a model is really loaded.
+codec weights it was trained for, and a sha256 over all of it; a table file
+(`models/<name>.fct`, the fast coder's, format in neucomp.coding.tables) likewise names
+its codec and is hashed whole. The model hash and the coder's go into every .ecdc
+header. torch is imported only when a model is really loaded.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from neucomp.coding.base import ChunkCoder
     from neucomp.coding.intlm import IntLM
     from neucomp.coding.range import LMCoder
+    from neucomp.coding.tables import FastCoder
     from neucomp.container import Header
     from neucomp.model import Codec
 
@@ -42,6 +45,7 @@ _META = "__meta__"
 
 _MODELS: dict[str, Codec] = {}  # loaded models by resolved path, one load per process
 _LMS: dict[str, LMCoder] = {}  # LM coders likewise
+_TABLES: dict[str, tuple[tuple[int, int], FastCoder]] = {}  # fast coders, by path and (size, mtime)
 _threads: int | None = None  # torch threads asked for by the CLI, applied when torch loads
 
 
@@ -94,6 +98,11 @@ def installed_model_path(name: str) -> Path:
 def lm_path(codec_name: str) -> Path:
     """Where the LM for a codec lives: <models_dir>/<codec_name>.lm."""
     return models_dir() / f"{codec_name}.lm"
+
+
+def tables_path(codec_name: str) -> Path:
+    """Where the fast coder's tables for a codec live: <models_dir>/<codec_name>.fct."""
+    return models_dir() / f"{codec_name}.fct"
 
 
 # --------------------------------------------------------------------------- model files
@@ -283,19 +292,86 @@ def lm_coder(model: Codec, want_hash: bytes | None = None) -> LMCoder:
     return coder
 
 
-def coder(model: Codec, lm: bool) -> ChunkCoder:
-    """The coder a compression with ``--lm`` (or without) uses."""
+def fast_coder(model: Codec, want_hash: bytes | None = None) -> FastCoder:
+    """The fast coder of ``model`` (its tables ``<models>/<name>.fct``), cached, checked
+    against the codec weights and, when decoding, against the table hash the stream
+    records (ModelError, one line, for a missing, damaged or mismatched table file)."""
+    from neucomp.coding.tables import FastCoder, Tables
+
+    name = model.config.name
+    path = tables_path(name)
+    if not path.is_file():
+        hint = f" with hash {want_hash.hex()[:12]}…" if want_hash else ""
+        raise ModelError(
+            f"the fast-coder tables for model '{name}'{hint} are not installed ({path} is missing)"
+        )
+    key = str(path.resolve())
+    stat = path.stat()
+    cached = _TABLES.get(key)
+    if cached is None or cached[0] != (stat.st_size, stat.st_mtime_ns):
+        _TABLES[key] = ((stat.st_size, stat.st_mtime_ns), FastCoder(Tables.load(path)))
+    coder = _TABLES[key][1]
+    try:
+        coder.tables.check_codec(model.weights_hash)
+    except ModelError as err:
+        raise ModelError(f"{path}: {err}") from None
+    if coder.max_codebooks < model.config.n_codebooks:
+        raise ModelError(
+            f"{path}: the tables cover {coder.max_codebooks} codebooks, model '{name}' "
+            f"has {model.config.n_codebooks}"
+        )
+    if want_hash is not None and coder.hash != want_hash:
+        raise ModelError(
+            f"this file was coded with different fast-coder tables for model '{name}' "
+            f"(hash {want_hash.hex()[:12]}…; installed: {coder.hash.hex()[:12]}…)"
+        )
+    return coder
+
+
+def coder(model: Codec, name: str | None = None) -> ChunkCoder:
+    """The coder a compression uses: ``"plain"``, ``"fast"`` or ``"lm"`` (an error if
+    what it needs is not installed), or None for the default: fast where the model's
+    tables are installed, else plain (see :func:`default_coder`)."""
     from neucomp.coding.packing import PlainCoder
 
-    return lm_coder(model) if lm else PlainCoder()
+    if name is None:
+        return default_coder(model)[0]
+    if name == "lm":
+        return lm_coder(model)
+    if name == "fast":
+        return fast_coder(model)
+    if name == "plain":
+        return PlainCoder()
+    raise UsageError(f"unknown coder '{name}' (choose plain, fast or lm)")
+
+
+def default_coder(model: Codec) -> tuple[ChunkCoder, str | None]:
+    """The default coder and why it is not the fast one, if it is not: the fast coder
+    when ``<models>/<name>.fct`` is installed for these weights; plain packing, silently,
+    when no table file is installed (a model of one's own, say); plain packing with a
+    warning when a table file is there but refused (damaged, or for other weights): a
+    broken installation should be seen, but should not stop a compression."""
+    from neucomp.coding.packing import PlainCoder
+
+    if not tables_path(model.config.name).is_file():
+        return PlainCoder(), None
+    try:
+        return fast_coder(model), None
+    except ModelError as err:
+        return PlainCoder(), f"{err}; compressed with plain packing instead"
 
 
 def coder_for(header: Header, model: Codec) -> ChunkCoder:
-    """The coder that reads this stream's payloads (the LM checked against its hash)."""
+    """The coder that reads this stream's payloads (an LM or table file checked against
+    the hash the stream records)."""
     from neucomp.coding.base import CoderId
     from neucomp.coding.packing import PlainCoder
 
-    return lm_coder(model, header.lm_hash) if header.coder == CoderId.LM else PlainCoder()
+    if header.coder == CoderId.LM:
+        return lm_coder(model, header.coder_hash)
+    if header.coder == CoderId.FAST:
+        return fast_coder(model, header.coder_hash)
+    return PlainCoder()
 
 
 def model_for(header: Header, model: Codec | str | os.PathLike | None) -> Codec:

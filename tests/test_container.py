@@ -226,7 +226,7 @@ names = st.text(
 def headers(draw) -> Header:
     coder = draw(st.sampled_from(list(Coder)))
     lm_hash = bytes(32) if coder == Coder.PLAIN else draw(st.binary(min_size=32, max_size=32))
-    if coder == Coder.LM and lm_hash == bytes(32):
+    if coder != Coder.PLAIN and lm_hash == bytes(32):
         lm_hash = LM_HASH
     return Header(
         model_name=draw(names),
@@ -312,6 +312,7 @@ def test_summarize_reports_totals_and_bitrate():
         dict(model_hash="00" * 32),
         dict(lm_hash=LM_HASH),  # plain coder needs a zero LM hash
         dict(coder=Coder.LM),  # LM coder needs a real LM hash
+        dict(coder=Coder.FAST),  # fast coder needs a real table hash
         dict(coder=7),
         dict(num_codebooks=0),
         dict(num_codebooks=33),
@@ -487,10 +488,15 @@ def forge_chunk(header: Header, num_frames: int, payload_size: int) -> bytes:
         (Coder.PLAIN, 10, packed_size(10, 2) + 1),  # plain size must be exact
         (Coder.LM, 10, 6),  # the range coder writes whole 32-bit words
         (Coder.LM, 10, 4 * 10 * 2 + 12),  # more than ~32 bits per code
+        (Coder.FAST, 10, 2**31),
+        (Coder.FAST, 2**31, 100),
+        (Coder.FAST, 10, 6),  # whole 32-bit words here too
+        (Coder.FAST, 10, 0),  # a chunk with frames has at least the flush word
+        (Coder.FAST, 10, 4 * 10 * 2 + 12),  # more than ~32 bits per code
     ],
 )
 def test_hostile_sizes_are_rejected_before_reading_the_payload(coder, num_frames, payload_size):
-    header = make_header(coder=coder, lm_hash=LM_HASH if coder == Coder.LM else bytes(32))
+    header = make_header(coder=coder, lm_hash=bytes(32) if coder == Coder.PLAIN else LM_HASH)
     forged = forge_chunk(header, num_frames, payload_size % 2**32) + bytes(64)
     for salvage in (False, True):
         pipe = PipeReader(forged)
@@ -531,7 +537,7 @@ HOSTILE_HEADER_VALUES = {
     "codebook_size": [0, 1, 1025, 2**16 - 1],
     "original_sample_rate": [0, 1, 999, 384_001, 2**31, 2**32 - 1],
     "original_channels": [0, 65, 1024, 2**16 - 1],
-    "coder": [2, 255],
+    "coder": [2, 3, 255],  # 2 (fast) here with the plain header's zero hash
 }
 
 

@@ -23,7 +23,7 @@ def test_sizes_are_whole_files_summed_per_category(tiny_model, tiny_lm, tmp_path
 
     sizes = json.loads(out.read_text())["3"]
     ref = lmsize.load_reference(tmp_path / "speech" / "a.wav", lmsize.EVAL_RATE)
-    plain = neucomp.compress(ref, lmsize.EVAL_RATE, bandwidth=3)
+    plain = neucomp.compress(ref, lmsize.EVAL_RATE, bandwidth=3, coder="plain")
     coded = neucomp.compress(ref, lmsize.EVAL_RATE, bandwidth=3, lm=True)
     assert EcdcReader(io.BytesIO(coded)).header.coder == 1  # really the LM path
     assert sizes["speech"] == {"plain": len(plain), "lm": len(coded), "files": 1}

@@ -29,6 +29,12 @@ class CoderId(IntEnum):
 
     PLAIN = 0  # 10-bit packing (neucomp.coding.packing.PlainCoder)
     LM = 1  # language-model range coder (neucomp.coding.range.LMCoder)
+    FAST = 2  # context frequency tables + range coder (neucomp.coding.tables.FastCoder)
+
+
+#: The names users pick coders by (``--coder``, ``coder=``), and back.
+CODER_NAMES = {CoderId.PLAIN: "plain", CoderId.FAST: "fast", CoderId.LM: "lm"}
+CODER_BY_NAME = {name: coder_id for coder_id, name in CODER_NAMES.items()}
 
 
 class ChunkCoder(Protocol):
@@ -40,7 +46,7 @@ class ChunkCoder(Protocol):
     """
 
     coder_id: CoderId
-    hash: bytes  # HASH_BYTES bytes written into the header (zeros for plain packing)
+    hash: bytes  # HASH_BYTES bytes for the header's coder hash (zeros for plain packing)
 
     def encode(self, codes: np.ndarray) -> bytes: ...
 
@@ -59,14 +65,16 @@ def payload_problem(
                 f"declares a payload of {payload_size} bytes, but {num_frames} frames of "
                 f"{num_codebooks} codebooks take {expected}"
             )
-    elif coder_id == CoderId.LM:
-        # The range coder emits 32-bit words, at most ~32 bits per code plus a flush
-        # (docs/LM_CODER.md): anything else cannot have come from it.
+    elif coder_id in (CoderId.LM, CoderId.FAST):
+        # Both range coders emit 32-bit words, at most ~32 bits per code (the LM's and
+        # the tables' smallest frequency is 1 / 2^24) plus a flush (docs/LM_CODER.md,
+        # docs/CODERS.md): anything else cannot have come from them.
         # The flush alone is one word, so no payload of a chunk with frames is empty.
         limit = 4 * num_frames * num_codebooks + 8
         if payload_size % 4 or not 4 <= payload_size <= limit:
+            name = "an LM" if coder_id == CoderId.LM else "a fast-coder"
             return (
-                f"declares an LM payload of {payload_size} bytes (must be a multiple of 4, "
+                f"declares {name} payload of {payload_size} bytes (must be a multiple of 4, "
                 f"4 to {limit} for {num_frames} frames of {num_codebooks} codebooks)"
             )
     return None
