@@ -82,8 +82,15 @@ def install_in_worker(handler: Callable[[int, object], None]) -> None:
 
 @contextlib.contextmanager
 def deferred_termination() -> Iterator[None]:
-    """A SIGTERM or SIGHUP that comes within the block is acted on at its end."""
+    """A SIGTERM or SIGHUP that comes within the block is acted on at its end.
+
+    Only the main thread defers: Python runs signal handlers there, so a block in another
+    thread (a pipe reader) can never have one raised inside it, and must not hold back
+    the main thread's."""
     global _deferring
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     _deferring += 1
     try:
         yield
