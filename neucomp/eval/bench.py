@@ -4,7 +4,7 @@
 
 - Real-time factor (audio seconds per wall second) of the Python API on one thread,
   encode (`neucomp.compress`) and decode (`neucomp.decompress`) apart, at every bandwidth
-  of the model, with the plain and (when installed) the LM coder; median and min–max of
+  of the model, with the plain and (when installed) the fast and LM coders; median and min–max of
   several runs after one warm-up. Model load time is measured apart.
 - Peak RSS of the real CLI compressing and decompressing a 1-minute and a 10-minute file
   (48 kHz stereo WAV, so resampling and channel mapping are in the path): the two must
@@ -121,23 +121,23 @@ def _rtf_runs(fn: Callable[[], object], seconds: float, runs: int) -> dict[str, 
 def bench_rtf(
     audio: np.ndarray, bandwidths: list[float], runs: int, model: str | None, notes: list[str]
 ) -> dict:
-    """{"plain"|"lm": {"encode"|"decode": {bandwidth: stats}}, ...} on one thread."""
+    """{"plain"|"fast"|"lm": {"encode"|"decode": {bandwidth: stats}}, ...} on one thread
+    (a coder whose file is not installed for the model is skipped, with a note)."""
     import neucomp
 
     seconds = len(audio) / RATE
     out: dict = {}
-    for coder in ("plain", "lm"):
-        lm = coder == "lm"
+    for coder in ("plain", "fast", "lm"):
         try:
-            neucomp.compress(audio[:RATE], RATE, bandwidths[0], lm=lm, model=model)
+            neucomp.compress(audio[:RATE], RATE, bandwidths[0], coder=coder, model=model)
         except NeucompError as err:
             notes.append(f"{coder} coder skipped: {err}")
             continue
         for bw in bandwidths:
-            data = neucomp.compress(audio, RATE, bw, lm=lm, model=model)  # warm-up
+            data = neucomp.compress(audio, RATE, bw, coder=coder, model=model)  # warm-up
             neucomp.decompress(data)
             enc = _rtf_runs(
-                lambda bw=bw, lm=lm: neucomp.compress(audio, RATE, bw, lm=lm, model=model),
+                lambda bw=bw, c=coder: neucomp.compress(audio, RATE, bw, coder=c, model=model),
                 seconds,
                 runs,
             )
