@@ -267,6 +267,26 @@ def read_lm(path: str | os.PathLike) -> LMCoder:
 # ------------------------------------------------------- which model and coder a stream needs
 
 
+def _require_file(
+    path: Path, what: str, name: str, want_hash: bytes | None, verb: str = "is"
+) -> None:
+    """ModelError (one line) if a coder's file for model ``name`` is not installed."""
+    if not path.is_file():
+        hint = f" with hash {want_hash.hex()[:12]}…" if want_hash else ""
+        raise ModelError(
+            f"the {what} for model '{name}'{hint} {verb} not installed ({path} is missing)"
+        )
+
+
+def _check_recorded(what: str, name: str, want_hash: bytes | None, have: bytes) -> None:
+    """ModelError if a stream records another coder file's hash than the installed one."""
+    if want_hash is not None and have != want_hash:
+        raise ModelError(
+            f"this file was coded with {what} for model '{name}' "
+            f"(hash {want_hash.hex()[:12]}…; installed: {have.hex()[:12]}…)"
+        )
+
+
 def lm_coder(model: Codec, want_hash: bytes | None = None) -> LMCoder:
     """The LM range coder of ``model`` (``<models>/<name>.lm``), cached, checked against
     the codec weights and, when decoding, against the LM hash the stream records."""
@@ -276,19 +296,13 @@ def lm_coder(model: Codec, want_hash: bytes | None = None) -> LMCoder:
         raise UsageError("the LM coder is not available in this installation") from None
     name = model.config.name
     path = lm_path(name)
-    if not path.is_file():
-        hint = f" with hash {want_hash.hex()[:12]}…" if want_hash else ""
-        raise ModelError(f"the LM for model '{name}'{hint} is not installed ({path} is missing)")
+    _require_file(path, "LM", name, want_hash)
     key = str(path.resolve())
     if key not in _LMS:
         _LMS[key] = read_lm(path)
     coder = _LMS[key]
     coder.check_codec(model.weights_hash)
-    if want_hash is not None and coder.hash != want_hash:
-        raise ModelError(
-            f"this file was coded with a different LM for model '{name}' "
-            f"(hash {want_hash.hex()[:12]}…; installed: {coder.hash.hex()[:12]}…)"
-        )
+    _check_recorded("a different LM", name, want_hash, coder.hash)
     return coder
 
 
@@ -300,11 +314,7 @@ def fast_coder(model: Codec, want_hash: bytes | None = None) -> FastCoder:
 
     name = model.config.name
     path = tables_path(name)
-    if not path.is_file():
-        hint = f" with hash {want_hash.hex()[:12]}…" if want_hash else ""
-        raise ModelError(
-            f"the fast-coder tables for model '{name}'{hint} are not installed ({path} is missing)"
-        )
+    _require_file(path, "fast-coder tables", name, want_hash, verb="are")
     key = str(path.resolve())
     stat = path.stat()
     cached = _TABLES.get(key)
@@ -320,11 +330,7 @@ def fast_coder(model: Codec, want_hash: bytes | None = None) -> FastCoder:
             f"{path}: the tables cover {coder.max_codebooks} codebooks, model '{name}' "
             f"has {model.config.n_codebooks}"
         )
-    if want_hash is not None and coder.hash != want_hash:
-        raise ModelError(
-            f"this file was coded with different fast-coder tables for model '{name}' "
-            f"(hash {want_hash.hex()[:12]}…; installed: {coder.hash.hex()[:12]}…)"
-        )
+    _check_recorded("different fast-coder tables", name, want_hash, coder.hash)
     return coder
 
 
