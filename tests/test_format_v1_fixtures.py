@@ -21,8 +21,7 @@ import pytest
 import soundfile as sf
 
 import neucomp
-from neucomp.coding.packing import unpack_codes
-from neucomp.container import Coder, EcdcReader
+from neucomp.container import EcdcReader
 
 DATA = Path(__file__).parent / "data" / "v1"
 FIXTURES = ["sample_1k5", "sample_3k_lm"]
@@ -37,21 +36,18 @@ def _shipped_or_skip(header) -> None:
 
 @pytest.mark.parametrize("name", FIXTURES)
 def test_version_1_fixture_gives_its_codes(name: str) -> None:
-    from neucomp.registry import lm_coder, load_model
+    from neucomp.registry import coder_for, load_model
 
     data = (DATA / f"{name}.ecdc").read_bytes()
     reader = EcdcReader(io.BytesIO(data))
     h = reader.header
     assert h.version == 1
     _shipped_or_skip(h)
-    coder = lm_coder(load_model(), h.lm_hash) if h.coder == Coder.LM else None
+    coder = coder_for(h, load_model())  # plain packing or the LM, as the header says
     parts = []
     for chunk in reader.iter_chunks():
         assert chunk.gain_db == 0  # version 1 has no gains
-        if coder:
-            parts.append(np.asarray(coder.decode(chunk.payload, h.num_codebooks, chunk.num_frames)))
-        else:
-            parts.append(unpack_codes(chunk.payload, h.num_codebooks, chunk.num_frames))
+        parts.append(np.asarray(coder.decode(chunk.payload, h.num_codebooks, chunk.num_frames)))
     codes = np.concatenate(parts, axis=1)
     np.testing.assert_array_equal(codes, np.load(DATA / f"{name}.codes.npy"))
 

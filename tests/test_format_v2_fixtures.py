@@ -24,7 +24,6 @@ import numpy as np
 import pytest
 
 import neucomp
-from neucomp.coding.packing import unpack_codes
 from neucomp.container import Coder, EcdcReader
 
 DATA = Path(__file__).parent / "data" / "v2"
@@ -40,20 +39,17 @@ def _shipped_or_skip(header) -> None:
 
 @pytest.mark.parametrize("name", FIXTURES)
 def test_version_2_fixture_gives_its_codes(name: str) -> None:
-    from neucomp.registry import lm_coder, load_model
+    from neucomp.registry import coder_for, load_model
 
     reader = EcdcReader(io.BytesIO((DATA / f"{name}.ecdc").read_bytes()))
     h = reader.header
     assert h.version == 2
     assert (h.coder == Coder.LM) == FIXTURES[name][1]
     _shipped_or_skip(h)
-    coder = lm_coder(load_model(), h.lm_hash) if h.coder == Coder.LM else None
+    coder = coder_for(h, load_model())  # plain packing or the LM, as the header says
     parts = []
     for chunk in reader.iter_chunks():
-        if coder:
-            parts.append(np.asarray(coder.decode(chunk.payload, h.num_codebooks, chunk.num_frames)))
-        else:
-            parts.append(unpack_codes(chunk.payload, h.num_codebooks, chunk.num_frames))
+        parts.append(np.asarray(coder.decode(chunk.payload, h.num_codebooks, chunk.num_frames)))
     codes = np.concatenate(parts, axis=1)
     np.testing.assert_array_equal(codes, np.load(DATA / f"{name}.codes.npy"))
 
