@@ -176,20 +176,20 @@ class FrameDecoder(nn.Module):
         The harmonic path runs its oscillator at `teacher_f0` [B, C, F] (training: the
         reference's pitch) or else at its own predicted f0, continuing from `state`."""
         x = self.embed(latent)
-        self._latent = latent
         contexts = contexts or [None] * len(self.blocks)
         new_contexts: list[Tensor | None] = []
         for block, ctx in zip(self.blocks, contexts, strict=True):
             x, ctx = block(x, ctx)
             new_contexts.append(ctx)
-        h = self.head(self.norm(x.transpose(1, 2)))  # [B, F, channels * 2 * bins]
+        feats = self.norm(x.transpose(1, 2))  # [B, F, dim], shared by both heads
+        h = self.head(feats)  # [B, F, channels * 2 * bins]
         b, f, _ = h.shape
         h = h.reshape(b, f, self.cfg.channels, 2, -1).permute(0, 2, 3, 4, 1)
         mag = torch.exp(h[:, :, 0].clamp(max=self.cfg.max_log_mag))
         phase = h[:, :, 1]
         if not self.cfg.harmonic:
             return torch.polar(mag, phase), new_contexts
-        rows, oscillator = self._harmonic(x, state, teacher_f0)
+        rows, oscillator = self._harmonic(feats, latent, state, teacher_f0)
         if self.cfg.harmonic_mode == "phase":
             # one magnitude; per bin, a gate mixes the oscillator's phase and the free one
             gate = torch.sigmoid(rows)
@@ -203,18 +203,23 @@ class FrameDecoder(nn.Module):
         return torch.polar(mag, phase) + envelope * oscillator, new_contexts
 
     def _harmonic(
-        self, x: Tensor, state: FrameStreamState | None, teacher_f0: Tensor | None
+        self,
+        feats: Tensor,
+        latent: Tensor,
+        state: FrameStreamState | None,
+        teacher_f0: Tensor | None,
     ) -> tuple[Tensor, Tensor]:
-        """The harmonic head's per-bin rows [B, C, bins, F] (log envelope or gate logit)
-        and the oscillator's spectra [B, C, bins, F] at the teacher's or predicted f0."""
+        """From the normalised features [B, F, dim] (and, with f0_skip, the latent): the
+        harmonic head's per-bin rows [B, C, bins, F] (log envelope or gate logit) and the
+        oscillator's spectra [B, C, bins, F] at the teacher's or predicted f0."""
         cfg = self.cfg
-        b, _, f = x.shape
+        b, f, _ = feats.shape
         c = cfg.channels
-        h = self.harmonic_head(self.norm(x.transpose(1, 2)))  # [B, F, C * (bins + 1)]
+        h = self.harmonic_head(feats)  # [B, F, C * (bins + 1)]
         h = h.reshape(b, f, c, -1).permute(0, 2, 3, 1)  # [B, C, bins + 1, F]
         log_f0 = h[:, :, -1]
         if cfg.f0_skip:
-            log_f0 = log_f0 + self.f0_from_latent(self._latent.transpose(1, 2)).transpose(1, 2)
+            log_f0 = log_f0 + self.f0_from_latent(latent.transpose(1, 2)).transpose(1, 2)
         self.last_log_f0 = log_f0
         f0 = teacher_f0 if teacher_f0 is not None else 100.0 * torch.exp2(log_f0.detach())
         f0 = f0.reshape(b * c, f).clamp(40.0, 1000.0)
