@@ -13,9 +13,9 @@ import hashlib
 import multiprocessing
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -233,6 +233,32 @@ def convert(task: Task, mode: Mode, options: Options, force: bool = False) -> Ou
         return Outcome(task, error=f"internal error: {type(err).__name__}: {err}")
 
 
+def check_options(options: Options) -> tuple[Options, str | None]:
+    """The options every file of the batch will use, checked once (api.prepare): a bad
+    bandwidth or a missing coder fails here, not once per file. When the default coder
+    had to fall back to plain packing, the options say so, with the warning to give once.
+    Loads the model, so it imports torch."""
+    if not isinstance(options, CompressOptions):
+        return options, None
+    *_, warning = api.prepare(options.model, options.bandwidth, options.coder)
+    return (replace(options, coder="plain"), warning) if warning else (options, None)
+
+
+def _warm_up(mode: Mode, options: Options, probe: Path) -> tuple[Options, str | None]:
+    """A worker's first job: load the model and coder every file will need, and check
+    the options (compress) or read the first file's header (decompress) there, so the
+    parent never imports torch and the workers' start-up overlaps."""
+    if mode == "compress":
+        return check_options(options)
+    with contextlib.suppress(NeucompError, OSError):  # a bad file fails in its own task
+        from neucomp.container import EcdcReader
+
+        with open(probe, "rb") as fp:
+            header = EcdcReader(fp).header
+        registry.coder_for(header, registry.model_for(header, options.model))
+    return options, None
+
+
 def _run_serial(tasks: list[Task], mode: Mode, options: Options, force: bool) -> Iterator[Outcome]:
     for task in tasks:
         yield convert(task, mode, options, force)
@@ -241,32 +267,59 @@ def _run_serial(tasks: list[Task], mode: Mode, options: Options, force: bool) ->
 def _worker_context() -> multiprocessing.context.BaseContext:
     """Fork workers from a clean server that has imported torch but never run it.
 
-    Plain fork is unsafe here (this process already ran torch, whose thread pools do
-    not survive a fork); spawn is safe but imports torch again in every worker.
+    Plain fork is unsafe here (a program using the API may already have run torch,
+    whose thread pools do not survive a fork); spawn is safe but imports torch again in
+    every worker. The compiled modules a task needs are imported in the server too: a
+    signal that arrives while a worker imports one (soxr's nanobind init, say) would
+    raise Terminated inside C++ code, which aborts the process with a traceback.
     """
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "neucomp.model", "neucomp.api"])
+    ctx.set_forkserver_preload(WORKER_PRELOAD)
     return ctx
 
 
+#: What the worker server imports once, for every worker it forks.
+WORKER_PRELOAD = [
+    "torch",
+    "numpy",
+    "soundfile",
+    "soxr",
+    "constriction",
+    "neucomp.model",
+    "neucomp.api",
+]
+
+
 def _run_parallel(
-    tasks: list[Task], mode: Mode, options: Options, force: bool, jobs: int, threads: int
+    tasks: list[Task],
+    mode: Mode,
+    options: Options,
+    force: bool,
+    jobs: int,
+    threads: int,
+    warn: Callable[[str], None],
 ) -> Iterator[Outcome]:
     ctx = _worker_context()
     pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,))
     try:
+        # The workers start during these submits; a signal then would leave one
+        # half-started (it prints a traceback), so it is handled once they are all in
+        # the pool. One warm-up per worker starts them all at once, each loading the
+        # model while the others do; the first verdict on the options is everyone's.
+        with deferred_termination():
+            warm = [pool.submit(_warm_up, mode, options, tasks[0].src) for _ in range(jobs)]
+        options, warning = warm[0].result()  # a bad option raises its error here, once
+        if warning:
+            warn(warning)
         todo = iter(tasks)
         running: set[Future] = set()
-        # Keep only a few tasks queued per worker so that Ctrl-C stops quickly. The
-        # workers start during these submits; a signal then would leave one half-started
-        # (it prints a traceback), so it is handled once they are all in the pool.
-        with deferred_termination():
-            for task in todo:
-                running.add(pool.submit(_convert_in_worker, task, mode, options, force))
-                if len(running) >= 2 * jobs:
-                    break
+        # Keep only a few tasks queued per worker so that Ctrl-C stops quickly.
+        for task in todo:
+            running.add(pool.submit(_convert_in_worker, task, mode, options, force))
+            if len(running) >= 2 * jobs:
+                break
         while running:
             done, running = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
@@ -298,12 +351,16 @@ def run_batch(
     fmt: str = "wav",
     options: Options | None = None,
     shard: tuple[int, int] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> Summary:
     """Convert every input under ``src_dir`` into the mirrored place under ``out_dir``.
 
     ``options`` (:class:`CompressOptions` or :class:`DecompressOptions`, the defaults
-    if None) go to :func:`api.compress_file` / :func:`api.decompress_file`. With
-    ``shard=(k, n)`` only the k-th of n disjoint shares is converted (:func:`in_shard`).
+    if None) go to :func:`api.compress_file` / :func:`api.decompress_file`; they are
+    checked once (:func:`check_options`: a UsageError or ModelError before any file),
+    and ``warn`` gets the one warning that check may give (the default coder falling
+    back to plain packing). With ``shard=(k, n)`` only the k-th of n disjoint shares is
+    converted (:func:`in_shard`).
     """
     from tqdm import tqdm
 
@@ -319,7 +376,6 @@ def run_batch(
     if not planned:
         kinds = ", ".join(AUDIO_EXTENSIONS) if mode == "compress" else ECDC_SUFFIX
         raise InputError(f"no input files ({kinds}) under '{src_dir}'")
-    out_dir.mkdir(exist_ok=True)
     if options is None:
         options = CompressOptions() if mode == "compress" else DecompressOptions()
     if isinstance(options, CompressOptions) != (mode == "compress"):
@@ -340,6 +396,12 @@ def run_batch(
         else:
             tasks.append(task)
         claimed.setdefault(task.dst, task.src)
+    warn = warn or (lambda message: None)
+    jobs = max(1, min(jobs, len(tasks)))
+    if jobs == 1:  # (with workers, the first of them checks: this process needs no torch)
+        options, warning = check_options(options)  # bad options: nothing written at all
+        if warning:
+            warn(warning)
     if not tasks:
         summary.wall = time.perf_counter() - start
         return summary
@@ -356,11 +418,10 @@ def run_batch(
             "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]"
         ),
     )
-    jobs = max(1, min(jobs, len(tasks)))
     outcomes = (
         _run_serial(tasks, mode, options, force)
         if jobs == 1
-        else _run_parallel(tasks, mode, options, force, jobs, threads)
+        else _run_parallel(tasks, mode, options, force, jobs, threads, warn)
     )
     try:
         for done, outcome in enumerate(outcomes, 1):

@@ -132,6 +132,10 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
+def _warn(message: str) -> None:
+    click.echo(f"neucomp: warning: {message}", err=True)
+
+
 def _say(quiet: bool, message: str) -> None:
     if not quiet:
         click.echo(message, err=True)
@@ -267,11 +271,8 @@ def compress(
         coder = "lm"
     if src != "-" and Path(src).is_dir():
         _folder_output(dst)
-        *_, warning = api.prepare(model, bandwidth, coder)  # fail once, not once per file
-        if warning:
-            # Said once for the batch; the workers then get the coder the default chose.
-            click.echo(f"neucomp: warning: {warning}", err=True)
-            coder = "plain"
+        # the batch checks the options once (in a worker with --jobs, so this process
+        # never loads torch) and gives its one warning through `warn`
         options = batch.CompressOptions(bandwidth=bandwidth, coder=coder, model=model)
         summary = batch.run_batch(
             src,
@@ -283,6 +284,7 @@ def compress(
             quiet=quiet,
             options=options,
             shard=shard,
+            warn=_warn,
         )
         _finish_batch(summary, quiet)
         return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -107,6 +108,36 @@ def test_worker_processes(cli_env, tree, tmp_path):
     assert p.returncode == 1, p.stderr
     assert files_under(out) == ["a.ecdc", "sub/b.ecdc", "sub/deeper/c.ecdc"]
     assert "compressed 3 files (1 failed)" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_worker_batch_checks_options_in_a_worker(cli_env, tree, tmp_path):
+    """With --jobs the first worker checks the options: a bad one is still one line,
+    before anything is written, and said once."""
+    out = tmp_path / "out"
+    cmd = [str(BIN / "neucomp"), "compress", "--jobs", "2", "-b", "7", str(tree), str(out)]
+    p = subprocess.run(cmd, env=cli_env, capture_output=True, text=True)
+    assert p.returncode == 6
+    assert p.stderr.startswith("neucomp: error: unsupported bandwidth 7 kbps (choose one of")
+    assert p.stderr.count("\n") == 1 and not out.exists()
+
+
+PARENT_PROBE = """
+import sys
+from neucomp import batch
+a = batch.run_batch(sys.argv[1], sys.argv[2], "compress", jobs=2, quiet=True)
+b = batch.run_batch(sys.argv[2], sys.argv[3], "decompress", jobs=2, quiet=True)
+print(a.converted, b.converted, "torch" in sys.modules)
+"""
+
+
+def test_parent_of_workers_never_imports_torch(cli_env, tree, tmp_path):
+    """The workers load torch and the model, each at the same time; a parent that did
+    too would add its own start-up in front of theirs (issue 12: --jobs 2 gave 1.3x)."""
+    out, back = tmp_path / "out", tmp_path / "back"
+    cmd = [sys.executable, "-c", PARENT_PROBE, str(tree), str(out), str(back)]
+    p = subprocess.run(cmd, env=cli_env, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["3", "3", "False"]
 
 
 def test_summary_lines():

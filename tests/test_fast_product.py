@@ -378,6 +378,30 @@ def test_batch_with_fast(run, tmp_path, jobs):
     assert sf.info(str(tmp_path / "dec" / "sub" / "b.wav")).frames == 16000
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_batch_default_falls_back_to_plain_once(fast_dir, foreign_tables, env, tmp_path, jobs):
+    """Refused tables: a folder is still compressed, with plain packing, and the reason is
+    given once for the batch (with --jobs, by the worker that checked the options)."""
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(fast_dir / f"{DEFAULT_NAME}.pt", models)
+    shutil.copy(foreign_tables, models / f"{DEFAULT_NAME}.fct")
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i in range(3):
+        write_audio(src / f"f{i}.wav", make_audio(8000, 16000, seed=i), 16000)
+    cmd = [NEUCOMP, "compress", "-q", "-j", str(jobs), str(src), str(out)]
+    p = subprocess.run(
+        cmd, env=dict(env, NEUCOMP_MODEL_DIR=str(models)), capture_output=True, text=True
+    )
+    assert p.returncode == 0, p.stderr
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("neucomp: warning: ")
+    assert "compressed with plain packing instead" in lines[0]
+    coded = sorted(out.glob("*.ecdc"))
+    assert len(coded) == 3 and all(f.read_bytes()[CODER_BYTE] == 0 for f in coded)
+
+
 def test_batch_fast_without_tables_fails_once(run, fast_dir, tmp_path, monkeypatch):
     bare = tmp_path / "bare"
     bare.mkdir()
