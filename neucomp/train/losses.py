@@ -140,6 +140,53 @@ class ComplexSTFTLoss(nn.Module):
         return total / len(self.n_ffts)
 
 
+class PhaseDerivativeLoss(nn.Module):
+    """How far the output's phase *derivatives* are from the reference's, per STFT bin.
+
+    Absolute phase cannot be predicted from a few bits per frame, but its derivatives
+    can: along time (instantaneous frequency) a harmonic advances its bin's phase by
+    2π f·hop/sr per frame, and along frequency (group delay) neighbouring bins of one
+    glottal pulse keep a fixed relation. A decoder whose phases drift frame to frame
+    smears its harmonics in the overlap-add, which no magnitude loss can undo
+    (docs/EXPERIMENTS.md E6/E7). The idea is APNet's (Ai & Ling, 2023) anti-wrapped
+    IF and GD losses; here each derivative is a unit phasor, u_t · conj(u_{t-1}), so
+    the distance |a_out − a_ref| needs no wrapping, and each bin counts by the
+    reference's magnitude, so the harmonics decide and noise or silence barely does.
+    """
+
+    def __init__(
+        self, n_ffts: tuple[int, ...] = (1280,), weight_power: float = 1.0, floor: float = 1e-4
+    ) -> None:
+        super().__init__()
+        self.n_ffts = n_ffts
+        self.weight_power = weight_power
+        self.floor = floor
+        for n in n_ffts:
+            self.register_buffer(f"window_{n}", torch.hann_window(n), persistent=False)
+
+    def _unit(self, spec: Tensor) -> Tensor:
+        return spec / torch.sqrt(spec.real**2 + spec.imag**2 + self.floor**2)
+
+    def forward(self, ref: Tensor, out: Tensor) -> Tensor:
+        ref, out = level_normalise(ref, out)
+        a, b = ref.reshape(-1, ref.shape[-1]), out.reshape(-1, out.shape[-1])
+        total = ref.new_zeros(())
+        for n in self.n_ffts:
+            w = getattr(self, f"window_{n}")
+            sa = torch.stft(a, n, n // 4, window=w, return_complex=True)  # [N, bins, T]
+            sb = torch.stft(b, n, n // 4, window=w, return_complex=True)
+            ua, ub = self._unit(sa), self._unit(sb)
+            mag = sa.abs() ** self.weight_power
+            for dim in (2, 1):  # time: instantaneous frequency; frequency: group delay
+                length = ua.shape[dim] - 1
+                da = ua.narrow(dim, 1, length) * ua.narrow(dim, 0, length).conj()
+                db = ub.narrow(dim, 1, length) * ub.narrow(dim, 0, length).conj()
+                weight = torch.sqrt(mag.narrow(dim, 1, length) * mag.narrow(dim, 0, length))
+                weight = weight / weight.sum(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+                total = total + ((da - db).abs() * weight).sum(dim=(1, 2)).mean()
+        return total / (2 * len(self.n_ffts))
+
+
 #: Mel-loss definitions by name: "v1" the original, "v2" the level-normalised DAC-style one.
 MEL_LOSSES = {"v1": MultiScaleMelLoss, "v2": LevelNormalisedMelLoss}
 

@@ -16,7 +16,7 @@ from neucomp.model import Codec, CodecConfig
 from neucomp.train.balancer import Balancer
 from neucomp.train.discriminator import MultiScaleSTFTDiscriminator
 from neucomp.train.loop import TrainConfig, Trainer, learning_rate
-from neucomp.train.losses import MultiScaleMelLoss
+from neucomp.train.losses import MultiScaleMelLoss, PhaseDerivativeLoss
 from neucomp.train.validate import Validator, append_row
 
 
@@ -79,6 +79,18 @@ def test_steps_lower_the_loss(config: TrainConfig, monkeypatch, mixing, mel_loss
     mels = [trainer.train_step()["mel"] for _ in range(25)]
     assert np.mean(mels[-5:]) < 0.8 * np.mean(mels[:5])
     assert trainer.step == 25
+
+
+def test_phase_loss_joins_the_sum_when_weighted(config: TrainConfig, monkeypatch) -> None:
+    config.adv_start_step, config.loss_mixing = 10_000, "sum"
+    config.weights = {"l1": 0.1, "mel": 1.0, "phase": 1.0}
+    config.phase_n_ffts = [256]
+    trainer = Trainer(config)
+    fixed = trainer.sampler.batch(2)
+    monkeypatch.setattr(trainer.sampler, "batch", lambda n: fixed)
+    monkeypatch.setattr(trainer, "_choose_codebooks", lambda: 8)
+    phases = [trainer.train_step()["phase"] for _ in range(25)]
+    assert np.mean(phases[-5:]) < np.mean(phases[:5])
 
 
 def test_resume_gives_the_same_next_step(config: TrainConfig) -> None:
@@ -161,6 +173,28 @@ def test_mel_loss_measures_distortion() -> None:
     mild, heavy = x + 0.01 * torch.randn_like(x), x + 0.1 * torch.randn_like(x)
     assert float(mel(x, x)) == pytest.approx(0.0, abs=1e-6)
     assert float(mel(x, mild)) < float(mel(x, heavy))
+
+
+def test_phase_derivative_loss_sees_drifting_phase_not_level_or_start_phase() -> None:
+    """Zero for the reference itself, at any level; small for another starting phase
+    of the same harmonic tone; large for a tone whose pitch drifts or is 2 % off (its
+    phase advance per frame is wrong), and near its maximum for noise."""
+    t = torch.arange(24000) / 24000
+
+    def tone(f0: torch.Tensor | float, phase: float = 0.0) -> torch.Tensor:
+        psi = 2 * torch.pi * torch.cumsum(torch.as_tensor(f0).expand(t.shape), 0) / 24000
+        return sum(torch.cos(k * (psi + phase)) / k for k in range(1, 6)).reshape(1, 1, -1)
+
+    loss = PhaseDerivativeLoss()
+    x = 0.1 * tone(150.0)
+    assert float(loss(x, x)) == pytest.approx(0.0, abs=1e-5)
+    assert float(loss(x, 0.003 * tone(150.0))) < 2e-3  # level
+    shifted = float(loss(x, 0.1 * tone(150.0, phase=1.0)))  # only between harmonics
+    drift = float(loss(x, 0.1 * tone(150.0 * (1 + 0.03 * torch.sin(2 * torch.pi * 2 * t)))))
+    off_pitch = float(loss(x, 0.1 * tone(153.0)))  # 2 % sharp: wrong advance per frame
+    noise = float(loss(x, 0.1 * torch.randn_like(x)))
+    assert shifted < 0.05 and min(drift, off_pitch) > 5 * shifted
+    assert max(drift, off_pitch) < noise and noise > 0.8
 
 
 def test_validation_log_widens_its_header_for_new_columns(tmp_path: Path) -> None:
