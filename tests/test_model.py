@@ -137,13 +137,19 @@ def test_unknown_model_name(tmp_path, monkeypatch) -> None:
 # ------------------------------------------------------------- the frame-rate decoder
 
 
-@pytest.fixture(params=[None, "add", "phase"], ids=["free", "harmonic", "harmonic-phase"])
+@pytest.fixture(
+    params=[None, "global", "add", "phase"], ids=["free", "global", "harmonic", "harmonic-phase"]
+)
 def frame_codec(request) -> Codec:
     torch.manual_seed(0)
     config = tiny_config()
     config.decoder = "frame"
-    config.frame_decoder = {"dim": 32, "layers": 2, "harmonic": request.param is not None}
-    if request.param:
+    harmonic = request.param in ("add", "phase")
+    config.frame_decoder = {"dim": 32, "layers": 2, "harmonic": harmonic}
+    if request.param == "global":
+        config.frame_decoder["global_phase"] = True
+        request.param = None
+    if harmonic:
         config.frame_decoder["harmonic_mode"] = request.param
     model = Codec(config)
     for layer in model.quantizer.layers:
@@ -182,6 +188,33 @@ def test_frame_decoder_streams_like_the_whole_signal(frame_codec: Codec, cuts) -
     a, b = spectra(streamed), spectra(whole)
     torch.testing.assert_close(a, b, rtol=0, atol=0.01 * float(b.max()))
     torch.testing.assert_close(streamed, whole, rtol=0, atol=0.05 * float(whole.abs().max()))
+
+
+@pytest.mark.parametrize("global_phase", [False, True])
+def test_global_phase_makes_a_constant_phase_a_steady_tone(global_phase: bool) -> None:
+    """One bin, one constant predicted phase in every frame: counted from time zero that
+    is a steady sinusoid at the bin's centre; counted from each frame's start (the
+    default), bin 3's frames are a quarter turn apart and cancel in the overlap-add."""
+    from neucomp.nn.framedecoder import FrameDecoder, FrameDecoderConfig
+
+    cfg = FrameDecoderConfig(latent_dim=8, dim=16, layers=1, hop=64, global_phase=global_phase)
+    dec = FrameDecoder(cfg)
+    bins, k = cfg.n_fft // 2 + 1, 3
+    with torch.no_grad():
+        dec.head.weight.zero_()
+        dec.head.bias.zero_()
+        dec.head.bias[:bins] = -20.0  # log magnitudes: silence …
+        dec.head.bias[k] = 0.0  # … but bin k; all phases 0
+    y = dec(torch.zeros(1, 8, 40))[0][0, 0, 4 * cfg.hop : -4 * cfg.hop]
+    t = torch.arange(4 * cfg.hop, 36 * cfg.hop)
+    tone = torch.cos(2 * torch.pi * k * t / cfg.n_fft)
+    basis = torch.stack([tone, torch.sin(2 * torch.pi * k * t / cfg.n_fft)], 1)
+    fit = basis @ torch.linalg.lstsq(basis, y[:, None]).solution
+    explained = 1 - float((y[:, None] - fit).pow(2).sum() / y.pow(2).sum().clamp_min(1e-12))
+    if global_phase:
+        assert explained > 0.999 and float(y.abs().max()) > 1e-3
+    else:
+        assert explained < 0.5
 
 
 def test_frame_decoder_looks_ahead_two_frames_at_most(frame_codec: Codec) -> None:

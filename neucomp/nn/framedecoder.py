@@ -45,6 +45,11 @@ class FrameDecoderConfig:
     # f0 also read straight off the latent by one linear map: with the encoder's pitch
     # skip, pitch goes in and out of the latent through linear paths only.
     f0_skip: bool = False
+    # The free phase counted from time zero instead of from each frame's start: frame f
+    # is turned by 2π·k·f·hop / n_fft at bin k. A steady tone at a bin's centre then has
+    # one constant predicted phase, which a network without a clock can output; in
+    # per-frame terms it must advance by π·k/2 every frame, i.e. know f mod 4.
+    global_phase: bool = False
 
     @property
     def n_fft(self) -> int:
@@ -187,6 +192,8 @@ class FrameDecoder(nn.Module):
         h = h.reshape(b, f, self.cfg.channels, 2, -1).permute(0, 2, 3, 4, 1)
         mag = torch.exp(h[:, :, 0].clamp(max=self.cfg.max_log_mag))
         phase = h[:, :, 1]
+        if self.cfg.global_phase:
+            phase = phase + self._frame_turn(f, 0 if state is None else state.frames, h)
         if not self.cfg.harmonic:
             return torch.polar(mag, phase), new_contexts
         rows, oscillator = self._harmonic(feats, latent, state, teacher_f0)
@@ -201,6 +208,16 @@ class FrameDecoder(nn.Module):
             ), new_contexts
         envelope = torch.exp(rows.clamp(max=self.cfg.max_log_mag))
         return torch.polar(mag, phase) + envelope * oscillator, new_contexts
+
+    def _frame_turn(self, frames: int, first: int, like: Tensor) -> Tensor:
+        """[bins, F]: the phase that takes bin k of frames first … first + F − 1 from
+        time zero to each frame's start, 2π·k·f·hop / n_fft, reduced exactly (in
+        integers) so that it stays small however long the stream."""
+        cfg = self.cfg
+        k = torch.arange(cfg.n_fft // 2 + 1, device=like.device)[:, None]
+        f = torch.arange(first, first + frames, device=like.device)[None, :]
+        turns = (k * ((f * cfg.hop) % cfg.n_fft)) % cfg.n_fft  # in units of 2π / n_fft
+        return turns.to(like.dtype) * (2 * torch.pi / cfg.n_fft)
 
     def _harmonic(
         self,
