@@ -316,3 +316,27 @@ def test_harmonic_training_pass_teaches_the_reference_pitch() -> None:
     # without teacher forcing the oscillator follows the (untrained, ~100 Hz) prediction
     y_own, _, _ = model(wav, 4, teacher_f0=False)
     assert not torch.allclose(y_own, y)
+
+
+def test_phase_oracle_splits_a_frame_codec_into_magnitude_and_phase(frame_codec: Codec) -> None:
+    """The oracle's crossings keep exactly one half of each: the reference's magnitude
+    with the model's phase, and the model's magnitude with the reference's phase."""
+    from neucomp.eval.phase_oracle import model_variants
+    from neucomp.nn.pitch import centred_frames
+
+    torch.manual_seed(1)
+    t = torch.arange(20 * 320) / 24000
+    wav = (0.1 * torch.sin(2 * torch.pi * 180 * t) + 0.01 * torch.randn_like(t))[None, None]
+    found = model_variants(wav, frame_codec, 6.0)
+    harmonic = frame_codec.decoder.cfg.harmonic
+    assert ("model at the reference's pitch" in found) == harmonic
+    dec = frame_codec.decoder
+    frames = centred_frames(wav, dec.cfg.hop, dec.cfg.n_fft)[0]
+    ref = torch.fft.rfft(frames * dec.window, dim=-1).transpose(1, 2)
+    own = found["model"]
+    assert own.shape == ref.shape
+    crossed = found["reference magnitude, model phase"]
+    torch.testing.assert_close(crossed.abs(), ref.abs(), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(found["model magnitude, reference phase"].abs(), own.abs())
+    keep = (ref.abs() > 1e-3) & (own.abs() > 1e-3)
+    assert torch.allclose(torch.angle(crossed * own.conj())[keep], torch.zeros(1), atol=1e-3)

@@ -6,6 +6,12 @@ random phase or the phase of a harmonic oscillator at the reference's YIN pitch.
 ceiling each reaches says what the decoder's output must contain (docs/EXPERIMENTS.md E6).
 
     python -m neucomp.eval phase-oracle data/deveval [--clips 6] [--seconds 5]
+
+With ``--model FILE`` (a frame codec's model file, e.g. a run's exported
+``neucomp_24khz.pt``) it scores that codec at ``--bandwidth`` the same way, and splits
+its error: its magnitude with the reference's phase, and the reference's magnitude with
+its phase, say which of the two limits it; a harmonic decoder is also run at the
+reference's pitch instead of its own, which says what exact pitch would be worth.
 """
 
 from __future__ import annotations
@@ -61,6 +67,27 @@ def variants(wav: torch.Tensor, decoder: FrameDecoder) -> dict[str, torch.Tensor
     }
 
 
+def model_variants(wav: torch.Tensor, codec, bandwidth: float) -> dict[str, torch.Tensor]:
+    """wav [1, 1, T] → {name: STFT frames [1, bins, F]} of a frame codec's own output and
+    its two halves crossed with the reference's (decoder grid, like `variants`)."""
+    dec = codec.decoder
+    cfg = dec.cfg
+    frames = centred_frames(wav, cfg.hop, cfg.n_fft)[0]
+    ref = torch.fft.rfft(frames * dec.window, dim=-1).transpose(1, 2)
+    with torch.no_grad():
+        latent = codec.quantizer.decode(codec.encode(wav, codec.config.n_codebooks_for(bandwidth)))
+        own, _ = dec.spectrum(latent)
+        out = {"model": own[:, 0]}
+        if cfg.harmonic:
+            f0, _ = codec._reference_pitch(wav)
+            out["model at the reference's pitch"] = dec.spectrum(latent, teacher_f0=f0)[0][:, 0]
+    own = out["model"][..., : ref.shape[-1]]
+    ref = ref[..., : own.shape[-1]]
+    out["model magnitude, reference phase"] = own.abs() * torch.exp(1j * torch.angle(ref))
+    out["reference magnitude, model phase"] = ref.abs() * torch.exp(1j * torch.angle(own))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     import soundfile as sf
 
@@ -70,10 +97,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("deveval", type=Path)
     ap.add_argument("--clips", type=int, default=6)
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--model", type=Path, help="a frame codec's model file: score it too")
+    ap.add_argument("--bandwidth", type=float, default=6.0)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(0)
     decoder = FrameDecoder(FrameDecoderConfig(harmonic=True))
+    codec = None
+    if args.model is not None:
+        from neucomp.registry import load_model
+
+        codec = load_model(args.model)
+        if not hasattr(codec.decoder, "spectrum"):
+            raise SystemExit(f"{args.model}: not a frame-decoder codec")
+        decoder = codec.decoder
     scores: dict[str, list[float]] = {}
     for path in sorted((args.deveval / "speech").glob("*"))[: args.clips]:
         audio, rate = sf.read(path, always_2d=True)
@@ -82,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         audio = audio[: len(audio) // 320 * 320]
         wav = torch.tensor(audio * 10 ** ((-23 - rms_db(audio)) / 20))[None, None]
         ref = wav[0, 0].numpy()
-        for name, spec in variants(wav, decoder).items():
+        found = variants(wav, decoder)
+        if codec is not None:
+            found = {**model_variants(wav, codec, args.bandwidth), **found}
+        for name, spec in found.items():
             out = decoder.overlap_add(spec)[0].numpy()
             scores.setdefault(name, []).append(speech_scores(ref, out, 24000)["pesq"])
     for name, values in scores.items():
