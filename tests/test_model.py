@@ -340,3 +340,17 @@ def test_phase_oracle_splits_a_frame_codec_into_magnitude_and_phase(frame_codec:
     torch.testing.assert_close(found["model magnitude, reference phase"].abs(), own.abs())
     keep = (ref.abs() > 1e-3) & (own.abs() > 1e-3)
     assert torch.allclose(torch.angle(crossed * own.conj())[keep], torch.zeros(1), atol=1e-3)
+
+
+def test_phase_oracle_analyses_a_waveform_decoder_on_the_same_grid() -> None:
+    from neucomp.eval.phase_oracle import model_variants
+
+    codec = inference_copy(Codec(tiny_config()))
+    wav = 0.1 * torch.randn(1, 1, 20 * 320)
+    found = model_variants(wav, codec, 6.0)
+    assert set(found) == {
+        "model",
+        "model magnitude, reference phase",
+        "reference magnitude, model phase",
+    }
+    assert found["model"].shape == (1, 641, 20)

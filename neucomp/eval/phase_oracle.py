@@ -7,11 +7,12 @@ ceiling each reaches says what the decoder's output must contain (docs/EXPERIMEN
 
     python -m neucomp.eval phase-oracle data/deveval [--clips 6] [--seconds 5]
 
-With ``--model FILE`` (a frame codec's model file, e.g. a run's exported
-``neucomp_24khz.pt``) it scores that codec at ``--bandwidth`` the same way, and splits
-its error: its magnitude with the reference's phase, and the reference's magnitude with
-its phase, say which of the two limits it; a harmonic decoder is also run at the
-reference's pitch instead of its own, which says what exact pitch would be worth.
+With ``--model FILE`` (a model file, e.g. a run's exported ``neucomp_24khz.pt``; a
+waveform decoder's output is analysed on the same grid) it scores that codec at
+``--bandwidth`` the same way, and splits its error: its magnitude with the reference's
+phase, and the reference's magnitude with its phase, say which of the two limits it; a
+harmonic decoder is also run at the reference's pitch instead of its own, which says
+what exact pitch would be worth.
 """
 
 from __future__ import annotations
@@ -71,16 +72,28 @@ def model_variants(wav: torch.Tensor, codec, bandwidth: float) -> dict[str, torc
     """wav [1, 1, T] → {name: STFT frames [1, bins, F]} of a frame codec's own output and
     its two halves crossed with the reference's (decoder grid, like `variants`)."""
     dec = codec.decoder
-    cfg = dec.cfg
-    frames = centred_frames(wav, cfg.hop, cfg.n_fft)[0]
-    ref = torch.fft.rfft(frames * dec.window, dim=-1).transpose(1, 2)
+    cfg = getattr(dec, "cfg", FrameDecoderConfig())
+    window = torch.hann_window(cfg.n_fft)
+
+    def analyse(x: torch.Tensor) -> torch.Tensor:
+        frames = centred_frames(x, cfg.hop, cfg.n_fft)[0]
+        return torch.fft.rfft(frames * window, dim=-1).transpose(1, 2)
+
+    ref = analyse(wav)
     with torch.no_grad():
-        latent = codec.quantizer.decode(codec.encode(wav, codec.config.n_codebooks_for(bandwidth)))
+        codes = codec.encode(wav, codec.config.n_codebooks_for(bandwidth))
+        if not hasattr(dec, "spectrum"):  # a waveform decoder: its output, analysed
+            return _crossed({"model": analyse(codec.decode(codes)[..., : wav.shape[-1]])}, ref)
+        latent = codec.quantizer.decode(codes)
         own, _ = dec.spectrum(latent)
         out = {"model": own[:, 0]}
         if cfg.harmonic:
             f0, _ = codec._reference_pitch(wav)
             out["model at the reference's pitch"] = dec.spectrum(latent, teacher_f0=f0)[0][:, 0]
+    return _crossed(out, ref)
+
+
+def _crossed(out: dict[str, torch.Tensor], ref: torch.Tensor) -> dict[str, torch.Tensor]:
     own = out["model"][..., : ref.shape[-1]]
     ref = ref[..., : own.shape[-1]]
     out["model magnitude, reference phase"] = own.abs() * torch.exp(1j * torch.angle(ref))
@@ -108,9 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         from neucomp.registry import load_model
 
         codec = load_model(args.model)
-        if not hasattr(codec.decoder, "spectrum"):
-            raise SystemExit(f"{args.model}: not a frame-decoder codec")
-        decoder = codec.decoder
+        if hasattr(codec.decoder, "spectrum"):  # else the default grid, which is the same
+            decoder = codec.decoder
     scores: dict[str, list[float]] = {}
     for path in sorted((args.deveval / "speech").glob("*"))[: args.clips]:
         audio, rate = sf.read(path, always_2d=True)
