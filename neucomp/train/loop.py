@@ -32,6 +32,7 @@ from neucomp.train.dataset import AugmentConfig, CropSampler
 from neucomp.train.discriminator import CombinedDiscriminator
 from neucomp.train.losses import (
     ComplexSTFTLoss,
+    LogSTFTMagnitudeLoss,
     PhaseDerivativeLoss,
     feature_matching_loss,
     hinge_discriminator_loss,
@@ -80,6 +81,8 @@ class TrainConfig:
     # The STFT sizes of the phase-derivative loss (weights.phase; the frame decoder's
     # own grid by default).
     phase_n_ffts: list[int] = field(default_factory=lambda: [1280])
+    # The STFT sizes of the per-bin log-magnitude loss (weights.logmag).
+    logmag_n_ffts: list[int] = field(default_factory=lambda: [1280, 2048])
     # A harmonic decoder's oscillator runs at the reference pitch in this share of the
     # steps, at its own predicted pitch in the rest (so it also learns with its errors).
     f0_teacher_prob: float = 1.0
@@ -162,6 +165,7 @@ class Trainer:
         self.mel_loss = make_mel_loss(cfg.mel_loss, self.codec_config.sample_rate).to(self.device)
         self.stft_loss = ComplexSTFTLoss().to(self.device)
         self.phase_loss = PhaseDerivativeLoss(tuple(cfg.phase_n_ffts)).to(self.device)
+        self.logmag_loss = LogSTFTMagnitudeLoss(tuple(cfg.logmag_n_ffts)).to(self.device)
         self.sampler = CropSampler(
             cfg.corpus,
             self.codec_config.sample_rate,
@@ -298,6 +302,8 @@ class Trainer:
             losses["stft"] = self.stft_loss(x, y)
         if cfg.weights.get("phase", 0.0):
             losses["phase"] = self.phase_loss(x, y)
+        if cfg.weights.get("logmag", 0.0):
+            losses["logmag"] = self.logmag_loss(x, y)
         # losses the model computed on its own outputs (the harmonic decoder's f0), not on y
         aux = {} if cfg.decoder_only else dict(getattr(self.model, "aux_losses", {}))
         if adversarial:
@@ -414,6 +420,7 @@ class Trainer:
             "stft",
             "f0",
             "phase",
+            "logmag",
         ]
         start = time.time()
         last = start
@@ -451,7 +458,7 @@ class Trainer:
 
 def _format_row(row: dict) -> str:
     parts = [f"step {row['step']}", f"{row['sec_per_step']:.2f}s/it"]
-    for k in ("l1", "mel", "phase", "f0", "adv", "feat", "commit", "d_loss"):
+    for k in ("l1", "mel", "phase", "logmag", "f0", "adv", "feat", "commit", "d_loss"):
         if k in row and not math.isnan(row[k]):
             parts.append(f"{k} {row[k]:.4f}")
     if "lr" in row:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torch.nn.functional as F
 from conftest import tiny_config
 
 from neucomp.data.manifest import write_manifest
@@ -16,7 +17,7 @@ from neucomp.model import Codec, CodecConfig
 from neucomp.train.balancer import Balancer
 from neucomp.train.discriminator import MultiScaleSTFTDiscriminator
 from neucomp.train.loop import TrainConfig, Trainer, learning_rate
-from neucomp.train.losses import MultiScaleMelLoss, PhaseDerivativeLoss
+from neucomp.train.losses import LogSTFTMagnitudeLoss, MultiScaleMelLoss, PhaseDerivativeLoss
 from neucomp.train.validate import Validator, append_row
 
 
@@ -173,6 +174,23 @@ def test_mel_loss_measures_distortion() -> None:
     mild, heavy = x + 0.01 * torch.randn_like(x), x + 0.1 * torch.randn_like(x)
     assert float(mel(x, x)) == pytest.approx(0.0, abs=1e-6)
     assert float(mel(x, mild)) < float(mel(x, heavy))
+
+
+def test_logmag_loss_sees_the_valleys_between_harmonics() -> None:
+    """A harmonic tone against noise with its smoothed spectrum (the same envelope, no
+    harmonics) costs far more than against itself 6 dB louder plus a little noise."""
+    torch.manual_seed(0)
+    t = torch.arange(24000) / 24000
+    x = 0.05 * sum(torch.cos(2 * torch.pi * 150 * k * t) / k for k in range(1, 30))
+    x = x.reshape(1, 1, -1)
+    spectrum = torch.fft.rfft(x.flatten())
+    smooth = F.avg_pool1d(spectrum.abs()[None, None], 301, 1, 150).flatten()
+    noise = torch.fft.rfft(torch.randn(24000))
+    envelope_only = torch.fft.irfft(noise / noise.abs() * smooth, n=24000).reshape(1, 1, -1)
+    loss = LogSTFTMagnitudeLoss()
+    assert float(loss(x, x)) == 0.0
+    close = float(loss(x, 2 * x + 1e-4 * torch.randn_like(x)))  # level: normalised away
+    assert float(loss(x, envelope_only)) > 3 * close
 
 
 def test_phase_derivative_loss_sees_drifting_phase_not_level_or_start_phase() -> None:
