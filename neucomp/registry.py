@@ -319,7 +319,10 @@ def lm_coder(model: Codec, want_hash: bytes | None = None) -> LMCoder:
     if key not in _LMS:
         _LMS[key] = read_lm(path)
     coder = _LMS[key]
-    coder.check_codec(model.weights_hash)
+    try:
+        coder.check_codec(model.weights_hash)
+    except ModelError as err:
+        raise ModelError(f"{path}: {err}") from None
     _check_recorded("a different LM", name, want_hash, coder.hash)
     return coder
 
