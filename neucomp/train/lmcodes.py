@@ -22,9 +22,7 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _read_crop(
-    path: Path, length: int, rng: np.random.Generator, channels: int = 1
-) -> np.ndarray:
+def _read_crop(path: Path, length: int, rng: np.random.Generator, channels: int = 1) -> np.ndarray:
     """Crop [channels, length] at a random offset (zero-padded if the file is short),
     mapped to the codec's channels by the one channel rule (mono: the mean)."""
     with sf.SoundFile(str(path)) as f:
