@@ -138,3 +138,19 @@ def test_warm_start_from_the_24khz_model_copies_the_shared_body(tmp_path: Path) 
 def test_shipped_config_file_parses_as_json() -> None:
     data = json.loads(HQ_CONFIG.read_text())
     assert data["model"]["bandwidths"] == [3.0, 6.0, 12.0, 24.0]
+
+
+def test_validation_of_a_stereo_model_measures_the_image(tmp_path: Path) -> None:
+    from neucomp.train.validate import Validator
+
+    dev = tmp_path / "deveval" / "music"
+    dev.mkdir(parents=True)
+    t = np.arange(RATE // 2) / RATE
+    tone = 0.3 * np.sin(2 * np.pi * 440 * t)
+    sf.write(dev / "clip.flac", np.stack([tone, 0.5 * tone], axis=1), 44100)
+    codec = Codec(tiny_hq_config())
+    validator = Validator(tmp_path / "deveval", codec.config, max_clips=4, max_seconds=1.0)
+    assert validator.clips[0][1].shape[1] == 2  # [1, 2, T] at the model's rate
+    results = validator.run(codec, 0, tmp_path / "val.csv")
+    for bw in ("3", "24"):
+        assert {f"side_lsd_{bw}", f"ild_error_{bw}", f"lsd_12_20k_{bw}"} <= set(results)
