@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install demo test lint format data shard eval-data eval-tools eval bench bench-quick lm-size train train-lm clean
+.PHONY: install demo test lint format data shard eval-data eval-tools eval bench bench-quick lm-size train train48 train-lm clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -66,11 +66,21 @@ bench-quick: $(STAMP)
 train: $(STAMP)
 	$(PY) -m neucomp.train codec --config configs/codec24_cpu.json
 
+# The 48 kHz stereo codec (configs/codec48.json: data/music48 from `make data`).
+train48: $(STAMP)
+	$(PY) -m neucomp.train codec --config configs/codec48.json
+
 # The codec's entropy coders: the LM, then the fast coder's tables (~20 s once the
 # training codes are cached), both tied to the codec's hash: rerun after changing the codec.
+# MODEL=48khz does the same for the 48 kHz stereo model (configs/lm48.json, data/music48).
+MODEL ?= 24khz
+LM_CONFIG_24khz := configs/lm24.json
+LM_CONFIG_48khz := configs/lm48.json
+CORPUS_24khz := data/corpus24/manifest.tsv
+CORPUS_48khz := data/music48/manifest.tsv
 train-lm: $(STAMP)
-	$(PY) -m neucomp.train lm --config configs/lm24.json
-	$(PY) -m neucomp.eval.coders tables
+	$(PY) -m neucomp.train lm --config $(LM_CONFIG_$(MODEL))
+	$(PY) -m neucomp.eval.coders tables --codec $(MODEL) --corpus $(CORPUS_$(MODEL))
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

@@ -26,6 +26,10 @@ __all__ = [
     "BANDWIDTHS",
     "DEFAULT_BANDWIDTH",
     "DEFAULT_MODEL",
+    "HQ_BANDWIDTHS",
+    "HQ_MODEL",
+    "MODELS",
+    "MODEL_ALIASES",
     "__version__",
     "compress",
     "decompress",
@@ -38,6 +42,13 @@ __all__ = [
 DEFAULT_MODEL = "neucomp_24khz"
 BANDWIDTHS = (1.5, 3.0, 6.0, 12.0, 24.0)  # kbps; 2, 4, 8, 16, 32 codebooks at 24 kHz
 DEFAULT_BANDWIDTH = 6.0
+# The full-band stereo model (`--model 48khz`, `--hq`): 75 frames/s like the 24 kHz one,
+# so 3 / 6 / 12 / 24 kbps are 4 / 8 / 16 / 32 codebooks for both channels together.
+HQ_MODEL = "neucomp_48khz"
+HQ_BANDWIDTHS = (3.0, 6.0, 12.0, 24.0)
+# The project's models by name, what each is, and the short names users may give.
+MODELS = {DEFAULT_MODEL: "24 kHz mono", HQ_MODEL: "48 kHz stereo"}
+MODEL_ALIASES = {"24khz": DEFAULT_MODEL, "48khz": HQ_MODEL}
 
 
 def compress(
@@ -53,7 +64,8 @@ def compress(
 
     ``coder`` is "plain", "fast" or "lm"; None (the default) is "fast" where the model's
     tables are installed, else "plain". ``lm=True`` / ``lm=False`` still mean "lm" /
-    "plain"."""
+    "plain". ``model`` is a name ("neucomp_24khz", the default; "neucomp_48khz" for
+    full-band stereo; or their short names "24khz", "48khz") or a model file's path."""
     from neucomp.api import compress as _compress
 
     return _compress(audio, sample_rate, bandwidth, coder=coder, lm=lm, model=model)
@@ -69,7 +81,8 @@ def decompress(
 
 
 def load_model(name: str | None = None) -> Codec:
-    """A codec model by name or path (None: the default 24 kHz model), cached."""
+    """A codec model by name ("neucomp_48khz", or the short "48khz") or path (None: the
+    default 24 kHz model), cached."""
     from neucomp.registry import load_model as _load_model
 
     return _load_model(name)

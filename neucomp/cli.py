@@ -18,7 +18,7 @@ from typing import NoReturn
 
 import click
 
-from neucomp import BANDWIDTHS, DEFAULT_BANDWIDTH, __version__
+from neucomp import BANDWIDTHS, DEFAULT_BANDWIDTH, HQ_BANDWIDTHS, HQ_MODEL, __version__
 from neucomp.errors import InputError, NeucompError, Terminated, UsageError
 
 EXIT_FAILURES = 1  # a batch where some files failed
@@ -227,7 +227,8 @@ quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print nothing b
     type=float,
     default=DEFAULT_BANDWIDTH,
     show_default=True,
-    help=f"Target bitrate in kbps: {', '.join(f'{b:g}' for b in BANDWIDTHS)}.",
+    help=f"Target bitrate in kbps: {', '.join(f'{b:g}' for b in BANDWIDTHS)} "
+    f"(48 kHz model: {', '.join(f'{b:g}' for b in HQ_BANDWIDTHS)}; both channels together).",
 )
 @click.option(
     "--coder",
@@ -239,7 +240,14 @@ quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print nothing b
     "installed, else plain]",
 )
 @click.option("--lm", is_flag=True, help="Same as --coder lm.")
-@click.option("--model", metavar="NAME|PATH", default=None, help="Codec model (default: 24 kHz).")
+@click.option(
+    "--model",
+    metavar="NAME|PATH",
+    default=None,
+    help="Codec model: 24khz (mono, the default), 48khz (full-band stereo), a full "
+    "name such as neucomp_48khz, or the path of a .pt file.",
+)
+@click.option("--hq", is_flag=True, help="Same as --model 48khz.")
 @force_option
 @quiet_option
 @jobs_option
@@ -252,6 +260,7 @@ def compress(
     coder: str | None,
     lm: bool,
     model: str | None,
+    hq: bool,
     force: bool,
     quiet: bool,
     jobs: int,
@@ -260,11 +269,17 @@ def compress(
 ) -> None:
     """Compress audio IN (any format, rate, channels) to a .ecdc file OUT.
 
+    The 24 kHz model codes mono (stereo is mixed down, and copied back on decompress);
+    --model 48khz (--hq) codes both channels of full-band stereo together.
     With folders, every audio file under IN is compressed into the same place under OUT.
     """
     from neucomp import api, batch, registry
 
     registry.set_threads(threads)
+    if hq:
+        if model is not None and registry.canonical_model_name(model) != HQ_MODEL:
+            raise click.UsageError(f"--hq is --model 48khz; it contradicts --model {model}")
+        model = HQ_MODEL
     if lm:
         if coder not in (None, "lm"):
             raise click.UsageError(f"--lm is --coder lm; it contradicts --coder {coder}")

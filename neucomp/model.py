@@ -72,7 +72,23 @@ class CodecConfig:
                 per_codebook = self.frame_rate * self.bits_per_codebook / 1000
                 return int(round(bw / per_codebook))
         offered = ", ".join(f"{b:g}" for b in self.bandwidths)
-        raise UsageError(f"unsupported bandwidth {bandwidth:g} kbps (choose one of {offered})")
+        raise UsageError(
+            f"unsupported bandwidth {bandwidth:g} kbps for model '{self.name}' "
+            f"(it offers {offered})"
+        )
+
+    def check(self) -> None:
+        """ModelError unless every offered bandwidth is a whole number of codebooks (at
+        this frame rate and codebook size) that the quantizer has."""
+        per_codebook = self.frame_rate * self.bits_per_codebook / 1000
+        for bw in self.bandwidths:
+            k = bw / per_codebook
+            if abs(k - round(k)) > 1e-6 or not 1 <= round(k) <= self.n_codebooks:
+                raise ModelError(
+                    f"model '{self.name}': {bw:g} kbps is {k:g} codebooks at "
+                    f"{self.frame_rate:g} frames/s × {self.bits_per_codebook} bits "
+                    f"(it has {self.n_codebooks})"
+                )
 
     def bandwidth_for(self, n_codebooks: int) -> float:
         return n_codebooks * self.frame_rate * self.bits_per_codebook / 1000
@@ -119,6 +135,7 @@ class Codec(nn.Module):
 
     def __init__(self, config: CodecConfig) -> None:
         super().__init__()
+        config.check()
         self.config = config
         self.encoder = make_encoder(config)
         self.decoder = make_decoder(config)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from neucomp import DEFAULT_MODEL
+from neucomp import DEFAULT_MODEL, MODEL_ALIASES, MODELS
 from neucomp.errors import FormatError, ModelError, UsageError
 
 if TYPE_CHECKING:
@@ -72,11 +72,20 @@ def models_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "models"
 
 
+def canonical_model_name(name: str) -> str:
+    """The full name of a model a user names: "48khz" → "neucomp_48khz"; other names as
+    given (aliases are matched without regard to case)."""
+    return MODEL_ALIASES.get(name.lower(), name)
+
+
 def resolve_model_path(name_or_path: str | os.PathLike | None) -> Path:
-    """A model name (looked up in models_dir()) or a path to a model file: for names the
-    user gives (--model, the Python API), never for names read from a .ecdc file."""
+    """A model name or alias (looked up in models_dir()) or a path to a model file: for
+    names the user gives (--model, the Python API), never for names read from a .ecdc
+    file. An alias is always a name, even where a file of that name exists."""
     if name_or_path is None:
         name_or_path = DEFAULT_MODEL
+    if isinstance(name_or_path, str) and name_or_path.lower() in MODEL_ALIASES:
+        return installed_model_path(canonical_model_name(name_or_path))
     candidate = Path(name_or_path)
     if candidate.suffix == ".pt" or candidate.is_file():
         if not candidate.is_file():
@@ -89,10 +98,19 @@ def installed_model_path(name: str) -> Path:
     """The file of the installed model ``name``: only ever inside models_dir()."""
     path = models_dir() / f"{name}.pt"
     if Path(name).name != name or name in ("", ".", "..") or not path.is_file():
-        available = sorted(p.stem for p in models_dir().glob("*.pt"))
-        hint = f" (available: {', '.join(available)})" if available else ""
-        raise ModelError(f"model '{name}' is not installed in {models_dir()}{hint}")
+        raise ModelError(f"model '{name}' is not installed in {models_dir()} ({_offered(name)})")
     return path
+
+
+def _offered(name: str) -> str:
+    """What a user could give instead of a model ``name`` that is not installed."""
+    installed = sorted(p.stem for p in models_dir().glob("*.pt"))
+    have = f"installed: {', '.join(installed)}" if installed else "none installed"
+    if name in MODELS:  # one of ours, not (yet) in this models folder
+        return f"the {MODELS[name]} model; {name}.pt is missing; {have}"
+    short = {full: alias for alias, full in MODEL_ALIASES.items()}
+    known = ", ".join(f"{short[n]} ({MODELS[n]})" if n in short else n for n in MODELS)
+    return f"{have}; the project's models: {known}; or give the path of a .pt file"
 
 
 def lm_path(codec_name: str) -> Path:
@@ -301,7 +319,10 @@ def lm_coder(model: Codec, want_hash: bytes | None = None) -> LMCoder:
     if key not in _LMS:
         _LMS[key] = read_lm(path)
     coder = _LMS[key]
-    coder.check_codec(model.weights_hash)
+    try:
+        coder.check_codec(model.weights_hash)
+    except ModelError as err:
+        raise ModelError(f"{path}: {err}") from None
     _check_recorded("a different LM", name, want_hash, coder.hash)
     return coder
 

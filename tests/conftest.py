@@ -56,6 +56,61 @@ def build_model_file(
     return path
 
 
+HQ_NAME = "neucomp_48khz"
+HQ_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "codec48.json"
+
+
+def tiny_hq_config(name: str = HQ_NAME):
+    """The 48 kHz stereo model of configs/codec48.json (its rate, channels, strides,
+    codebooks and bandwidths) at a tiny width, so tests exercise the shipped design."""
+    import json
+
+    from neucomp.model import CodecConfig
+
+    model = json.loads(HQ_CONFIG.read_text())["model"]
+    model["seanet"] = {**model["seanet"], "base_width": 2, "latent_dim": 8, "lstm_layers": 1}
+    return CodecConfig.from_dict({**model, "name": name})
+
+
+def build_hq_model_file(folder: Path, name: str = HQ_NAME, seed: int = 0) -> Path:
+    """Save a random-weight tiny 48 kHz stereo model as ``folder/<name>.pt``."""
+    import torch
+
+    from neucomp.model import Codec
+    from neucomp.registry import save_model
+
+    torch.manual_seed(seed)
+    path = folder / f"{name}.pt"
+    save_model(Codec(tiny_hq_config(name)), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def hq_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder with both tiny models: the 24 kHz default and the 48 kHz one."""
+    folder = tmp_path_factory.mktemp("models_hq")
+    build_model_file(folder)
+    build_hq_model_file(folder)
+    return folder
+
+
+@pytest.fixture
+def hq_model(hq_model_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    """The tiny 48 kHz stereo model, installed (beside the tiny 24 kHz default)."""
+    from neucomp import registry
+
+    monkeypatch.setenv("NEUCOMP_MODEL_DIR", str(hq_model_dir))
+    return registry.load_model(HQ_NAME)
+
+
+@pytest.fixture
+def hq_cli_env(hq_model_dir: Path) -> dict[str, str]:
+    """Environment for the real `neucomp` executable with both tiny models."""
+    env = dict(os.environ, NEUCOMP_MODEL_DIR=str(hq_model_dir))
+    env.pop("NEUCOMP_DEBUG", None)
+    return env
+
+
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models folder holding the tiny model under the default name."""

@@ -66,3 +66,30 @@ def test_dev_clips_are_taken_in_turn_from_each_category() -> None:
     clips = [Path(p) for p in ("m/1.flac", "m/2.flac", "m/3.flac", "s/1.flac", "x/1.flac")]
     order = [str(p) for p in bench._round_robin(clips)]
     assert order == ["m/1.flac", "s/1.flac", "x/1.flac", "m/2.flac", "m/3.flac"]
+
+
+def test_48khz_rows_are_skipped_with_a_note_without_the_model(model_dir, monkeypatch) -> None:
+    monkeypatch.setenv("NEUCOMP_MODEL_DIR", str(model_dir))  # the 24 kHz model only
+    notes: list[str] = []
+    assert bench.bench_hq(0.5, 1, "neucomp_48khz", None, notes) is None
+    assert len(notes) == 1 and notes[0].startswith("48 kHz rows skipped: ")
+    assert "neucomp_48khz.pt is missing" in notes[0]
+
+
+def test_48khz_rows_time_plain_6_kbps_on_stereo(hq_model, tmp_path) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    clip = tmp_path / "song.flac"
+    sf.write(str(clip), 0.1 * np.random.default_rng(0).standard_normal((44100, 2)), 44100)
+    notes: list[str] = []
+    rows = bench.bench_hq(1.5, 2, "neucomp_48khz", clip, notes)
+    assert notes == [] and rows["model"]["name"] == "neucomp_48khz"
+    for side in ("encode", "decode"):
+        stats = rows["plain"][side]["6"]
+        assert stats["runs"] == 2 and 0 < stats["min"] <= stats["median"] <= stats["max"]
+    assert 6.0 < rows["plain"]["encode"]["6"]["kbps"] < 9.0
+    assert "song.flac" in rows["source"]
+    # A stereo source: two different channels at 48 kHz.
+    audio, _ = bench.load_source(1.0, clip, 48000, 2)
+    assert audio.shape == (2, 48000) and not np.array_equal(audio[0], audio[1])

@@ -133,7 +133,8 @@ def test_stoi_is_near_one_for_a_copy_and_low_for_noise() -> None:
 def test_lsd_is_zero_for_a_copy_and_sees_a_missing_band() -> None:
     x = _music(seconds=2.0) + _noisy(np.zeros(2 * RATE, np.float32), 0.01)
     same = metrics.lsd_bands(x, x, RATE)
-    assert set(same) == {"lsd_0_4k", "lsd_4_8k", "lsd_8_12k"}
+    assert set(same) == {"lsd_0_4k", "lsd_4_8k", "lsd_8_12k", "lsd_12_20k"}
+    assert np.isnan(same.pop("lsd_12_20k"))  # above Nyquist at 24 kHz
     assert all(v == 0.0 for v in same.values())
     # Nothing above 4 kHz: the upper bands are far off, the lowest one nearly exact.
     spectrum = np.fft.rfft(x)
@@ -168,3 +169,86 @@ def test_missing_packages_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     why = metrics.missing_for("pesq")
     assert why is not None and "no_such_module_xyz" in why and "C compiler" in why
+
+
+# ------------------------------------------------------------- full band and the stereo image
+
+HQ = 48000
+
+
+def _noise(channels: int, seconds: float = 1.0, seed: int = 3) -> np.ndarray:
+    """White noise [C, T] at 48 kHz: every band has energy."""
+    rng = np.random.default_rng(seed)
+    return (0.1 * rng.standard_normal((channels, int(seconds * HQ)))).astype(np.float64)
+
+
+def _scale_band(x: np.ndarray, lo: float, hi: float, gain: float) -> np.ndarray:
+    """x with every frequency in [lo, hi) multiplied by `gain` (an exact FFT filter)."""
+    spectrum = np.fft.rfft(x, axis=-1)
+    freqs = np.fft.rfftfreq(x.shape[-1], 1 / HQ)
+    spectrum[..., (freqs >= lo) & (freqs < hi)] *= gain
+    return np.fft.irfft(spectrum, x.shape[-1], axis=-1)
+
+
+def test_lsd_12_20k_sees_the_top_octave() -> None:
+    x = _noise(2)
+    twice = metrics.lsd_bands(x, _scale_band(x, 11000, 21000, 2.0), HQ)
+    # 6.02 dB louder in the band, exactly as before below it.
+    assert twice["lsd_12_20k"] == pytest.approx(20 * np.log10(2), abs=0.1)
+    assert twice["lsd_0_4k"] < 0.01 and twice["lsd_4_8k"] < 0.01
+    cut = metrics.lsd_bands(x, _scale_band(x, 12000, 24001, 0.0), HQ)
+    assert cut["lsd_12_20k"] > 40 and cut["lsd_0_4k"] < 0.01
+
+
+def test_lsd_scores_each_channel() -> None:
+    """A lost right channel is a large error, not the 6 dB a mono mix would show."""
+    x = _noise(2)
+    lost = x.copy()
+    lost[1] = 0
+    bands = metrics.lsd_bands(x, lost, HQ)
+    left_only = metrics.lsd_bands(x[:1], lost[:1], HQ)
+    assert left_only["lsd_4_8k"] == 0.0 and bands["lsd_4_8k"] > 40
+
+
+def _stereo(side_gain: float = 1.0) -> np.ndarray:
+    """L = M + g·S, R = M − g·S with independent noises M and S (S 6 dB below M)."""
+    mid, side = _noise(1, seed=4)[0], 0.5 * _noise(1, seed=5)[0]
+    return np.stack([mid + side_gain * side, mid - side_gain * side])
+
+
+def test_mid_side() -> None:
+    x = _stereo()
+    mid, side = metrics.mid_side(x)
+    np.testing.assert_allclose(mid + side, x[0])
+    np.testing.assert_allclose(mid - side, x[1])
+    with pytest.raises(ValueError):
+        metrics.mid_side(x[:1])
+
+
+def test_side_lsd_has_known_answers() -> None:
+    x = _stereo()
+    assert metrics.side_lsd(x, x, HQ) == 0.0
+    # The side twice as loud: 6.02 dB in every bin.
+    assert metrics.side_lsd(x, _stereo(side_gain=2.0), HQ) == pytest.approx(6.02, abs=0.01)
+    # Collapsed to mono: the side falls to the floor, 100 dB below the mid.
+    mono = np.stack([x.mean(axis=0)] * 2)
+    assert metrics.side_lsd(x, mono, HQ) > 60
+    # A mono reference decoded as mono is perfect; with invented width it is not.
+    assert metrics.side_lsd(mono, mono, HQ) == 0.0
+    assert metrics.side_lsd(mono, x, HQ) > 60
+
+
+def test_ild_error_has_known_answers() -> None:
+    source = _noise(1, seed=6)[0]
+    left = np.stack([2 * source, source])  # 6.02 dB to the left in every band
+    centre = np.stack([1.5 * source, 1.5 * source])
+    assert metrics.ild_error(left, left, HQ) == 0.0
+    assert metrics.ild_error(left, centre, HQ) == pytest.approx(20 * np.log10(2), abs=1e-6)
+    assert metrics.ild_error(left, left[::-1], HQ) == pytest.approx(40 * np.log10(2), abs=1e-6)
+    hard = np.stack([source, np.zeros_like(source)])  # fully left: clipped at 30 dB
+    assert metrics.ild_error(hard, centre, HQ) == pytest.approx(metrics.ILD_CLIP_DB)
+    # The level of both channels together does not matter, only their balance.
+    assert metrics.ild_error(left, 0.1 * left, HQ) == pytest.approx(0.0, abs=1e-9)
+    assert set(metrics.stereo_scores(left, centre, HQ)) == {"side_lsd", "ild_error"}
+    with pytest.raises(ValueError):
+        metrics.ild_error(source, source, HQ)

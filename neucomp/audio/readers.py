@@ -30,7 +30,7 @@ from neucomp.audio.base import (
     check_format,
     display_name,
 )
-from neucomp.audio.signal import resample, to_mono
+from neucomp.audio.signal import resample, to_model_channels, to_mono
 from neucomp.audio.wavstream import Prefixed, WavStreamReader, read_exact
 from neucomp.errors import InputError
 from neucomp.signals import deferred_termination
@@ -249,8 +249,12 @@ def read_audio(source: str | os.PathLike | BinaryIO) -> tuple[np.ndarray, int]:
     return np.concatenate(blocks, axis=1), info.sample_rate
 
 
-def load_reference(path: str | os.PathLike, rate: int) -> np.ndarray:
-    """The file as mono float32 ``[T]`` at ``rate``: how eval, training and the data
+def load_reference(path: str | os.PathLike, rate: int, channels: int = 1) -> np.ndarray:
+    """The file as float32 at ``rate``: mono ``[T]`` (the default), or ``[channels, T]``
+    by the channel rule (a stereo model's references): how eval, training and the data
     builders all read a reference signal."""
     audio, file_rate = read_audio(path)
-    return np.ascontiguousarray(resample(to_mono(audio), file_rate, rate), dtype=np.float32)
+    if channels == 1:
+        return np.ascontiguousarray(resample(to_mono(audio), file_rate, rate), dtype=np.float32)
+    mapped = to_model_channels(audio, channels)
+    return np.ascontiguousarray(resample(mapped, file_rate, rate), dtype=np.float32)

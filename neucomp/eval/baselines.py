@@ -7,6 +7,8 @@ LAME/Info tag, which lame leaves out when a frame is too small to hold it (e.g. 
 at 22.05 kHz), so we drop those 576 samples ourselves in that case. Both decoded signals
 are resampled back to the reference rate and cut or padded to the reference length.
 The actual bitrate is always the compressed file's size over the audio's duration.
+Stereo references are coded as stereo: Opus codes both channels within its one bitrate
+(libopus picks its own stereo tools at low rates), MP3 as joint stereo (`-m j`).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class Baseline:
 class RoundTrip:
     """Decoded audio at the reference rate and length, and the compressed size."""
 
-    audio: np.ndarray  # [T] float32
+    audio: np.ndarray  # [T] float32 (or [C, T], as the reference was)
     n_bytes: int
 
 
@@ -78,22 +80,28 @@ def plan_baselines(codecs: list[str]) -> tuple[list[Baseline], list[str]]:
 
 
 def round_trip(audio: np.ndarray, sample_rate: int, baseline: Baseline) -> RoundTrip:
-    """Encode and decode mono float `audio` [T] with a baseline codec.
+    """Encode and decode float `audio` with a baseline codec: mono [T], or stereo
+    [2, T] (then coded as stereo, decoded [2, T]).
 
     Raises MissingDependencyError if its tools are absent.
     """
     missing = missing_tools(baseline.codec)
     if missing:
         raise MissingDependencyError(f"{baseline.codec} baseline needs {', '.join(missing)}")
-    x = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
+    a = np.asarray(audio, dtype=np.float32)
+    channels = a.shape[0] if a.ndim == 2 else 1
+    x = np.clip(a.reshape(channels, -1), -1.0, 1.0)
     with tempfile.TemporaryDirectory(prefix="neucomp-baseline-") as tmp:
         src = Path(tmp) / "ref.wav"
-        _write_wav(src, x, sample_rate)
+        _write_wav(src, x.T if channels > 1 else x[0], sample_rate)
         if baseline.codec == "opus":
             decoded, rate, n_bytes = _opus(src, Path(tmp), baseline.bitrate)
         else:
-            decoded, rate, n_bytes = _mp3(src, Path(tmp), baseline.bitrate)
-    return RoundTrip(_fit(decoded, rate, sample_rate, len(x)), n_bytes)
+            decoded, rate, n_bytes = _mp3(src, Path(tmp), baseline.bitrate, stereo=channels > 1)
+    if channels == 1:
+        return RoundTrip(_fit(decoded.mean(axis=0), rate, sample_rate, x.shape[1]), n_bytes)
+    out = np.stack([_fit(c, rate, sample_rate, x.shape[1]) for c in decoded])
+    return RoundTrip(out, n_bytes)
 
 
 def _opus(src: Path, tmp: Path, bitrate: int) -> tuple[np.ndarray, int, int]:
@@ -106,13 +114,14 @@ def _opus(src: Path, tmp: Path, bitrate: int) -> tuple[np.ndarray, int, int]:
     return decoded, rate, coded.stat().st_size
 
 
-def _mp3(src: Path, tmp: Path, bitrate: int) -> tuple[np.ndarray, int, int]:
+def _mp3(src: Path, tmp: Path, bitrate: int, stereo: bool = False) -> tuple[np.ndarray, int, int]:
     coded, out = tmp / "coded.mp3", tmp / "decoded.wav"
-    _run(["lame", "--quiet", "--cbr", "-b", str(bitrate), "-m", "m", str(src), str(coded)])
+    mode = "j" if stereo else "m"
+    _run(["lame", "--quiet", "--cbr", "-b", str(bitrate), "-m", mode, str(src), str(coded)])
     _run(["lame", "--quiet", "--decode", str(coded), str(out)])
     decoded, rate = _read_wav(out)
     if not has_lame_tag(coded.read_bytes()[:2048]):
-        decoded = decoded[LAME_ENCODER_DELAY:]
+        decoded = decoded[:, LAME_ENCODER_DELAY:]
     return decoded, rate, coded.stat().st_size
 
 
@@ -134,10 +143,11 @@ def _write_wav(path: Path, x: np.ndarray, rate: int) -> None:
 
 
 def _read_wav(path: Path) -> tuple[np.ndarray, int]:
+    """The decoded file as [C, T] float32 and its rate."""
     import soundfile as sf
 
     data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    return data.mean(axis=1), rate
+    return np.ascontiguousarray(data.T), rate
 
 
 def _run(cmd: list[str]) -> None:

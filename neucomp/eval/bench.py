@@ -6,6 +6,9 @@
   encode (`neucomp.compress`) and decode (`neucomp.decompress`) apart, at every bandwidth
   of the model, with the plain and (when installed) the fast and LM coders; median and min–max of
   several runs after one warm-up. Model load time is measured apart.
+- The same for the 48 kHz stereo model (plain, 6 kbps, on 48 kHz stereo: dev-eval music
+  clips where there are any), or a note that it is not installed (`--hq-model` times a
+  model file of that design that is not installed, e.g. a training export).
 - Peak RSS of the real CLI compressing and decompressing a 1-minute and a 10-minute file
   (48 kHz stereo WAV, so resampling and channel mapping are in the path): the two must
   be close, since memory must not grow with the length.
@@ -49,42 +52,57 @@ LONG_RATE, LONG_CHANNELS = 48000, 2  # the long CLI files: a common "real" forma
 # ----------------------------------------------------------------------------- source
 
 
-def load_source(seconds: float, source: Path | None) -> tuple[np.ndarray, str]:
-    """`seconds` of real audio as mono float32 at RATE, and where it came from.
+def load_source(
+    seconds: float,
+    source: Path | None,
+    rate: int = RATE,
+    channels: int = 1,
+    category: str | None = None,
+) -> tuple[np.ndarray, str]:
+    """`seconds` of real audio as float32 at `rate` (mono [T], or [channels, T] by the
+    channel rule), and where it came from.
 
     From --source, else dev-eval clips taken in turn from each category folder (so the
-    recording mixes speech, music and sfx), else tests/data/sample.flac; looped when
-    shorter. A synthetic signal is the last resort and is said so in the results.
+    recording mixes speech, music and sfx; only `category`'s folder if given, when it
+    has clips), else tests/data/sample.flac; looped when shorter. A synthetic signal is
+    the last resort and is said so in the results.
     """
     from neucomp.audio import load_reference
     from neucomp.eval.runner import audio_files_under
 
+    clips = audio_files_under(DEVEVAL) if source is None and DEVEVAL.is_dir() else []
+    if category is not None and any(c.parent.name == category for c in clips):
+        clips = [c for c in clips if c.parent.name == category]
     if source is not None:
         files = [source]
-    elif DEVEVAL.is_dir() and (clips := audio_files_under(DEVEVAL)):
+    elif clips:
         files = _round_robin(clips)
     elif SAMPLE.is_file():
         files = [SAMPLE]
     else:
         files = []
-    need = int(seconds * RATE)
+    need = int(seconds * rate)
     parts: list[np.ndarray] = []
     used: list[str] = []
     for f in files:
-        parts.append(load_reference(f, RATE))
+        parts.append(load_reference(f, rate, channels))
         used.append(str(f))
-        if sum(len(p) for p in parts) >= need:
+        if sum(p.shape[-1] for p in parts) >= need:
             break
     if not parts:
-        t = np.arange(need) / RATE
+        t = np.arange(need) / rate
         audio = 0.3 * np.sin(2 * np.pi * 220 * t * (1 + 0.1 * np.sin(2 * np.pi * 0.5 * t)))
         audio += 0.02 * np.random.default_rng(0).standard_normal(need)
+        if channels > 1:  # a little width: the right side 1 ms late
+            audio = np.stack([np.roll(audio, c * rate // 1000) for c in range(channels)])
         return audio.astype(np.float32), "synthetic (no dev-eval set: run `make eval-data`)"
-    audio = np.concatenate(parts)
+    audio = np.concatenate(parts, axis=-1)
     origin = " + ".join(used)
-    if len(audio) < need:
-        origin += f" (looped from {len(audio) / RATE:.1f} s)"
-    return np.resize(audio, need).astype(np.float32), origin
+    if audio.shape[-1] < need:
+        origin += f" (looped from {audio.shape[-1] / rate:.1f} s)"
+    reps = -(-need // audio.shape[-1])
+    looped = np.tile(audio, (1, reps) if audio.ndim == 2 else reps)[..., :need]
+    return np.ascontiguousarray(looped, dtype=np.float32), origin
 
 
 def _round_robin(clips: list[Path]) -> list[Path]:
@@ -151,6 +169,46 @@ def bench_rtf(
                 flush=True,
             )
     return out
+
+
+def bench_hq(
+    seconds: float, runs: int, model: str, source: Path | None, notes: list[str]
+) -> dict | None:
+    """Plain encode and decode of the 48 kHz stereo model at 6 kbps on one thread:
+    {"plain": {"encode"|"decode": {"6": stats}}, "source": …}, or None and a note when
+    `model` is not installed."""
+    import neucomp
+    from neucomp import HQ_MODEL
+
+    bandwidth = 6.0
+    try:
+        codec = neucomp.load_model(model)
+    except NeucompError as err:
+        notes.append(f"48 kHz rows skipped: {err}")
+        return None
+    cfg = codec.config
+    audio, origin = load_source(seconds, source, cfg.sample_rate, cfg.channels, "music")
+    length = audio.shape[-1] / cfg.sample_rate
+    given = model if model != HQ_MODEL else None  # a file not installed decodes with itself
+
+    def enc() -> bytes:
+        return neucomp.compress(audio, cfg.sample_rate, bandwidth, coder="plain", model=model)
+
+    data = enc()  # warm-up
+    neucomp.decompress(data, model=given)
+    e = _rtf_runs(enc, length, runs)
+    d = _rtf_runs(lambda: neucomp.decompress(data, model=given), length, runs)
+    e["kbps"] = len(data) * 8 / length / 1000
+    print(
+        f"  {cfg.name} ({cfg.sample_rate} Hz, {cfg.channels} ch) plain {bandwidth:g} kbps: "
+        f"encode {e['median']:6.1f}x  decode {d['median']:6.1f}x real time",
+        flush=True,
+    )
+    return {
+        "model": {"name": cfg.name, "hash": codec.weights_hash},
+        "source": origin,
+        "plain": {"encode": {f"{bandwidth:g}": e}, "decode": {f"{bandwidth:g}": d}},
+    }
 
 
 # ----------------------------------------------------------------------------- CLI runs
@@ -293,7 +351,7 @@ def table(results: dict, previous: dict | None) -> str:
 
     A median is shown with its min–max range on one line.
     """
-    sections = ("import_torch_s", "load_model_s", "rtf", "memory", "batch")
+    sections = ("import_torch_s", "load_model_s", "rtf", "rtf_48khz", "memory", "batch")
     new = flatten({k: results[k] for k in sections if k in results})
     old = flatten(previous) if previous else {}
     lines = ["| measure | value | last commit | change |", "|---|---:|---:|---:|"]
@@ -359,6 +417,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", type=Path, default=None, help="Recording to time on.")
     parser.add_argument("--runs", type=int, default=None, help="Timed runs (default 5; --quick 2).")
     parser.add_argument(
+        "--hq-model",
+        default=None,
+        help="The 48 kHz model to time (default: the installed neucomp_48khz, else skipped).",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -395,6 +458,12 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"real-time factor, 1 thread, {len(audio) / RATE:.0f} s, median of {runs}:", flush=True)
     results["rtf"] = bench_rtf(audio, bandwidths, runs, args.model, notes)
+    print("48 kHz stereo model, 1 thread:", flush=True)
+    hq = bench_hq(10.0 if quick else 30.0, runs, args.hq_model or neucomp.HQ_MODEL, None, notes)
+    if hq is not None:
+        results["rtf_48khz"] = {"plain": hq["plain"]}
+        results["meta"]["model_48khz"] = hq["model"]
+        results["meta"]["source_48khz"] = hq["source"]
 
     tmp = SCRATCH / "work"
     tmp.mkdir(parents=True, exist_ok=True)

@@ -16,9 +16,10 @@ from neucomp import BANDWIDTHS
 from neucomp.errors import UsageError
 
 if TYPE_CHECKING:
+    from neucomp.eval import runner as runner_types
     from neucomp.eval.runner import MetricSet
 
-DEFAULT_BANDWIDTHS = ",".join(f"{b:g}" for b in BANDWIDTHS)
+DEFAULT_BANDWIDTHS = ",".join(f"{b:g}" for b in BANDWIDTHS)  # the 24 kHz model's
 DEFAULT_BASELINES = "opus,mp3"
 
 
@@ -55,9 +56,9 @@ def _note(message: str) -> None:
     "-b",
     "--bandwidth",
     "bandwidths",
-    default=DEFAULT_BANDWIDTHS,
-    show_default=True,
-    help="neucomp bandwidths in kbps, comma-separated ('none': baselines only).",
+    default=None,
+    help="neucomp bandwidths in kbps, comma-separated ('none': baselines only).  "
+    f"[default: the model's; 24 kHz: {DEFAULT_BANDWIDTHS}]",
 )
 @click.option(
     "--baselines",
@@ -66,7 +67,13 @@ def _note(message: str) -> None:
     help="Baseline codecs: opus (6/12/24 kbps), mp3 (32/64 kbps), or none.",
 )
 @click.option("--lm/--no-lm", default=False, help="Entropy-code neucomp with the LM.")
-@click.option("--model", metavar="NAME|PATH", default=None, help="Codec model (default: 24 kHz).")
+@click.option(
+    "--model",
+    metavar="NAME|PATH",
+    default=None,
+    help="Codec model (default: 24khz, scored in mono at 24 kHz; 48khz is scored in "
+    "stereo at 48 kHz, every codec on the same stereo reference).",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write all rows here.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Rate–quality PNG.")
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), help="Save the tables.")
@@ -92,7 +99,7 @@ def _note(message: str) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def eval_command(
     refs: tuple[str, ...],
-    bandwidths: str,
+    bandwidths: str | None,
     baselines: str,
     lm: bool,
     model: str | None,
@@ -120,7 +127,13 @@ def eval_command(
     # One thread, like the rest of the CLI: on a small busy machine more threads only
     # contend (torch.stft for the mel distance was ~100x slower with 2 under load).
     torch.set_num_threads(1)
-    bws = _parse_bandwidths(bandwidths)
+    domain, offered = _domain(model)
+    bws = offered if bandwidths is None else _parse_bandwidths(bandwidths)
+    if model is not None:  # an unoffered bandwidth: one line now, not after the first file
+        import neucomp
+
+        for bw in bws:
+            neucomp.load_model(model).config.n_codebooks_for(bw)
     plan, notes = B.plan_baselines(_parse_baselines(baselines))
     for n in notes:
         _note(n)
@@ -145,7 +158,7 @@ def eval_command(
         spectrogram_path = None
     codec = runner.neucomp_codec(lm=lm, model=model) if bws else None
     label = "neucomp+lm" if lm else "neucomp"
-    meta = _meta(bws, plan, lm, model, use)
+    meta = _meta(bws, plan, lm, model, use, domain)
 
     rows = runner.evaluate(
         files,
@@ -156,9 +169,10 @@ def eval_command(
         progress=not quiet,
         use=use,
         spectrogram_dir=spectrogram_path,
+        domain=domain,
     )
 
-    table = report.markdown(rows, note=runner.TABLE_NOTE)
+    table = report.markdown(rows, note=runner.table_note(domain))
     click.echo(table)
     if md_path:
         Path(md_path).write_text(table)
@@ -178,6 +192,19 @@ def _has_matplotlib() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
+def _domain(model: str | None) -> tuple[runner_types.Domain, list[float]]:
+    """Where the codecs are scored (the model's rate and channels) and the model's
+    bandwidths; the default model's without loading it."""
+    from neucomp.eval import runner
+
+    if model is None:
+        return runner.DEFAULT_DOMAIN, [float(b) for b in BANDWIDTHS]
+    import neucomp
+
+    config = neucomp.load_model(model).config
+    return runner.Domain.of(config), [float(b) for b in config.bandwidths]
+
+
 def _model_meta(model: str | None) -> dict:
     """Name and weights hash of the model the neucomp rows come from."""
     import neucomp
@@ -186,7 +213,14 @@ def _model_meta(model: str | None) -> dict:
     return {"name": codec.config.name, "hash": codec.weights_hash}
 
 
-def _meta(bws: list[float], plan: list, lm: bool, model: str | None, use: MetricSet) -> dict:
+def _meta(
+    bws: list[float],
+    plan: list,
+    lm: bool,
+    model: str | None,
+    use: MetricSet,
+    domain: runner_types.Domain | None = None,
+) -> dict:
     """What the numbers depend on, for the JSON file."""
     import datetime
     from importlib.metadata import PackageNotFoundError, version
@@ -201,8 +235,9 @@ def _meta(bws: list[float], plan: list, lm: bool, model: str | None, use: Metric
 
     meta: dict = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "rate": runner.EVAL_RATE,
-        "note": runner.TABLE_NOTE,
+        "rate": (domain or runner.DEFAULT_DOMAIN).rate,
+        "channels": (domain or runner.DEFAULT_DOMAIN).channels,
+        "note": runner.table_note(domain or runner.DEFAULT_DOMAIN),
         "bandwidths": bws,
         "lm": lm,
         "baselines": [b.label for b in plan],
@@ -213,6 +248,13 @@ def _meta(bws: list[float], plan: list, lm: bool, model: str | None, use: Metric
             "active_within_db": metrics.LSD_ACTIVE_DB,
         },
     }
+    if domain is not None and domain.channels == 2:
+        meta["stereo"] = {
+            "side": "S = (L - R) / 2",
+            "fmax_hz": metrics.STEREO_FMAX,
+            "ild_bands": metrics.ILD_BANDS,
+            "ild_clip_db": metrics.ILD_CLIP_DB,
+        }
     if bws:
         meta["model"] = _model_meta(model)
     if use.visqol:

@@ -91,7 +91,7 @@ def extract_train(codec, corpus: Path, seed: int) -> dict[str, np.ndarray]:
             got = engine_chunks(codec, audio, rate)
             chunks += got
             labels += [category] * len(got)
-            done += sum(c.shape[1] for c in got) / FRAME_RATE
+            done += sum(c.shape[1] for c in got) / codec.config.frame_rate
         log(f"  train {category}: {done / 60:.1f} min")
     return _pack(chunks, labels)
 
@@ -149,7 +149,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
         np.savez(tmp, **data, codec_hash=np.array(codec.weights_hash))
         tmp.replace(path)
         log(
-            f"{which}: {data['codes'].shape[1] / FRAME_RATE / 60:.1f} min of codes in "
+            f"{which}: {data['codes'].shape[1] / codec.config.frame_rate / 60:.1f} min of codes in "
             f"{time.time() - t0:.0f} s → {path}"
         )
 

@@ -205,8 +205,14 @@ def visqol(ref: np.ndarray, deg: np.ndarray, sample_rate: int, mode: str = "audi
 
 #: PESQ wideband and STOI are defined at 16 kHz.
 SPEECH_RATE = 16000
-#: Bands (Hz) of the log-spectral distance.
-LSD_BANDS: tuple[tuple[int, int], ...] = ((0, 4000), (4000, 8000), (8000, 12000))
+#: Bands (Hz) of the log-spectral distance; 12–20 kHz only exists at rates above 40 kHz
+#: (the 48 kHz model's top octave), and is NaN below.
+LSD_BANDS: tuple[tuple[int, int], ...] = (
+    (0, 4000),
+    (4000, 8000),
+    (8000, 12000),
+    (12000, 20000),
+)
 #: Frames quieter than this many dB below the reference's loudest frame are not scored.
 LSD_ACTIVE_DB = 40.0
 
@@ -263,6 +269,29 @@ def _speech_pair(
     return r[:n].astype(np.float64), d[:n].astype(np.float64)
 
 
+def _lsd_fft(sample_rate: int, n_fft: int = 1024) -> int:
+    """The STFT size of the spectral metrics: n_fft at 24 kHz, scaled with the rate."""
+    return max(256, int(round(n_fft * sample_rate / 24000 / 2)) * 2)
+
+
+def _power(x: np.ndarray, n_fft: int) -> np.ndarray:
+    """Power spectrogram ``[C, F, T]`` of ``[C, T]`` float64 audio (Hann, hop n_fft/4,
+    centred frames, zero-padded ends)."""
+    import torch
+
+    window = torch.hann_window(n_fft, dtype=torch.float64)
+    spec = torch.stft(
+        torch.from_numpy(np.ascontiguousarray(x)),
+        n_fft,
+        n_fft // 4,
+        window=window,
+        center=True,
+        pad_mode="constant",
+        return_complex=True,
+    )
+    return (spec.abs() ** 2).numpy()
+
+
 def lsd_bands(
     ref: np.ndarray,
     deg: np.ndarray,
@@ -272,38 +301,25 @@ def lsd_bands(
 ) -> dict[str, float]:
     """Log-spectral distance in dB per band, over the reference's active frames.
 
-    Definition: mono signals, Hann-windowed STFT (n_fft 1024 at 24 kHz, scaled with the
-    rate; hop n_fft/4); power spectra in dB with a floor 100 dB below the reference's
-    peak bin; a frame is active when its reference energy is within 40 dB of the loudest
-    frame's. Per band, LSD = mean over active frames of sqrt(mean over the band's bins of
-    (dB_ref − dB_deg)²). Keys: "lsd_0_4k", "lsd_4_8k", … Bands above Nyquist are NaN.
+    Definition: Hann-windowed STFT of each channel (n_fft 1024 at 24 kHz, scaled with
+    the rate; hop n_fft/4); power spectra in dB with a floor 100 dB below the
+    reference's peak bin (over all channels); a frame is active when the reference's
+    energy in it (all channels) is within 40 dB of the loudest frame's. Per band and
+    channel, LSD = mean over active frames of sqrt(mean over the band's bins of
+    (dB_ref − dB_deg)²), then the mean over channels (mono: the one channel; eval scores
+    stereo as two channels, so an error on one side is not averaged away in a mix).
+    Keys: "lsd_0_4k", "lsd_4_8k", …, "lsd_12_20k". Bands above Nyquist are NaN.
     Lower is better; 0 means identical spectra.
     """
-    import torch
-
     r, d = _aligned(ref, deg)
-    n_fft = max(256, int(round(n_fft * sample_rate / 24000 / 2)) * 2)
-    window = torch.hann_window(n_fft, dtype=torch.float64)
-
-    def power(x: np.ndarray) -> np.ndarray:
-        spec = torch.stft(
-            torch.from_numpy(np.ascontiguousarray(to_mono(x))),
-            n_fft,
-            n_fft // 4,
-            window=window,
-            center=True,
-            pad_mode="constant",
-            return_complex=True,
-        )
-        return (spec.abs() ** 2).numpy()  # [F, T]
-
-    p_ref, p_deg = power(r), power(d)
+    n_fft = _lsd_fft(sample_rate, n_fft)
+    p_ref, p_deg = _power(r, n_fft), _power(d, n_fft)  # [C, F, T]
     floor = max(float(p_ref.max()), 1e-20) * 1e-10
     db_ref = 10 * np.log10(np.maximum(p_ref, floor))
     db_deg = 10 * np.log10(np.maximum(p_deg, floor))
-    frame_energy = 10 * np.log10(p_ref.sum(axis=0) + 1e-30)
+    frame_energy = 10 * np.log10(p_ref.sum(axis=(0, 1)) + 1e-30)
     active = frame_energy > frame_energy.max() - LSD_ACTIVE_DB
-    freqs = np.arange(p_ref.shape[0]) * sample_rate / n_fft
+    freqs = np.arange(p_ref.shape[1]) * sample_rate / n_fft
     out: dict[str, float] = {}
     for lo, hi in bands:
         key = f"lsd_{lo // 1000}_{hi // 1000}k"
@@ -311,9 +327,102 @@ def lsd_bands(
         if hi > sample_rate / 2 + 1 or not sel.any():
             out[key] = float("nan")
             continue
-        diff = db_ref[sel][:, active] - db_deg[sel][:, active]
-        out[key] = float(np.mean(np.sqrt(np.mean(diff**2, axis=0))))
+        diff = db_ref[:, sel][:, :, active] - db_deg[:, sel][:, :, active]  # [C, bins, T]
+        out[key] = float(np.mean(np.sqrt(np.mean(diff**2, axis=1))))
     return out
+
+
+# ------------------------------------------------------------------------- the stereo image
+
+#: Highest frequency the stereo metrics look at (Hz; or Nyquist, if lower).
+STEREO_FMAX = 20000.0
+#: Bands of the inter-channel level difference: log-spaced from 100 Hz to STEREO_FMAX.
+ILD_BANDS = 24
+#: Level differences are clipped to ±this (dB): a hard-panned source has an infinite one.
+ILD_CLIP_DB = 30.0
+
+
+def mid_side(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mid M = (L + R) / 2 and side S = (L − R) / 2 of stereo ``[2, T]``."""
+    a = _as_2d(x)
+    if a.shape[0] != 2:
+        raise ValueError(f"mid/side needs two channels, got {a.shape[0]}")
+    return (a[0] + a[1]) / 2, (a[0] - a[1]) / 2
+
+
+def side_lsd(ref: np.ndarray, deg: np.ndarray, sample_rate: int, n_fft: int = 1024) -> float:
+    """Log-spectral distance (dB) of the side channel S = (L − R) / 2: does the stereo
+    image survive?
+
+    As :func:`lsd_bands` over one band, 0 Hz to min(20 kHz, Nyquist), on S, except that
+    the floor is 100 dB below the reference's *mid* peak bin and the active frames are
+    those of the whole reference (mid and side), not of S alone: a near-mono reference
+    has a side at the floor, and a decoding that invents width is then as far off as one
+    that loses it. 0 means the side spectra are identical; a side 6 dB too loud (or too
+    quiet) everywhere above the floor scores 6.02.
+    """
+    r, d = _aligned(ref, deg)
+    n_fft = _lsd_fft(sample_rate, n_fft)
+    (r_mid, r_side), (_, d_side) = mid_side(r), mid_side(d)
+    p_mid = _power(r_mid[None], n_fft)[0]
+    p_ref, p_deg = _power(r_side[None], n_fft)[0], _power(d_side[None], n_fft)[0]
+    floor = max(float(p_mid.max()), float(p_ref.max()), 1e-20) * 1e-10
+    frame_energy = 10 * np.log10((p_mid + p_ref).sum(axis=0) + 1e-30)
+    active = frame_energy > frame_energy.max() - LSD_ACTIVE_DB
+    freqs = np.arange(p_ref.shape[0]) * sample_rate / n_fft
+    sel = freqs < min(STEREO_FMAX, sample_rate / 2)
+    diff = 10 * np.log10(np.maximum(p_ref[sel][:, active], floor)) - 10 * np.log10(
+        np.maximum(p_deg[sel][:, active], floor)
+    )
+    return float(np.mean(np.sqrt(np.mean(diff**2, axis=0))))
+
+
+def ild_error(ref: np.ndarray, deg: np.ndarray, sample_rate: int, n_fft: int = 1024) -> float:
+    """Mean absolute error (dB) of the inter-channel level difference: is each sound
+    still where it was between the speakers?
+
+    Definition: STFT as :func:`lsd_bands`; bin powers summed into ILD_BANDS bands
+    log-spaced from 100 Hz to min(20 kHz, Nyquist); per band and frame (a tile),
+    ILD = 10·log10(P_L / P_R), each power floored 100 dB below the reference's loudest
+    tile and the ILD clipped to ±30 dB; the error is the mean |ILD_ref − ILD_deg| over
+    the tiles whose reference power (L + R) is within 40 dB of the loudest tile's.
+    0: every tile has its original balance; a reference panned 6.02 dB to the left
+    decoded as centred scores 6.02.
+    """
+    r, d = _aligned(ref, deg)
+    if r.shape[0] != 2:
+        raise ValueError(f"the level difference needs two channels, got {r.shape[0]}")
+    n_fft = _lsd_fft(sample_rate, n_fft)
+    p_ref, p_deg = _power(r, n_fft), _power(d, n_fft)  # [2, F, T]
+    freqs = np.arange(p_ref.shape[1]) * sample_rate / n_fft
+    top = min(STEREO_FMAX, sample_rate / 2)
+    edges = np.geomspace(100.0, top, ILD_BANDS + 1)
+    band = np.digitize(freqs, edges) - 1  # bin → band index; outside: -1 or ILD_BANDS
+    keep = (band >= 0) & (band < ILD_BANDS)
+    members = [np.flatnonzero(keep & (band == b)) for b in range(ILD_BANDS)]
+    members = [m for m in members if m.size]  # at low rates the lowest bands hold no bin
+
+    def tiles(p: np.ndarray) -> np.ndarray:
+        return np.stack([p[:, m].sum(axis=1) for m in members], axis=1)  # [2, bands, T]
+
+    t_ref, t_deg = tiles(p_ref), tiles(p_deg)
+    total = t_ref.sum(axis=0)
+    floor = max(float(total.max()), 1e-20) * 1e-10
+
+    def ild(t: np.ndarray) -> np.ndarray:
+        level = 10 * np.log10(np.maximum(t, floor))
+        return np.clip(level[0] - level[1], -ILD_CLIP_DB, ILD_CLIP_DB)
+
+    active = 10 * np.log10(total + 1e-30) > 10 * np.log10(total.max() + 1e-30) - LSD_ACTIVE_DB
+    return float(np.mean(np.abs(ild(t_ref) - ild(t_deg))[active]))
+
+
+def stereo_scores(ref: np.ndarray, deg: np.ndarray, sample_rate: int) -> dict[str, float]:
+    """{"side_lsd": …, "ild_error": …} of a stereo decoding (see their functions)."""
+    return {
+        "side_lsd": side_lsd(ref, deg, sample_rate),
+        "ild_error": ild_error(ref, deg, sample_rate),
+    }
 
 
 # ------------------------------------------------------------ optional packages and DNSMOS

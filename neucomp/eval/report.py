@@ -30,6 +30,9 @@ METRICS = (
     "lsd_0_4k",
     "lsd_4_8k",
     "lsd_8_12k",
+    "lsd_12_20k",
+    "side_lsd",
+    "ild_error",
     "visqol_audio",
     "visqol_speech",
     "si_snr",
@@ -49,6 +52,9 @@ COLUMNS = {
     "lsd_0_4k": "LSD 0–4k ↓",
     "lsd_4_8k": "LSD 4–8k ↓",
     "lsd_8_12k": "LSD 8–12k ↓",
+    "lsd_12_20k": "LSD 12–20k ↓",
+    "side_lsd": "side LSD ↓",
+    "ild_error": "ILD err dB ↓",
     "visqol_audio": "ViSQOL audio ↑",
     "visqol_speech": "ViSQOL speech ↑",
     "si_snr": "SI-SNR dB ↑",
@@ -66,11 +72,16 @@ DIGITS = {m: 2 for m in METRICS} | {
     "lsd_0_4k": 1,
     "lsd_4_8k": 1,
     "lsd_8_12k": 1,
+    "lsd_12_20k": 1,
+    "side_lsd": 1,
+    "ild_error": 2,
 }
 #: Rows of the plot: metric, y label. Rows with no values at all are left out.
 PLOT_METRICS = (
     ("pesq", "PESQ-wb ↑ (speech)"),
     ("lsd_0_4k", "LSD 0–4 kHz dB ↓"),
+    ("lsd_12_20k", "LSD 12–20 kHz dB ↓"),
+    ("side_lsd", "side LSD dB ↓ (stereo)"),
     ("visqol_audio", "ViSQOL audio ↑"),
     ("dnsmos_ovrl", "DNSMOS OVRL ↑ (speech)"),
 )
@@ -99,6 +110,9 @@ class Row:
     lsd_0_4k: float | None = None  # log-spectral distance in dB, every file
     lsd_4_8k: float | None = None
     lsd_8_12k: float | None = None
+    lsd_12_20k: float | None = None  # only at a 48 kHz scoring rate
+    side_lsd: float | None = None  # stereo scoring only: the side channel (L − R) / 2
+    ild_error: float | None = None  # stereo scoring only: inter-channel level difference
     dnsmos_sig: float | None = None  # DNSMOS at 16 kHz, peak-normalised, speech files only
     dnsmos_bak: float | None = None
     dnsmos_ovrl: float | None = None
@@ -119,6 +133,9 @@ class Summary:
     lsd_0_4k: float | None = None
     lsd_4_8k: float | None = None
     lsd_8_12k: float | None = None
+    lsd_12_20k: float | None = None
+    side_lsd: float | None = None
+    ild_error: float | None = None
     visqol_audio: float | None = None
     visqol_speech: float | None = None
     si_snr: float | None = None
@@ -231,7 +248,7 @@ def plot(rows: Sequence[Row], path: str | Path, title: str = "") -> None:
         (m, label)
         for m, label in PLOT_METRICS
         if any(getattr(s, m) is not None for ss in panels.values() for s in ss)
-    ] or [PLOT_METRICS[2]]
+    ] or [next(m for m in PLOT_METRICS if m[0] == "visqol_audio")]
     fig, axes = plt.subplots(
         len(shown),
         len(panels),

@@ -1,9 +1,11 @@
 """The evaluation loop behind `neucomp eval`: files × codecs × settings → report rows.
 
-Every codec sees the same reference: the input mixed to mono and resampled to 24 kHz,
-the default model's domain, so no codec is scored on content another never received.
-The neucomp codec is passed in as a function, so tests (and models not yet shipped) can
-stand in for the real Python API.
+Every codec sees the same reference, in the domain of the model under test (its
+:class:`Domain`): for the 24 kHz model the input mixed to mono and resampled to 24 kHz;
+for the 48 kHz stereo model the input in stereo at 48 kHz (mono duplicated, more than two
+channels folded by the channel rule). No codec is scored on content another never
+received. The neucomp codec is passed in as a function, so tests (and models not yet
+shipped) can stand in for the real Python API.
 """
 
 from __future__ import annotations
@@ -17,28 +19,69 @@ from pathlib import Path
 import numpy as np
 
 from neucomp.audio import AUDIO_EXTENSIONS, load_reference
-from neucomp.audio.signal import fit_length, resample, to_mono
+from neucomp.audio.signal import fit_length, resample, to_model_channels, to_mono
 from neucomp.errors import InputError
 from neucomp.eval import metrics
 from neucomp.eval.baselines import Baseline, round_trip
 from neucomp.eval.report import CATEGORY_ORDER, REFERENCE, Row
 
-#: Rate every codec is scored at (the 24 kHz model's domain).
+#: Rate every codec is scored at by default (the 24 kHz model's domain).
 EVAL_RATE = 24000
-#: Shown above the tables so nobody compares these numbers with full-band ones.
-TABLE_NOTE = (
-    "All codecs coded and scored on the reference mixed to mono and resampled to "
-    f"{EVAL_RATE // 1000} kHz (the model's domain). PESQ-wb, STOI, ViSQOL speech mode and "
-    "DNSMOS (each clip peak-normalised) at 16 kHz on speech files only; LSD (dB, per band, "
-    f"active frames) at {EVAL_RATE // 1000} kHz and ViSQOL audio mode at 48 kHz on every file. "
-    "Means over the files each metric was measured on; kbps from the compressed size; the "
-    "reference row is the uncoded file's own DNSMOS."
-)
+
+
+@dataclass(frozen=True)
+class Domain:
+    """What every codec is fed and scored on: a sample rate and 1 or 2 channels (the
+    model's own; references and decodings are ``[T]`` in mono, ``[2, T]`` in stereo)."""
+
+    rate: int = EVAL_RATE
+    channels: int = 1
+
+    @classmethod
+    def of(cls, config) -> Domain:
+        """The domain of a model (its CodecConfig)."""
+        return cls(config.sample_rate, config.channels)
+
+    @property
+    def label(self) -> str:
+        return f"{self.rate / 1000:g} kHz {'mono' if self.channels == 1 else 'stereo'}"
+
+
+#: The 24 kHz model's domain.
+DEFAULT_DOMAIN = Domain()
+
+
+def table_note(domain: Domain = DEFAULT_DOMAIN) -> str:
+    """Shown above the tables so nobody compares numbers of different domains."""
+    khz = f"{domain.rate / 1000:g}"
+    if domain.channels == 1:
+        where = f"the reference mixed to mono and resampled to {khz} kHz (the model's domain)"
+        lsd = f"LSD (dB, per band, active frames) at {khz} kHz"
+    else:
+        where = (
+            f"the reference in stereo at {khz} kHz (the model's domain: mono files on both "
+            "sides, more than two channels folded by the channel rule)"
+        )
+        lsd = (
+            f"LSD (dB, per band, active frames, mean of both channels) at {khz} kHz, side "
+            "LSD on S = (L − R)/2 and the inter-channel level difference error"
+        )
+    return (
+        f"All codecs coded and scored on {where}. PESQ-wb, STOI, ViSQOL speech mode and "
+        "DNSMOS (each clip peak-normalised) on the mono mix at 16 kHz on speech files only; "
+        f"{lsd} and ViSQOL audio mode (mono mix) at 48 kHz on every file. "
+        "Means over the files each metric was measured on; kbps from the compressed size; "
+        "the reference row is the uncoded file's own DNSMOS."
+    )
+
+
+TABLE_NOTE = table_note()
 
 #: References with no sample above this are silent: PESQ and STOI have no answer.
 SILENT = 1e-6
 
-#: audio [T] at `rate`, bandwidth → (decoded [T] or [C, T], its rate, compressed bytes).
+#: audio [T] (or [2, T] in a stereo domain) at `rate`, bandwidth → (decoded [T] or
+#: [C, T], its rate, compressed bytes).
 CodecFn = Callable[[np.ndarray, int, float], tuple[np.ndarray, int, int]]
 
 
@@ -106,9 +149,14 @@ def audio_files_under(folder: Path) -> list[Path]:
     ]
 
 
-def _mono_at(decoded: np.ndarray, rate: int, target_rate: int, length: int) -> np.ndarray:
-    x = resample(to_mono(np.asarray(decoded, dtype=np.float32)), rate, target_rate)
-    return fit_length(x[None], length)[0]
+def _in_domain(decoded: np.ndarray, rate: int, domain: Domain, length: int) -> np.ndarray:
+    """A decoding as the domain's signal: its channels ([T] mono, [2, T] stereo), its
+    rate, the reference's length."""
+    x = np.asarray(decoded, dtype=np.float32)
+    if domain.channels == 1:
+        return fit_length(resample(to_mono(x), rate, domain.rate)[None], length)[0]
+    x = to_model_channels(x if x.ndim == 2 else x[None], domain.channels)
+    return fit_length(resample(x, rate, domain.rate), length)
 
 
 def score(
@@ -117,31 +165,36 @@ def score(
     category: str,
     use_visqol: bool,
     use: MetricSet | None = None,
+    domain: Domain = DEFAULT_DOMAIN,
 ) -> dict[str, float | None]:
-    """The metrics of one decoded signal against its reference (both at EVAL_RATE).
+    """The metrics of one decoded signal against its reference (both in `domain`).
 
     `use` picks the optional metrics (default: ViSQOL as `use_visqol`, PESQ and STOI,
-    no DNSMOS); None marks a metric not measured or without an answer.
+    no DNSMOS); None marks a metric not measured or without an answer. A stereo domain
+    adds the side LSD and the level-difference error.
     """
     use = use or MetricSet(visqol=use_visqol)
+    rate = domain.rate
     out: dict[str, float | None] = {
         "si_snr": metrics.si_snr(ref, deg),
-        "mel_distance": metrics.mel_distance(ref, deg, EVAL_RATE),
+        "mel_distance": metrics.mel_distance(ref, deg, rate),
         "visqol_audio": None,
         "visqol_speech": None,
     }
-    out.update(_finite(metrics.lsd_bands(ref, deg, EVAL_RATE)))
+    out.update(_finite(metrics.lsd_bands(ref, deg, rate)))
+    if domain.channels == 2:
+        out.update(_finite(metrics.stereo_scores(ref, deg, rate)))
     if use.visqol:
-        out["visqol_audio"] = _visqol_or_none(ref, deg, "audio")
+        out["visqol_audio"] = _visqol_or_none(ref, deg, "audio", rate)
         if category == "speech":
-            out["visqol_speech"] = _visqol_or_none(ref, deg, "speech")
+            out["visqol_speech"] = _visqol_or_none(ref, deg, "speech", rate)
     if category == "speech":
         if use.pesq:
-            out["pesq"] = _or_none(metrics.pesq_wb, ref, deg)
+            out["pesq"] = _or_none(metrics.pesq_wb, ref, deg, rate)
         if use.stoi:
-            out["stoi"] = _or_none(metrics.stoi, ref, deg)
+            out["stoi"] = _or_none(metrics.stoi, ref, deg, rate)
         if use.dnsmos:
-            out.update(_finite(metrics.dnsmos(deg, EVAL_RATE)))
+            out.update(_finite(metrics.dnsmos(deg, rate)))
     return out
 
 
@@ -151,23 +204,28 @@ def _finite(values: dict[str, float]) -> dict[str, float | None]:
 
 
 def _or_none(
-    metric: Callable[[np.ndarray, np.ndarray, int], float], ref: np.ndarray, deg: np.ndarray
+    metric: Callable[[np.ndarray, np.ndarray, int], float],
+    ref: np.ndarray,
+    deg: np.ndarray,
+    rate: int = EVAL_RATE,
 ) -> float | None:
     """PESQ or STOI, or None where it has no answer (silence, no speech found, too short)."""
     if float(np.abs(ref).max(initial=0.0)) < SILENT:
         return None
     try:
-        value = metric(ref, deg, EVAL_RATE)
+        value = metric(ref, deg, rate)
     except (RuntimeError, ValueError):  # pesq's errors are RuntimeErrors
         return None
     return None if math.isnan(value) else value
 
 
-def _visqol_or_none(ref: np.ndarray, deg: np.ndarray, mode: str) -> float | None:
+def _visqol_or_none(
+    ref: np.ndarray, deg: np.ndarray, mode: str, rate: int = EVAL_RATE
+) -> float | None:
     """ViSQOL, or None where it has no answer: a silent reference (NaN) or a clip too
     short for its spectrogram (ValueError, under about 0.1 s)."""
     try:
-        value = metrics.visqol(ref, deg, EVAL_RATE, mode=mode)
+        value = metrics.visqol(ref, deg, rate, mode=mode)
     except ValueError:
         return None
     return None if math.isnan(value) else value
@@ -183,8 +241,10 @@ def evaluate(
     progress: bool = True,
     use: MetricSet | None = None,
     spectrogram_dir: Path | None = None,
+    domain: Domain = DEFAULT_DOMAIN,
 ) -> list[Row]:
-    """Rows for every file × (each bandwidth of `codec`, each baseline).
+    """Rows for every file × (each bandwidth of `codec`, each baseline), every codec fed
+    and scored in `domain`.
 
     With DNSMOS on, each speech file also gets a "reference" row with the uncoded
     file's scores. With `spectrogram_dir`, one PNG per file is written there
@@ -195,9 +255,10 @@ def evaluate(
     use = use or MetricSet(visqol=use_visqol)
     names = SpectrogramNames()
     rows: list[Row] = []
+    rate = domain.rate
     for item in tqdm(files, desc="eval", unit="file", disable=not progress):
-        ref = load_reference(item.path, EVAL_RATE)
-        seconds = len(ref) / EVAL_RATE
+        ref = load_reference(item.path, rate, domain.channels)
+        seconds = ref.shape[-1] / rate
         common = {"file": str(item.path), "category": item.category, "seconds": seconds}
         if use.dnsmos and item.category == "speech":
             rows.append(
@@ -208,12 +269,12 @@ def evaluate(
                     kbps=None,
                     si_snr=None,
                     mel_distance=None,
-                    **_finite(metrics.dnsmos(ref, EVAL_RATE)),
+                    **_finite(metrics.dnsmos(ref, rate)),
                 )
             )
         decoded: list[tuple[str, float, np.ndarray]] = []
         for label, setting, deg, n_bytes in _decodings(
-            ref, bandwidths, baselines, codec, codec_label
+            ref, bandwidths, baselines, codec, codec_label, domain
         ):
             rows.append(
                 Row(
@@ -221,7 +282,7 @@ def evaluate(
                     codec=label,
                     setting=setting,
                     kbps=metrics.kbps(n_bytes, seconds),
-                    **score(ref, deg, item.category, use.visqol, use),
+                    **score(ref, deg, item.category, use.visqol, use, domain),
                 )
             )
             if spectrogram_dir is not None:
@@ -232,7 +293,7 @@ def evaluate(
             spectrogram.write(
                 Path(spectrogram_dir) / names.next(item),
                 spectrogram_panels(ref, decoded, codec_label),
-                EVAL_RATE,
+                rate,
                 title=f"{item.path.name} ({item.category})",
             )
     return rows
@@ -276,12 +337,14 @@ def _decodings(
     baselines: Sequence[Baseline],
     codec: CodecFn | None,
     codec_label: str,
+    domain: Domain = DEFAULT_DOMAIN,
 ) -> Iterator[tuple[str, float, np.ndarray, int]]:
-    """(codec label, nominal kbps, decoded mono audio at EVAL_RATE, compressed bytes)."""
+    """(codec label, nominal kbps, decoded audio in `domain`, compressed bytes)."""
+    length = ref.shape[-1]
     if codec is not None:
         for bw in bandwidths:
-            decoded, rate, n_bytes = codec(ref, EVAL_RATE, bw)
-            yield codec_label, bw, _mono_at(decoded, rate, EVAL_RATE, len(ref)), n_bytes
+            decoded, rate, n_bytes = codec(ref, domain.rate, bw)
+            yield codec_label, bw, _in_domain(decoded, rate, domain, length), n_bytes
     for b in baselines:
-        result = round_trip(ref, EVAL_RATE, b)
+        result = round_trip(ref, domain.rate, b)
         yield b.codec, float(b.bitrate), result.audio, result.n_bytes

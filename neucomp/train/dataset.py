@@ -4,6 +4,10 @@ Crops are drawn with the corpus's sampling weights (categories balanced, band-li
 files down-weighted), given a random gain, and sometimes mixed with a crop of another
 category (speech over music, effects over speech …). The sampler owns its RNG so that
 a resumed run draws exactly the crops the interrupted one would have drawn.
+
+Crops have the model's channels: a mono model gets the mean of a file's channels, a
+stereo model the file mapped by the one channel rule (neucomp.audio.signal: mono
+duplicated, more than two channels folded), so it trains on what the engine feeds it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from neucomp.audio.signal import to_model_channels
 from neucomp.data.manifest import load_manifest, sampling_weights
 
 
@@ -24,6 +29,9 @@ class AugmentConfig:
     mix_snr_db: tuple[float, float] = (-5.0, 10.0)  # level of the main source over the other
     target_rms_db: tuple[float, float] = (-32.0, -14.0)  # random loudness of the result
     min_rms_db: float = -50.0  # crops quieter than this are drawn again
+    # Stereo models: chance that left and right are swapped (a mirrored stereo image is
+    # as real as the original; no RNG draw at all for mono, so mono runs replay exactly).
+    swap_prob: float = 0.0
 
 
 class CropSampler:
@@ -34,6 +42,7 @@ class CropSampler:
         segment_s: float,
         seed: int,
         augment: AugmentConfig | None = None,
+        channels: int = 1,
     ) -> None:
         self.root = Path(corpus_dir)
         self.entries = load_manifest(self.root / "manifest.tsv")
@@ -44,6 +53,7 @@ class CropSampler:
         self.categories = np.array([e.category for e in self.entries])
         self.sample_rate = sample_rate
         self.length = int(round(segment_s * sample_rate))
+        self.channels = channels
         self.augment = augment or AugmentConfig()
         self.rng = np.random.default_rng(seed)
 
@@ -58,13 +68,16 @@ class CropSampler:
                 audio = f.read(self.length, dtype="float32", always_2d=True)
             else:
                 audio = f.read(dtype="float32", always_2d=True)
-        mono = audio.mean(axis=1)
-        if mono.shape[0] < self.length:  # short file: place it at a random offset
-            out = np.zeros(self.length, dtype=np.float32)
-            offset = int(self.rng.integers(0, self.length - mono.shape[0] + 1))
-            out[offset : offset + mono.shape[0]] = mono
-            mono = out
-        return mono
+        if self.channels == 1:
+            crop = audio.mean(axis=1)
+        else:
+            crop = to_model_channels(np.ascontiguousarray(audio.T), self.channels)
+        if crop.shape[-1] < self.length:  # short file: place it at a random offset
+            out = np.zeros((*crop.shape[:-1], self.length), dtype=np.float32)
+            offset = int(self.rng.integers(0, self.length - crop.shape[-1] + 1))
+            out[..., offset : offset + crop.shape[-1]] = crop
+            crop = out
+        return crop
 
     def _draw(self, exclude_category: str | None = None) -> np.ndarray:
         probs = self.probs
@@ -96,11 +109,14 @@ class CropSampler:
         peak = float(np.abs(main).max())
         if peak > 0.99:
             main = main * (0.99 / peak)
-        return main.astype(np.float32)
+        if self.channels == 2 and aug.swap_prob and self.rng.random() < aug.swap_prob:
+            main = main[::-1]
+        return np.ascontiguousarray(main, dtype=np.float32)
 
     def batch(self, batch_size: int) -> torch.Tensor:
-        """[batch_size, 1, length] float32."""
-        return torch.from_numpy(np.stack([self.sample() for _ in range(batch_size)]))[:, None]
+        """[batch_size, channels, length] float32."""
+        crops = np.stack([self.sample() for _ in range(batch_size)])
+        return torch.from_numpy(crops if self.channels > 1 else crops[:, None])
 
     def state_dict(self) -> dict:
         return {"rng": self.rng.bit_generator.state}

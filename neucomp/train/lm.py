@@ -192,11 +192,14 @@ def write_card(path: Path, card: dict) -> None:
         "|---|------|------|------|------|------|",
     ]
     dev = card.get("deveval_bits_per_code", {})
+    # 75 frames/s × 10 bits for both shipped codecs; cards written before record none.
+    kbps_per_codebook = card.get("kbps_per_codebook", 0.75)
     for k, v in card["bits_per_code"].items():
         d = dev.get(k)
         dev_cols = f"{d:.3f} | {100 * d / 10:.1f} %" if d is not None else "- | -"
         lines.append(
-            f"| {k} | {int(k) * 0.75:g} | {v['float']:.3f} | {v['int']:.3f} | {dev_cols} |"
+            f"| {k} | {int(k) * kbps_per_codebook:g} | {v['float']:.3f} | {v['int']:.3f} "
+            f"| {dev_cols} |"
         )
     path.write_text("\n".join(lines) + "\n")
 
@@ -231,6 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, help="override the number of training steps")
     ap.add_argument("--init-from", help="float LM checkpoint to warm-start from (see init_from)")
     ap.add_argument("--run-dir", help="override run_dir (codes cache and checkpoint)")
+    ap.add_argument("--codec", help="override codec (a model name, e.g. 48khz, or a path)")
+    ap.add_argument("--corpus", help="override corpus (a manifest.tsv)")
     ap.add_argument("--standin", action="store_true", help="random-init codec (pipeline tests)")
     ap.add_argument("--bench", action="store_true", help="only time the coder (random weights)")
     args = ap.parse_args(argv)
@@ -243,6 +248,10 @@ def main(argv: list[str] | None = None) -> None:
         cfg["init_from"] = args.init_from
     if args.run_dir:
         cfg["run_dir"] = args.run_dir
+    if args.codec:
+        cfg["codec"] = args.codec
+    if args.corpus:
+        cfg["corpus"] = args.corpus
     torch.set_num_threads(cfg["threads"])
     torch.manual_seed(cfg["seed"])
     run = Path(cfg["run_dir"])
@@ -277,6 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     card = {
         "codec": codec.config.name,
         "codec_hash": codec.weights_hash,
+        "kbps_per_codebook": codec.config.bandwidth_for(1),
         "data": f"{train_codes.shape[0]} random {cfg['crop_s']:g} s crops ({hours:.1f} h) of "
         f"{cfg['corpus']}; {val_codes.shape[0]} held-out crops from every 20th file",
         "model": ", ".join(f"{k}={v}" for k, v in lm_config.to_dict().items()),

@@ -13,6 +13,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from neucomp.audio.signal import to_model_channels
 from neucomp.audio.writers import atomic_write
 from neucomp.data.manifest import load_manifest, sampling_weights
 
@@ -21,14 +22,16 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _read_crop(path: Path, length: int, rng: np.random.Generator) -> np.ndarray:
-    """Mono crop of `length` samples at a random offset (zero-padded if the file is short)."""
+def _read_crop(path: Path, length: int, rng: np.random.Generator, channels: int = 1) -> np.ndarray:
+    """Crop [channels, length] at a random offset (zero-padded if the file is short),
+    mapped to the codec's channels by the one channel rule (mono: the mean)."""
     with sf.SoundFile(str(path)) as f:
         if f.frames > length:
             f.seek(int(rng.integers(0, f.frames - length + 1)))
-        audio = f.read(min(length, f.frames), dtype="float32", always_2d=True).mean(1)
-    out = np.zeros(length, dtype=np.float32)
-    out[: audio.shape[0]] = audio
+        audio = f.read(min(length, f.frames), dtype="float32", always_2d=True)
+    audio = to_model_channels(np.ascontiguousarray(audio.T), channels)
+    out = np.zeros((channels, length), dtype=np.float32)
+    out[:, : audio.shape[1]] = audio
     rms_db = 10 * np.log10(np.mean(out.astype(np.float64) ** 2) + 1e-12)
     if rms_db > -60:  # random loudness, as real inputs have
         out *= 10 ** ((rng.uniform(-30.0, -16.0) - rms_db) / 20)
@@ -50,13 +53,13 @@ def extract_codes(codec, cfg: dict, val: bool, n: int, seed: int) -> np.ndarray:
     probs /= probs.sum()
     rng = np.random.default_rng(seed)
     length = int(round(cfg["crop_s"] * codec.config.sample_rate))
-    n_q = codec.config.n_codebooks
+    n_q, channels = codec.config.n_codebooks, codec.config.channels
     out = []
     for start in range(0, n, 8):
         idx = rng.choice(len(entries), size=min(8, n - start), p=probs)
-        wav = np.stack([_read_crop(entries[i].full_path, length, rng) for i in idx])
+        wav = np.stack([_read_crop(entries[i].full_path, length, rng, channels) for i in idx])
         with torch.inference_mode():
-            out.append(codec.encode(torch.from_numpy(wav)[:, None], n_q).to(torch.int16).numpy())
+            out.append(codec.encode(torch.from_numpy(wav), n_q).to(torch.int16).numpy())
         if start % 400 == 0:
             log(f"  {'val' if val else 'train'} codes: {start}/{n}")
     return np.concatenate(out)
@@ -92,7 +95,8 @@ def cached_codes(codec, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def deveval_codes(codec, cfg: dict) -> list[np.ndarray]:
-    """Codes [32, F] of every dev-eval clip (whole, mono, at the codec's rate), cached."""
+    """Codes [32, F] of every dev-eval clip (whole, at the codec's rate and channels),
+    cached."""
     manifest = Path(cfg["deveval"])
     if not manifest.is_file():
         return []
@@ -104,9 +108,12 @@ def deveval_codes(codec, cfg: dict) -> list[np.ndarray]:
     from neucomp.data.sources import read_tsv
 
     clips = []
+    cfg_codec = codec.config
     for row in read_tsv(manifest):
-        mono = load_reference(manifest.parent / row["file"], codec.config.sample_rate)
-        wav = torch.from_numpy(mono)[None, None]
+        ref = load_reference(
+            manifest.parent / row["file"], cfg_codec.sample_rate, cfg_codec.channels
+        )
+        wav = torch.from_numpy(ref if ref.ndim == 2 else ref[None])[None]
         with torch.inference_mode():
             clips.append(codec.encode(wav, codec.config.n_codebooks)[0].to(torch.int16).numpy())
     ends = np.cumsum([c.shape[1] for c in clips])

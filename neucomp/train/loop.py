@@ -172,6 +172,7 @@ class Trainer:
             cfg.segment_s,
             seed=cfg.seed * 1000 + self.rank,
             augment=AugmentConfig(**cfg.augment),
+            channels=self.codec_config.channels,
         )
         self.step = 0
         self.run_dir = Path(cfg.run_dir)

@@ -1,5 +1,6 @@
 """Periodic validation on the dev-eval clips, per bandwidth: SI-SNR, mel distance and
-log-spectral distance per band on every clip; PESQ-wb and STOI on the speech clips.
+log-spectral distance per band on every clip (a stereo model: also the side LSD and the
+level-difference error); PESQ-wb and STOI on the speech clips.
 
 Only for watching the curve during training (on at most `max_clips` clips, cut to
 `max_seconds`); the metrics are `neucomp.eval.metrics`', the same definitions as
@@ -69,6 +70,8 @@ class Validator:
                     "meldist": metrics.mel_distance(ref, deg, rate),
                     **metrics.lsd_bands(ref, deg, rate),
                 }
+                if self.config.channels == 2:  # does the stereo image survive?
+                    scores.update(metrics.stereo_scores(ref, deg, rate))
                 if category == SPEECH:
                     scores.update(_speech_scores(self.speech_metrics, ref, deg, rate))
                 for key, value in scores.items():

@@ -1,0 +1,156 @@
+"""Training the 48 kHz stereo model: stereo crops, its config, the warm start from 24 kHz."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from conftest import HQ_CONFIG, tiny_config, tiny_hq_config
+
+from neucomp.data.manifest import write_manifest
+from neucomp.model import Codec, CodecConfig
+from neucomp.train.dataset import AugmentConfig, CropSampler
+from neucomp.train.loop import TrainConfig, Trainer
+
+RATE = 48000
+
+
+def _stereo_corpus(root: Path) -> Path:
+    """Two files: a stereo one with a silent right channel, and a mono one."""
+    root.mkdir(parents=True)
+    t = np.arange(RATE) / RATE
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    sf.write(root / "left.flac", np.stack([tone, np.zeros_like(tone)], axis=1), RATE)
+    sf.write(root / "mono.flac", tone, RATE)
+    rows = [
+        {
+            "path": name,
+            "package": f"pkg{i}",
+            "category": "music",
+            "duration_s": 1.0,
+            "bandwidth_hz": 20000.0,
+            "orig_rate": RATE,
+            "orig_channels": channels,
+            "language": "",
+        }
+        for i, (name, channels) in enumerate([("left.flac", 2), ("mono.flac", 1)])
+    ]
+    write_manifest(root / "manifest.tsv", rows)
+    return root
+
+
+def test_the_config_builds_the_designed_model() -> None:
+    cfg = TrainConfig.load(HQ_CONFIG)
+    codec = CodecConfig.from_dict(cfg.model)
+    assert (codec.name, codec.sample_rate, codec.channels) == ("neucomp_48khz", 48000, 2)
+    assert (codec.hop_length, codec.frame_rate) == (640, 75.0)
+    assert [codec.n_codebooks_for(b) for b in codec.bandwidths] == [4, 8, 16, 32]
+    assert sorted(cfg.train_codebooks) == [codec.n_codebooks_for(b) for b in codec.bandwidths]
+    codec.check()
+
+
+def test_stereo_crops_keep_their_channels(tmp_path: Path) -> None:
+    root = _stereo_corpus(tmp_path / "corpus")
+    aug = AugmentConfig(mix_prob=0.0, swap_prob=0.0)
+    sampler = CropSampler(root, RATE, 0.25, seed=0, augment=aug, channels=2)
+    batch = sampler.batch(8)
+    assert batch.shape == (8, 2, RATE // 4)
+    silent_right = [bool((x[1] == 0).all()) for x in batch]
+    both_equal = [bool(torch.equal(x[0], x[1])) for x in batch]
+    # Every crop is either the left-only file (right silent) or the mono file (L = R).
+    assert all(a != b for a, b in zip(silent_right, both_equal, strict=True))
+    assert any(silent_right) and any(both_equal)
+    swapped = CropSampler(
+        root, RATE, 0.25, seed=0, augment=AugmentConfig(mix_prob=0.0, swap_prob=1.0), channels=2
+    ).batch(8)
+    # Swapped: the left-only file now has its silence on the left.
+    assert not any(bool((x[1] == 0).all()) for x in swapped)
+    assert any(bool((x[0] == 0).all()) for x in swapped)
+    # A mono model still gets [B, 1, T]: the mean of the channels.
+    assert CropSampler(root, RATE, 0.25, seed=0, augment=aug).batch(2).shape == (2, 1, RATE // 4)
+
+
+def test_a_stereo_model_trains(tmp_path: Path) -> None:
+    config = TrainConfig(
+        run_dir=str(tmp_path / "run"),
+        corpus=str(_stereo_corpus(tmp_path / "corpus")),
+        deveval=str(tmp_path / "none"),
+        model=tiny_hq_config().to_dict(),
+        segment_s=0.1,
+        batch_size=2,
+        threads=1,
+        adv_start_step=0,
+        disc_filters=4,
+        train_codebooks=[4, 8],
+        log_every=1000,
+        ckpt_every=1000,
+        val_every=0,
+    )
+    trainer = Trainer(config)
+    stats = [trainer.train_step() for _ in range(2)]
+    assert all(np.isfinite(s["mel"]) and np.isfinite(s["adv"]) for s in stats)
+    assert {s["n_q"] for s in stats} <= {4, 8}
+
+
+def test_warm_start_from_the_24khz_model_copies_the_shared_body(tmp_path: Path) -> None:
+    from neucomp.registry import save_model
+    from neucomp.train.common import warm_start
+
+    torch.manual_seed(1)
+    donor = Codec(tiny_config())  # base width 4, ratios 2·4·5·8
+    save_model(donor, tmp_path / "donor.pt")
+    torch.manual_seed(2)
+    hq = Codec(tiny_hq_config())  # base width 2, ratios 2·2·4·5·8
+    assert hq.config.seanet.base_width * 2 == donor.config.seanet.base_width
+    fresh = warm_start(hq, tmp_path / "donor.pt")
+
+    per_stage = hq.config.seanet.n_residual_layers + 2  # residual units, ELU, strided conv
+    theirs = dict(donor.named_modules())
+    ours = dict(hq.named_modules())
+    copied = 0
+    for i in range(1, len(donor.encoder.layers)):
+        for name, p in theirs[f"encoder.layers.{i}"].named_parameters():
+            mine = dict(ours[f"encoder.layers.{i + per_stage}"].named_parameters())[name]
+            torch.testing.assert_close(mine, p.detach(), rtol=0, atol=2e-3)  # fp16 file
+            copied += 1
+    n_dec = len(donor.decoder.layers)
+    for i in range(n_dec - 2):  # up to the donor's last stage; the output conv is new
+        for name, p in theirs[f"decoder.layers.{i}"].named_parameters():
+            mine = dict(ours[f"decoder.layers.{i}"].named_parameters())[name]
+            torch.testing.assert_close(mine, p.detach(), rtol=0, atol=2e-3)
+            copied += 1
+    assert copied > 20
+    torch.testing.assert_close(
+        hq.quantizer.state_dict()["layers.0.embed"],
+        donor.quantizer.state_dict()["layers.0.embed"],
+        rtol=0,
+        atol=2e-3,
+    )
+    # What has no counterpart starts fresh: the new input stage and the stereo output conv.
+    assert any(k.startswith("encoder.layers.0.") for k in fresh)
+    assert any(k.startswith(f"decoder.layers.{len(hq.decoder.layers) - 1}.") for k in fresh)
+    assert not any(k.startswith(f"encoder.layers.{per_stage + 1}.") and "bias" in k for k in fresh)
+
+
+def test_shipped_config_file_parses_as_json() -> None:
+    data = json.loads(HQ_CONFIG.read_text())
+    assert data["model"]["bandwidths"] == [3.0, 6.0, 12.0, 24.0]
+
+
+def test_validation_of_a_stereo_model_measures_the_image(tmp_path: Path) -> None:
+    from neucomp.train.validate import Validator
+
+    dev = tmp_path / "deveval" / "music"
+    dev.mkdir(parents=True)
+    t = np.arange(RATE // 2) / RATE
+    tone = 0.3 * np.sin(2 * np.pi * 440 * t)
+    sf.write(dev / "clip.flac", np.stack([tone, 0.5 * tone], axis=1), 44100)
+    codec = Codec(tiny_hq_config())
+    validator = Validator(tmp_path / "deveval", codec.config, max_clips=4, max_seconds=1.0)
+    assert validator.clips[0][1].shape[1] == 2  # [1, 2, T] at the model's rate
+    results = validator.run(codec, 0, tmp_path / "val.csv")
+    for bw in ("3", "24"):
+        assert {f"side_lsd_{bw}", f"ild_error_{bw}", f"lsd_12_20k_{bw}"} <= set(results)
