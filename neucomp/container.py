@@ -56,6 +56,9 @@ _CRC = struct.Struct("<I")
 CHUNK_OVERHEAD = _CHUNK_HEAD.size + _CRC.size  # 13
 CHUNK_OVERHEAD_V1 = _CHUNK_HEAD_V1.size + _CRC.size  # 12
 END_RECORD_SIZE = _END_BODY.size + _CRC.size  # 24
+# How many chunk heads EcdcReader.peek_trailer walks at most (10-s chunks: 11 days; a
+# tenth of a second's live chunks: 3 hours) before it leaves the length unknown.
+PEEK_MAX_CHUNKS = 100_000
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
 _ZERO_HASH = bytes(HASH_BYTES)
@@ -372,6 +375,59 @@ class EcdcReader:
         if self._trailer is None:
             raise RuntimeError("the trailer is only known after iter_chunks() is exhausted")
         return self._trailer
+
+    def peek_trailer(self, max_chunks: int = PEEK_MAX_CHUNKS) -> Trailer | None:
+        """The totals of the end record, read ahead of the chunks when the input can seek
+        (a file, not a pipe): the chunk heads are walked with seeks, payloads skipped,
+        and the end record must pass its (chained) checksum. None when the input cannot
+        seek, has more than ``max_chunks`` chunks (the walk stays short), or anything
+        looks wrong: the pass through the chunks then finds and reports it. The
+        position is left where it was."""
+        fp = self._src._fp
+        try:
+            if self._started or not fp.seekable():
+                return None
+            start = fp.tell()
+        except (AttributeError, OSError, ValueError):
+            return None
+        try:
+            return self._walk_to_trailer(fp, max_chunks)
+        except (OSError, ValueError, struct.error):
+            return None
+        finally:
+            fp.seek(start)
+
+    def _walk_to_trailer(self, fp: BinaryIO, max_chunks: int) -> Trailer | None:
+        v2 = self.header.version >= 2
+        head_struct = _CHUNK_HEAD if v2 else _CHUNK_HEAD_V1
+        chain = _CRC.unpack(self.header.to_bytes()[-4:])[0] if v2 else 0
+        frames = 0
+        for _ in range(max_chunks + 1):
+            head = fp.read(head_struct.size)
+            if head[:4] == bytes(4):  # the end record
+                record = head + fp.read(END_RECORD_SIZE - len(head))
+                if len(record) != END_RECORD_SIZE or fp.read(1):
+                    return None
+                body, (crc,) = record[: _END_BODY.size], _CRC.unpack(record[_END_BODY.size :])
+                _, model_samples, original_samples = _END_BODY.unpack(body)
+                if zlib.crc32(body, chain) != crc:
+                    return None
+                if _trailer_problem(self.header, frames, model_samples, original_samples):
+                    return None
+                return Trailer(model_samples, original_samples)
+            if len(head) < head_struct.size:
+                return None
+            num_frames, payload_size, *_ = head_struct.unpack(head)
+            if _check_chunk_sizes(self.header, num_frames, payload_size):
+                return None
+            crc_bytes = fp.read(_CRC.size)
+            if len(crc_bytes) < _CRC.size:
+                return None
+            fp.seek(payload_size, 1)
+            if v2:
+                chain = _CRC.unpack(crc_bytes)[0]
+            frames += num_frames
+        return None
 
     def iter_chunks(self, salvage: bool = False) -> Iterator[Chunk]:
         """Yield every chunk in order, then read the end record and check nothing follows.
