@@ -7,6 +7,7 @@ does not say), then :meth:`Progress.update` with the seconds done so far.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TextIO
 
@@ -36,6 +37,7 @@ class Bar(Progress):
     def start(self, total: float | None) -> None:
         from tqdm import tqdm
 
+        columns, rows = _size(self.stream)
         self._bar = tqdm(
             total=None if total is None else round(total, 1),
             desc=self.label,
@@ -43,7 +45,8 @@ class Bar(Progress):
             unit_scale=False,
             leave=False,
             file=self.stream,
-            dynamic_ncols=True,
+            ncols=columns,
+            nrows=rows,  # tqdm hides every bar on a terminal it thinks has 0 rows
             mininterval=0.2,
             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s "
             "[{elapsed}<{remaining}, {rate_fmt}]"
@@ -65,6 +68,16 @@ class Bar(Progress):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def _size(stream: TextIO) -> tuple[int, int]:
+    """The terminal's columns and rows; 80 × 24 where it says 0 (a fresh pseudo-terminal,
+    as in tests and some CI runners) or cannot say."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return 80, 24
+    return size.columns or 80, size.lines or 24
 
 
 def for_terminal(label: str, quiet: bool, stream: TextIO | None = None) -> Progress:

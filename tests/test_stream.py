@@ -287,3 +287,58 @@ def test_end_record_is_read_ahead_only_where_the_input_can_seek(tiny_model):
     assert EcdcReader(io.BytesIO(data[:-1])).peek_trailer() is None  # cut short
     assert EcdcReader(io.BytesIO(data + b"x")).peek_trailer() is None  # trailing bytes
     assert EcdcReader(io.BytesIO(data)).peek_trailer(max_chunks=2) is None
+
+
+# ------------------------------------------------------------------------ progress
+
+
+def _stderr_on_a_terminal(args: list[str], env: dict, cwd: Path) -> tuple[int, str]:
+    """Run neucomp with stderr on a pseudo-terminal (stdin, stdout not); what it shows."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [NEUCOMP, *args], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=slave,
+    )  # fmt: skip
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            part = os.read(master, 1 << 16)
+        except OSError:  # EIO: the other side is closed
+            break
+        if not part:
+            break
+        shown += part
+    os.close(master)
+    return proc.wait(timeout=120), shown.decode(errors="replace")
+
+
+@pytest.mark.parametrize("coder", ["plain", "lm"])
+def test_progress_bar_only_on_a_terminal(request, cli_env, tmp_path, coder):
+    """A tqdm bar over seconds of audio (with its total, for an ETA) when stderr is a
+    terminal, for compress and decompress; gone before the summary line. A pipe gets
+    only the summary; -q silences the bar too."""
+    if coder == "lm":
+        request.getfixturevalue("tiny_lm")
+    write_audio(tmp_path / "a.wav", make_audio(12 * RATE, RATE), RATE)
+    flag = ["--coder", coder]
+    code, shown = _stderr_on_a_terminal(["compress", *flag, "a.wav"], cli_env, tmp_path)
+    assert code == 0, shown
+    assert "a.wav:" in shown and "/12.0 s [" in shown and "s/s]" in shown  # the bar
+    lines = shown.replace("\r\n", "\n").split("\r")
+    assert lines[-1].startswith("a.wav: 12.0 s, 8000 Hz, 1 ch → a.ecdc")  # after the bar
+    code, shown = _stderr_on_a_terminal(["decompress", "a.ecdc", "b.wav"], cli_env, tmp_path)
+    assert code == 0 and "a.ecdc:" in shown and "/12.0 s [" in shown, shown
+    code, shown = _stderr_on_a_terminal(
+        ["decompress", "-q", "-f", "a.ecdc", "b.wav"], cli_env, tmp_path
+    )
+    assert code == 0 and shown == ""
+    piped = subprocess.run(
+        [NEUCOMP, "decompress", "-f", "a.ecdc", "b.wav"], env=cli_env, cwd=tmp_path,
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert piped.returncode == 0
+    assert piped.stderr.splitlines() == [piped.stderr.strip()]  # the summary line alone
+    assert piped.stderr.startswith("a.ecdc: ") and "s/s" not in piped.stderr
