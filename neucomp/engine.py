@@ -259,7 +259,7 @@ def decompress_stream(
     out_tail = _HeldTail(2 * math.ceil(ratio) + 8, h.original_channels)
     sink = open_sink(h)
     decoder = model.stream_decoder()
-    unleveller = Unleveller(h.model_sample_rate)
+    unleveller = Unleveller(h.model_sample_rate, h.version)
     progress = progress or Progress()
     progress.start(None if total_samples is None else total_samples / h.original_sample_rate)
     decoded_samples = 0

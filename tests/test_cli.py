@@ -14,7 +14,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
-from conftest import BIN, build_model_file, make_audio, pipe_wav_bytes, write_audio
+from conftest import (
+    BIN,
+    build_model_file,
+    chunk_spans,
+    make_audio,
+    pipe_wav_bytes,
+    write_audio,
+)
 
 from neucomp import __version__
 from neucomp.cli import main
@@ -251,13 +258,11 @@ def _forge(data: bytes, offset: int, fmt: str, value: int, header: bool) -> byte
     b = bytearray(data)
     header_end = struct.unpack_from("<H", b, 6)[0]
     start, end = (0, header_end) if header else (len(b) - 24, len(b))
-    # Version 2 chains the CRCs: the end record's starts from the last chunk's.
-    chain, pos = 0, header_end
+    # The checks are chained: the end record's starts from the last chunk's stored one.
+    chain = 0
     if not header:
-        chain = struct.unpack_from("<I", b, header_end - 4)[0]
-        while struct.unpack_from("<I", b, pos)[0]:
-            chain = struct.unpack_from("<I", b, pos + 9)[0]
-            pos += 13 + struct.unpack_from("<I", b, pos + 4)[0]
+        _, check_at, width, _ = chunk_spans(data)[-1]
+        chain = int.from_bytes(b[check_at : check_at + width], "little")
     struct.pack_into(fmt, b, start + offset, value)
     struct.pack_into("<I", b, end - 4, zlib.crc32(bytes(b[start : end - 4]), chain))
     return bytes(b)
