@@ -512,12 +512,15 @@ class EcdcReader:
             frames += num_frames
         return None
 
-    def iter_chunks(self, salvage: bool = False) -> Iterator[Chunk]:
+    def iter_chunks(self, salvage: bool = False, check_end: bool = True) -> Iterator[Chunk]:
         """Yield every chunk in order, then read the end record and check nothing follows.
 
         Raises TruncatedError, CorruptDataError or FormatError on any damage; with
         `salvage=True` a chunk whose checksum fails but whose sizes are plausible is
         yielded with `payload=None` (and a warning) so the caller can fill in silence.
+        ``check_end=False`` leaves the check that nothing follows the end record to
+        :meth:`check_end`: on a pipe it waits for the writer to close it (to exit), and
+        a streaming decoder can hand out its last samples first.
         """
         if self._started:
             raise RuntimeError("iter_chunks() can only be called once per reader")
@@ -538,6 +541,8 @@ class EcdcReader:
                 raise TruncatedError(f"truncated .ecdc file: no end record after {where}")
             if isinstance(head, bytes):
                 self._read_end(head, start, total_frames, salvage, chain)
+                if check_end:
+                    self.check_end()
                 return
             head_bytes, num_frames, payload_size, gain_db = head
             problem = _check_chunk_sizes(self.header, num_frames, payload_size)
@@ -566,6 +571,11 @@ class EcdcReader:
             index += 1
             total_frames += num_frames
 
+    def check_end(self) -> None:
+        """FormatError if anything follows the end record (which must have been read)."""
+        if self._src.read(1):
+            raise FormatError("unexpected data after end of stream")
+
     def _read_end(
         self, head: bytes, start: int, total_frames: int, salvage: bool, chain: int
     ) -> None:
@@ -574,8 +584,6 @@ class EcdcReader:
         record = head + rest
         if len(record) < END_RECORD_SIZE:
             raise TruncatedError("truncated .ecdc file: ended inside the end record")
-        if self._src.read(1):
-            raise FormatError("unexpected data after end of stream")
         body, (crc,) = record[: _END_BODY.size], _CRC.unpack(record[_END_BODY.size :])
         _, model_samples, original_samples = _END_BODY.unpack(body)
         capacity = total_frames * self.header.hop_length

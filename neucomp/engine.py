@@ -277,7 +277,8 @@ def decompress_stream(
 
     coder_warnings: list[str] = []
     with torch.inference_mode():
-        for chunk in reader.iter_chunks(salvage=salvage):
+        # the end-of-stream check waits for the writer to exit: after the last audio
+        for chunk in reader.iter_chunks(salvage=salvage, check_end=False):
             pieces = None
             if chunk.payload is not None:
                 try:
@@ -300,6 +301,7 @@ def decompress_stream(
         trailer = reader.trailer
         emit(model_tail.finish(trailer.model_samples, "model-rate"), last=True)
         sink.write(out_tail.finish(trailer.original_samples, "original"))
+        reader.check_end()
     rate = h.original_sample_rate
     return Result(
         source="",

@@ -46,11 +46,16 @@ class LiveRun:
     latencies: list[float]
     stream_bytes: int  # the .ecdc stream compress wrote
     payload_bytes: int  # of which chunk payloads
+    fixed_bytes: int  # and the header and end record, once per stream
     chunks: int
     seconds: float  # of audio sent (warm-up included)
     output_samples: int
     returncodes: tuple[int, int]
     stderr: str
+
+    @property
+    def chunk_bytes(self) -> int:
+        return self.stream_bytes - self.payload_bytes - self.fixed_bytes
 
     def summary(self) -> dict[str, float]:
         lat = sorted(self.latencies)
@@ -61,8 +66,10 @@ class LiveRun:
             "blocks": len(lat),
             "kbps": self.stream_bytes * 8 / self.seconds / 1000,
             "payload_kbps": self.payload_bytes * 8 / self.seconds / 1000,
-            "overhead_kbps": (self.stream_bytes - self.payload_bytes) * 8 / self.seconds / 1000,
-            "overhead_pct": 100 * (self.stream_bytes - self.payload_bytes) / self.payload_bytes,
+            # the chunk heads and checks: what the chunk length costs (header and end
+            # record, 130 bytes once, left out: a live stream runs for long)
+            "chunk_overhead_kbps": self.chunk_bytes * 8 / self.seconds / 1000,
+            "chunk_overhead_pct": 100 * self.chunk_bytes / self.payload_bytes,
             "chunks": self.chunks,
         }
 
@@ -75,11 +82,15 @@ def run_live(
     *,
     block_s: float = 0.01,
     warmup_s: float = 1.0,
+    held_s: float = 0.25,
     env: dict[str, str] | None = None,
     timeout_s: float = 120.0,
 ) -> LiveRun:
     """Send mono float ``audio`` at ``rate`` through ``compress`` (reading stdin, writing
-    stdout) into ``decompress`` (likewise), paced at 1× after ``warmup_s``; time it."""
+    stdout) into ``decompress`` (likewise), paced at 1× after ``warmup_s``; time it.
+
+    Pacing starts once the warm-up has come out but for ``held_s`` (at least the chunk
+    length: what the pipe holds back), so that start-up is not counted as latency."""
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
     block = max(1, round(block_s * rate))
     warm = min(len(pcm), round(warmup_s * rate))
@@ -94,7 +105,7 @@ def run_live(
     written: list[tuple[int, float]] = []  # (end sample of a timed block, when it was written)
     arrivals: list[tuple[float, int]] = []  # (when, samples out so far)
     stream = bytearray()
-    first_audio = threading.Event()
+    settled = threading.Event()  # the warm-up is through, but for what the pipe holds
     errors: list[BaseException] = []
 
     def guard(fn):
@@ -103,7 +114,7 @@ def run_live(
                 fn()
             except BaseException as err:  # noqa: BLE001 - reported by the caller
                 errors.append(err)
-                first_audio.set()
+                settled.set()
 
         return threading.Thread(target=run, daemon=True)
 
@@ -111,7 +122,7 @@ def run_live(
         out = enc.stdin
         try:
             out.write(pipe_wav_header(rate, 1) + pcm[:warm].tobytes())
-            first_audio.wait(timeout_s)  # both processes are up and have the model
+            settled.wait(timeout_s)  # both processes are up and have the model
             start = time.perf_counter()
             for i, pos in enumerate(range(warm, len(pcm), block)):
                 due = start + (i + 1) * block / rate  # the block has "happened" by then
@@ -142,15 +153,17 @@ def run_live(
                 return
             head += part
         body = len(head) - (head.index(b"data") + 8)
-        total = body // 2
-        if total:
-            arrivals.append((time.perf_counter(), total))
-            first_audio.set()
-        while data := os.read(fd, 1 << 16):
+        settle_at = max(1, warm - round(held_s * rate))
+        data = b""
+        while True:
             body += len(data)
-            total = body // 2
-            arrivals.append((time.perf_counter(), total))
-            first_audio.set()
+            if body // 2:
+                arrivals.append((time.perf_counter(), body // 2))
+                if body // 2 >= settle_at:
+                    settled.set()
+            data = os.read(fd, 1 << 16)
+            if not data:
+                break
 
     threads = [guard(write), guard(relay), guard(read)]
     for t in threads:
@@ -167,11 +180,12 @@ def run_live(
     if errors:
         raise RuntimeError(f"live run failed: {errors[0]!r}; {stderr[-400:]}")
     latencies = _block_latencies(written, arrivals)
-    payload, chunks = _payload_bytes(bytes(stream))
+    payload, fixed, chunks = stream_parts(bytes(stream))
     return LiveRun(
         latencies=latencies,
         stream_bytes=len(stream),
         payload_bytes=payload,
+        fixed_bytes=fixed,
         chunks=chunks,
         seconds=len(pcm) / rate,
         output_samples=arrivals[-1][1] if arrivals else 0,
@@ -195,13 +209,14 @@ def _block_latencies(
     return out
 
 
-def _payload_bytes(data: bytes) -> tuple[int, int]:
-    """Payload bytes and chunk count of a whole .ecdc stream."""
-    from neucomp.container import EcdcReader
+def stream_parts(data: bytes) -> tuple[int, int, int]:
+    """Payload bytes, header + end record bytes, and chunk count of a whole .ecdc stream."""
+    from neucomp.container import END_RECORD_SIZE, EcdcReader
 
     reader = EcdcReader(io.BytesIO(data))
+    fixed = reader.bytes_read + END_RECORD_SIZE
     payload = chunks = 0
     for chunk in reader.iter_chunks():
         payload += len(chunk.payload or b"")
         chunks += 1
-    return payload, chunks
+    return payload, fixed, chunks
