@@ -66,3 +66,11 @@ def test_dev_clips_are_taken_in_turn_from_each_category() -> None:
     clips = [Path(p) for p in ("m/1.flac", "m/2.flac", "m/3.flac", "s/1.flac", "x/1.flac")]
     order = [str(p) for p in bench._round_robin(clips)]
     assert order == ["m/1.flac", "s/1.flac", "x/1.flac", "m/2.flac", "m/3.flac"]
+
+
+def test_block_latency_is_from_its_write_to_its_last_sample_out() -> None:
+    from neucomp.eval.live import _block_latencies
+
+    written = [(100, 1.0), (200, 2.0), (300, 3.0), (400, 4.0)]
+    arrivals = [(1.5, 150), (2.6, 250), (3.2, 300)]  # the last block never came out
+    assert _block_latencies(written, arrivals) == pytest.approx([0.5, 0.6, 0.2])
