@@ -8,6 +8,7 @@ registry; the engine is then handed them."""
 from __future__ import annotations
 
 import io
+import math
 import os
 import sys
 import warnings
@@ -154,8 +155,9 @@ def chunk_frames_for(codec: Codec, chunk_seconds: float | None) -> int:
     if chunk_seconds is None:
         return CHUNK_FRAMES
     rate = codec.config.frame_rate
-    frames = round(chunk_seconds * rate)
-    if not (chunk_seconds > 0 and 1 <= max(frames, 1) <= MAX_CHUNK_FRAMES):
+    finite = math.isfinite(chunk_seconds) and chunk_seconds > 0
+    frames = round(chunk_seconds * rate) if finite else 0
+    if not (finite and max(frames, 1) <= MAX_CHUNK_FRAMES):
         raise UsageError(
             f"--chunk-seconds must be from {1 / rate:.4f} (one frame) to "
             f"{MAX_CHUNK_FRAMES / rate:g} s, got {chunk_seconds:g}"

@@ -62,7 +62,7 @@ def test_live_chunks_are_short_and_whole(cli_env):
     assert round(LIVE_CHUNK_SECONDS * RATE / HOP) == 7
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "14"])
+@pytest.mark.parametrize("value", ["0", "-1", "14", "inf", "nan"])
 def test_chunk_seconds_out_of_range_is_one_line(tiny_model, tmp_path, value):
     src = write_audio(tmp_path / "a.wav", make_audio(RATE // 10, RATE), RATE)
     r = CliRunner().invoke(main, ["compress", "--chunk-seconds", value, str(src)])
