@@ -8,6 +8,7 @@ registry; the engine is then handed them."""
 from __future__ import annotations
 
 import io
+import math
 import os
 import sys
 import warnings
@@ -20,6 +21,7 @@ from neucomp import DEFAULT_BANDWIDTH, registry
 from neucomp import audio as A
 from neucomp.audio.writers import (
     AudioWriter,
+    WavStreamWriter,
     atomic_output,
     check_distinct,
     check_ecdc_name,
@@ -29,12 +31,13 @@ from neucomp.audio.writers import (
 from neucomp.coding.base import CODER_BY_NAME
 from neucomp.engine import AudioSink, Result, compress_stream, decompress_stream
 from neucomp.errors import InputError, UsageError
+from neucomp.progress import Progress
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from neucomp.coding.base import ChunkCoder
-    from neucomp.container import Header
+    from neucomp.container import Header, Trailer
     from neucomp.model import Codec
 
 
@@ -70,20 +73,32 @@ def prepare(
 
 def _decompress(
     fp: BinaryIO,
-    open_sink: Callable[[Header], AudioSink],
+    open_sink: Callable[[Header, Trailer | None], AudioSink],
     salvage: bool,
     model: Codec | str | os.PathLike | None,
+    progress: Progress | None = None,
 ) -> Result:
     """Read the header, find the model and coder it needs, and let the engine decode.
 
     ``model`` overrides the installed model named in the header (its hash must match).
+    ``open_sink`` also gets the totals when a seekable input gives them up front (the
+    end record, read first), else None.
     """
     from neucomp.container import EcdcReader
 
     reader = EcdcReader(fp)  # a bad header fails here, before torch is even imported
     codec = registry.model_for(reader.header, model)
     coder = registry.coder_for(reader.header, codec)
-    return decompress_stream(reader, codec, coder, open_sink, salvage=salvage)
+    known = reader.peek_trailer()
+    return decompress_stream(
+        reader,
+        codec,
+        coder,
+        lambda header: open_sink(header, known),
+        salvage=salvage,
+        progress=progress,
+        total_samples=None if known is None else known.original_samples,
+    )
 
 
 # ------------------------------------------------------------------- file front-ends
@@ -102,17 +117,27 @@ def compress_file(
     lm: bool | None = None,
     model: str | os.PathLike | None = None,
     force: bool = False,
+    chunk_seconds: float | None = None,
+    progress: Progress | None = None,
 ) -> Result:
     """Compress the audio file ``src`` (or ``"-"``) into ``dst`` (or ``"-"``), atomically.
-    ``coder``: "plain", "fast", "lm" or None (the default); ``lm`` is the older flag."""
+    ``coder``: "plain", "fast", "lm" or None (the default); ``lm`` is the older flag.
+
+    ``chunk_seconds`` sets the container's chunk length (default 10 s): short chunks are
+    the live mode, where each chunk leaves as soon as its audio has come in (and a pipe
+    on stdin is read as it arrives), at the cost of a few bytes per chunk."""
     check_distinct(src, dst)
     check_ecdc_name(dst)
     coder = coder_name(coder, lm)
-    with A.open_audio(src) as reader:
+    live = chunk_seconds is not None
+    with A.open_audio(src, eager=live) as reader:
         check_output(dst, force)
         codec, n_q, chunk_coder, warning = prepare(model, bandwidth, coder)  # before any output
+        frames = chunk_frames_for(codec, chunk_seconds)
         with atomic_output(dst, force, stream_stdout=True) as out:
-            result = compress_stream(reader, out, codec, n_q, chunk_coder)
+            result = compress_stream(
+                reader, out, codec, n_q, chunk_coder, chunk_frames=frames, progress=progress
+            )
     if warning:
         result.warnings.insert(0, warning)
     result.source, result.target = A.display_name(src), A.display_name(dst, output=True)
@@ -121,17 +146,41 @@ def compress_file(
     return result
 
 
-class _LazyWriter:
-    """An AudioWriter on ``fp``, opened once the header gives rate and channel count."""
+def chunk_frames_for(codec: Codec, chunk_seconds: float | None) -> int:
+    """Frames per container chunk for ``chunk_seconds`` (None: the default, 10 s), whole
+    frames, at least one; UsageError past what a chunk may hold."""
+    from neucomp.container import MAX_CHUNK_FRAMES
+    from neucomp.engine import CHUNK_FRAMES
 
-    def __init__(self, fp: BinaryIO, fmt: str, subtype: str) -> None:
-        self.fp, self.fmt, self.subtype = fp, fmt, subtype
-        self.writer: AudioWriter | None = None
-
-    def open(self, header: Header) -> AudioWriter:
-        self.writer = AudioWriter(
-            self.fp, header.original_sample_rate, header.original_channels, self.fmt, self.subtype
+    if chunk_seconds is None:
+        return CHUNK_FRAMES
+    rate = codec.config.frame_rate
+    finite = math.isfinite(chunk_seconds) and chunk_seconds > 0
+    frames = round(chunk_seconds * rate) if finite else 0
+    if not (finite and max(frames, 1) <= MAX_CHUNK_FRAMES):
+        raise UsageError(
+            f"--chunk-seconds must be from {1 / rate:.4f} (one frame) to "
+            f"{MAX_CHUNK_FRAMES / rate:g} s, got {chunk_seconds:g}"
         )
+    return max(frames, 1)
+
+
+class _LazyWriter:
+    """The output writer on ``fp``, opened once the header gives rate and channel count:
+    an AudioWriter for files, a WavStreamWriter (no seeking; each block flushed as it
+    comes) for stdout."""
+
+    def __init__(self, fp: BinaryIO, fmt: str, subtype: str, stream: bool = False) -> None:
+        self.fp, self.fmt, self.subtype, self.stream = fp, fmt, subtype, stream
+        self.writer: AudioWriter | WavStreamWriter | None = None
+
+    def open(self, header: Header, known: Trailer | None) -> AudioWriter | WavStreamWriter:
+        rate, channels = header.original_sample_rate, header.original_channels
+        if self.stream:
+            frames = None if known is None else known.original_samples
+            self.writer = WavStreamWriter(self.fp, rate, channels, self.subtype, frames)
+        else:
+            self.writer = AudioWriter(self.fp, rate, channels, self.fmt, self.subtype)
         return self.writer
 
 
@@ -143,21 +192,34 @@ def decompress_file(
     salvage: bool = False,
     force: bool = False,
     model: str | os.PathLike | None = None,
+    progress: Progress | None = None,
 ) -> Result:
-    """Decompress the .ecdc file ``src`` (or ``"-"``) into ``dst`` (.wav/.flac or ``"-"``)."""
+    """Decompress the .ecdc file ``src`` (or ``"-"``) into ``dst`` (.wav/.flac or ``"-"``).
+
+    A file is written atomically (a temp file, renamed at the end). Stdout gets a WAV
+    stream as the audio is decoded, a frame group at a time: its header gives the length
+    when the input can seek (read from the end record first), else says "unknown" as
+    ffmpeg does on a pipe. What went out before an error cannot be taken back there."""
     fmt, subtype = output_format(dst, float_wav)
     with open_input(src) as fp:
         check_distinct(src, dst)
         check_output(dst, force)
-        with atomic_output(dst, force) as out:
-            lazy = _LazyWriter(out, fmt, subtype)
-            try:
-                result = _decompress(fp, lazy.open, salvage, model)
-            finally:
-                if lazy.writer is not None:
-                    lazy.writer.close()
-            out.flush()
-            result.output_bytes = out.tell()
+        if str(dst) == A.STDIO:
+            lazy = _LazyWriter(sys.stdout.buffer, fmt, subtype, stream=True)
+            result = _decompress(fp, lazy.open, salvage, model, progress)
+            if lazy.writer is not None:
+                lazy.writer.close()
+            result.output_bytes = lazy.writer.bytes_written if lazy.writer else 0
+        else:
+            with atomic_output(dst, force) as out:
+                lazy = _LazyWriter(out, fmt, subtype)
+                try:
+                    result = _decompress(fp, lazy.open, salvage, model, progress)
+                finally:
+                    if lazy.writer is not None:
+                        lazy.writer.close()
+                out.flush()
+                result.output_bytes = out.tell()
     result.source, result.target = A.display_name(src), A.display_name(dst, output=True)
     result.input_bytes = result.ecdc_bytes
     return result
@@ -190,6 +252,19 @@ class _NoClose(io.BufferedIOBase):
 
     def readable(self) -> bool:
         return True
+
+    # stdin redirected from a file can seek: then the length is read up front too
+    def seekable(self) -> bool:
+        try:
+            return self._fp.seekable()
+        except (AttributeError, OSError, ValueError):
+            return False
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._fp.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fp.tell()
 
 
 # ------------------------------------------------------------------------ Python API
@@ -236,7 +311,7 @@ def decompress(
     a warning) instead of an error. ``model`` (a name or path) overrides the installed
     model the stream names; its weights must still be the ones that made the stream."""
     collect = _Collect()
-    result = _decompress(io.BytesIO(data), lambda h: collect, salvage, model)
+    result = _decompress(io.BytesIO(data), lambda h, known: collect, salvage, model)
     for message in result.warnings:
         warnings.warn(message, stacklevel=2)
     audio = np.concatenate(collect.blocks, axis=1) if collect.blocks else None

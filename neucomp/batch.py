@@ -42,6 +42,7 @@ class CompressOptions:
     bandwidth: float = DEFAULT_BANDWIDTH
     coder: str | None = None  # "plain", "fast", "lm"; None: the default (api.prepare)
     model: str | None = None
+    chunk_seconds: float | None = None  # None: the default chunks of 10 s
 
 
 @dataclass(frozen=True)

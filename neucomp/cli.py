@@ -13,13 +13,18 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
 from neucomp import BANDWIDTHS, DEFAULT_BANDWIDTH, HQ_BANDWIDTHS, HQ_MODEL, __version__
 from neucomp.errors import InputError, NeucompError, Terminated, UsageError
+
+if TYPE_CHECKING:
+    from neucomp.engine import Result
+    from neucomp.progress import Progress
 
 EXIT_FAILURES = 1  # a batch where some files failed
 EXIT_INTERRUPTED = 130  # like a shell after Ctrl-C
@@ -141,13 +146,6 @@ def _say(quiet: bool, message: str) -> None:
         click.echo(message, err=True)
 
 
-def _single_target(src: str, dst: str, suffix: str) -> str:
-    """`neucomp compress a.wav outdir/` puts `a.ecdc` inside the existing folder."""
-    if src != "-" and dst != "-" and Path(dst).is_dir():
-        return str(Path(dst) / (Path(src).stem + suffix))
-    return dst
-
-
 def _folder_output(dst: str) -> None:
     if dst == "-":
         raise UsageError("a folder IN needs a folder OUT, not -")
@@ -218,9 +216,76 @@ force_option = click.option("-f", "--force", is_flag=True, help="Overwrite exist
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 
 
-@main.command()
-@click.argument("src", metavar="IN")
-@click.argument("dst", metavar="OUT")
+def _run_files(
+    pairs: list[tuple[str, str]],
+    convert: Callable[[str, str, Progress], Result],
+    report: Callable[[Result], str],
+    quiet: bool,
+) -> None:
+    """Convert each (IN, OUT) pair with its own progress bar (on a terminal), then its
+    warnings and its summary line. One file's error stops the run; with several files it
+    is reported and the others go on (as with gzip and flac), and the exit code is 1."""
+    from neucomp import progress as P
+    from neucomp.audio import display_name
+
+    failed = 0
+    for src, dst in pairs:
+        bar = P.for_terminal(Path(display_name(src)).name, quiet)
+        try:
+            r = convert(src, dst, bar)
+        except NeucompError as err:
+            if len(pairs) == 1:
+                raise
+            bar.close()
+            click.echo(f"neucomp: error: {err}", err=True)
+            failed += 1
+            continue
+        finally:
+            bar.close()
+        for warning in r.warnings:
+            click.echo(f"neucomp: warning: {warning}", err=True)
+        _say(quiet, report(r))
+    if failed:
+        raise click.exceptions.Exit(EXIT_FAILURES)
+
+
+def _compress_report(r: Result) -> str:
+    from neucomp import batch
+
+    return (
+        f"{r.source}: {batch.format_duration(r.seconds)}, {r.sample_rate} Hz, {r.channels} ch"
+        f" → {r.target}: {r.ecdc_bytes:,} bytes, {r.kbps:.2f} kbps"
+        + (f" (ratio {r.input_bytes / r.ecdc_bytes:.1f}:1)" if r.input_bytes else "")
+    )
+
+
+def _decompress_report(r: Result) -> str:
+    from neucomp import batch
+
+    return (
+        f"{r.source}: {r.ecdc_bytes:,} bytes, {r.kbps:.2f} kbps → {r.target}: "
+        f"{batch.format_duration(r.seconds)}, {r.sample_rate} Hz, {r.channels} ch"
+    )
+
+
+NAMES_HELP = (
+    "Each IN is written beside itself (song.flac → song.ecdc), unless the last argument "
+    "is OUT: a file, - (stdout) or an existing folder. It is OUT unless it is named like "
+    "an input ({inputs}). A folder IN with a folder OUT converts the whole tree."
+)
+
+LIVE_CHUNK_SECONDS = 0.09  # 7 frames at 75 frames/s: see the README's latency table
+
+
+@main.command(
+    help="Compress audio (any format, rate, channels) to .ecdc.\n\n"
+    + NAMES_HELP.format(inputs="an audio extension such as .wav or .flac")
+    + "\n\nThe 24 kHz model codes mono (stereo is mixed down, and copied back on "
+    "decompress); --model 48khz (--hq) codes both channels of full-band stereo together."
+    + "\n\nWith - for OUT the stream goes to stdout a chunk at a time; --live makes the "
+    "chunks short for pipes such as `arecord ... | neucomp compress --live - - | ...`."
+)
+@click.argument("paths", metavar="IN... [OUT]", nargs=-1, required=True)
 @click.option(
     "-b",
     "--bandwidth",
@@ -248,32 +313,39 @@ quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print nothing b
     "name such as neucomp_48khz, or the path of a .pt file.",
 )
 @click.option("--hq", is_flag=True, help="Same as --model 48khz.")
+@click.option(
+    "--chunk-seconds",
+    type=float,
+    default=None,
+    help="Container chunk length (default 10 s; rounded to whole frames of 1/75 s). Short "
+    "chunks cut the latency of a pipe and cost a few bytes each.",
+)
+@click.option(
+    "--live",
+    is_flag=True,
+    help=f"Live pipes: --chunk-seconds {LIVE_CHUNK_SECONDS:g}, stdin read as it arrives.",
+)
 @force_option
 @quiet_option
 @jobs_option
 @threads_option
 @shard_option
 def compress(
-    src: str,
-    dst: str,
+    paths: tuple[str, ...],
     bandwidth: float,
     coder: str | None,
     lm: bool,
     model: str | None,
     hq: bool,
+    chunk_seconds: float | None,
+    live: bool,
     force: bool,
     quiet: bool,
     jobs: int,
     threads: int,
     shard: tuple[int, int] | None,
 ) -> None:
-    """Compress audio IN (any format, rate, channels) to a .ecdc file OUT.
-
-    The 24 kHz model codes mono (stereo is mixed down, and copied back on decompress);
-    --model 48khz (--hq) codes both channels of full-band stereo together.
-    With folders, every audio file under IN is compressed into the same place under OUT.
-    """
-    from neucomp import api, batch, registry
+    from neucomp import api, batch, names, registry
 
     registry.set_threads(threads)
     if hq:
@@ -284,11 +356,19 @@ def compress(
         if coder not in (None, "lm"):
             raise click.UsageError(f"--lm is --coder lm; it contradicts --coder {coder}")
         coder = "lm"
-    if src != "-" and Path(src).is_dir():
+    if live:
+        if chunk_seconds is not None:
+            raise click.UsageError(f"--live is --chunk-seconds {LIVE_CHUNK_SECONDS:g}: give one")
+        chunk_seconds = LIVE_CHUNK_SECONDS
+    plan = names.plan(list(paths), "compress")
+    if plan.folders is not None:
+        src, dst = plan.folders
         _folder_output(dst)
         # the batch checks the options once (in a worker with --jobs, so this process
         # never loads torch) and gives its one warning through `warn`
-        options = batch.CompressOptions(bandwidth=bandwidth, coder=coder, model=model)
+        options = batch.CompressOptions(
+            bandwidth=bandwidth, coder=coder, model=model, chunk_seconds=chunk_seconds
+        )
         summary = batch.run_batch(
             src,
             dst,
@@ -304,21 +384,28 @@ def compress(
         _finish_batch(summary, quiet)
         return
     _no_shard(shard)
-    dst = _single_target(src, dst, batch.ECDC_SUFFIX)
-    r = api.compress_file(src, dst, bandwidth=bandwidth, coder=coder, model=model, force=force)
-    for warning in r.warnings:
-        click.echo(f"neucomp: warning: {warning}", err=True)
-    _say(
-        quiet,
-        f"{r.source}: {batch.format_duration(r.seconds)}, {r.sample_rate} Hz, {r.channels} ch"
-        f" → {r.target}: {r.ecdc_bytes:,} bytes, {r.kbps:.2f} kbps"
-        + (f" (ratio {r.input_bytes / r.ecdc_bytes:.1f}:1)" if r.input_bytes else ""),
-    )
+
+    def convert(src: str, dst: str, bar: Progress) -> Result:
+        return api.compress_file(
+            src,
+            dst,
+            bandwidth=bandwidth,
+            coder=coder,
+            model=model,
+            force=force,
+            chunk_seconds=chunk_seconds,
+            progress=bar,
+        )
+
+    _run_files(plan.pairs, convert, _compress_report, quiet)
 
 
-@main.command()
-@click.argument("src", metavar="IN")
-@click.argument("dst", metavar="OUT")
+@main.command(
+    help="Decompress .ecdc to audio (.wav 16-bit, .flac; - is WAV on stdout, streamed as "
+    "it is decoded). The original sample rate, channel count and length are restored.\n\n"
+    + NAMES_HELP.format(inputs=".ecdc")
+)
+@click.argument("paths", metavar="IN... [OUT]", nargs=-1, required=True)
 @click.option("--float", "float_wav", is_flag=True, help="Write 32-bit float WAV.")
 @click.option("--salvage", is_flag=True, help="Replace damaged chunks with silence.")
 @click.option(
@@ -331,9 +418,9 @@ def compress(
     "--format",
     "fmt",
     type=click.Choice(["wav", "flac"]),
-    default="wav",
-    show_default=True,
-    help="Output format for folder conversion (single files use OUT's extension).",
+    default=None,
+    help="Format of outputs named after their input (and of folder conversion)  "
+    "[default: wav]; an OUT file's own extension decides for it.",
 )
 @force_option
 @quiet_option
@@ -341,27 +428,23 @@ def compress(
 @threads_option
 @shard_option
 def decompress(
-    src: str,
-    dst: str,
+    paths: tuple[str, ...],
     float_wav: bool,
     salvage: bool,
     model: str | None,
-    fmt: str,
+    fmt: str | None,
     force: bool,
     quiet: bool,
     jobs: int,
     threads: int,
     shard: tuple[int, int] | None,
 ) -> None:
-    """Decompress a .ecdc file IN to audio OUT (.wav 16-bit, .flac; - is WAV on stdout).
-
-    The original sample rate, channel count and length are restored. With folders, every
-    .ecdc under IN is decompressed into the same place under OUT.
-    """
-    from neucomp import api, batch, registry
+    from neucomp import api, batch, names, registry
 
     registry.set_threads(threads)
-    if src != "-" and Path(src).is_dir():
+    plan = names.plan(list(paths), "decompress", fmt)
+    if plan.folders is not None:
+        src, dst = plan.folders
         _folder_output(dst)
         options = batch.DecompressOptions(float_wav=float_wav, salvage=salvage, model=model)
         summary = batch.run_batch(
@@ -372,24 +455,26 @@ def decompress(
             threads=threads,
             force=force,
             quiet=quiet,
-            fmt=fmt,
+            fmt=fmt or "wav",
             options=options,
             shard=shard,
         )
         _finish_batch(summary, quiet)
         return
     _no_shard(shard)
-    dst = _single_target(src, dst, f".{fmt}")
-    r = api.decompress_file(
-        src, dst, float_wav=float_wav, salvage=salvage, force=force, model=model
-    )
-    for warning in r.warnings:
-        click.echo(f"neucomp: warning: {warning}", err=True)
-    _say(
-        quiet,
-        f"{r.source}: {r.ecdc_bytes:,} bytes, {r.kbps:.2f} kbps → {r.target}: "
-        f"{batch.format_duration(r.seconds)}, {r.sample_rate} Hz, {r.channels} ch",
-    )
+    if fmt is not None:
+        for _, dst in plan.pairs:
+            if dst == "-" and fmt != "wav":
+                raise UsageError("stdout gets WAV: --format flac needs an output file")
+            if dst != "-" and Path(dst).suffix.lower() != f".{fmt}":
+                raise UsageError(f"--format {fmt} contradicts OUT '{dst}' (its extension decides)")
+
+    def convert(src: str, dst: str, bar: Progress) -> Result:
+        return api.decompress_file(
+            src, dst, float_wav=float_wav, salvage=salvage, force=force, model=model, progress=bar
+        )
+
+    _run_files(plan.pairs, convert, _decompress_report, quiet)
 
 
 @main.command()

@@ -14,6 +14,7 @@ damaged file can never make it allocate more than one chunk's worth of memory.
 
 from __future__ import annotations
 
+import binascii
 import operator
 import re
 import struct
@@ -26,8 +27,8 @@ from neucomp.coding.base import CODER_NAMES, HASH_BYTES, CoderId, payload_proble
 from neucomp.errors import CorruptDataError, FormatError, TruncatedError
 
 MAGIC = b"NCDC"
-VERSION = 2  # what the writer writes
-READ_VERSIONS = (1, 2)
+VERSION = 3  # what the writer writes
+READ_VERSIONS = (1, 2, 3)
 # Version 2 chunk gains (dB, i8): the levelled audio is the input times 10^(gain/20).
 MIN_GAIN_DB, MAX_GAIN_DB = -60, 60
 
@@ -53,9 +54,17 @@ _CHUNK_HEAD_V1 = struct.Struct("<II")  # num_frames, payload_size
 _CHUNK_HEAD = struct.Struct("<IIb")  # num_frames, payload_size, gain_db (version 2)
 _END_BODY = struct.Struct("<IQQ")  # 0 marker, model_samples, original_samples
 _CRC = struct.Struct("<I")
-CHUNK_OVERHEAD = _CHUNK_HEAD.size + _CRC.size  # 13
+CHUNK_OVERHEAD_V2 = _CHUNK_HEAD.size + _CRC.size  # 13
 CHUNK_OVERHEAD_V1 = _CHUNK_HEAD_V1.size + _CRC.size  # 12
+# Version 3 chunk heads: LEB128 numbers, so that live chunks of a few frames cost a few
+# bytes; payloads under SMALL_PAYLOAD bytes carry a CRC-16 (still every burst of up to
+# 16 bits found, every 1- to 3-bit error in them), larger ones a CRC-32.
+SMALL_PAYLOAD = 256
+_VARINT_MAX_BYTES = 5  # 35 bits: any u32 a version 2 head could hold, and then some
 END_RECORD_SIZE = _END_BODY.size + _CRC.size  # 24
+# How many chunk heads EcdcReader.peek_trailer walks at most (10-s chunks: 11 days; a
+# tenth of a second's live chunks: 3 hours) before it leaves the length unknown.
+PEEK_MAX_CHUNKS = 100_000
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
 _ZERO_HASH = bytes(HASH_BYTES)
@@ -208,6 +217,85 @@ def _check_chunk_sizes(header: Header, num_frames: int, payload_size: int) -> st
     return payload_problem(header.coder, num_frames, header.num_codebooks, payload_size)
 
 
+def varint(value: int) -> bytes:
+    """``value`` (≥ 0) as LEB128: 7 bits a byte, low bits first, the top bit set on
+    every byte but the last (minimal: no trailing zero bytes)."""
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        if not value:
+            out.append(low)
+            return bytes(out)
+        out.append(low | 0x80)
+
+
+def check_width(payload_size: int) -> int:
+    """Bytes of a version 3 chunk's check: 2 (CRC-16) for a small payload, else 4."""
+    return 2 if payload_size < SMALL_PAYLOAD else 4
+
+
+def chunk_overhead(num_frames: int, payload_size: int) -> int:
+    """Bytes a version 3 chunk spends besides its payload (head and check)."""
+    return len(varint(num_frames)) + len(varint(payload_size)) + 1 + check_width(payload_size)
+
+
+def _check(version: int, chain: int, head: bytes, payload: bytes) -> int:
+    """A chunk's check over its head bytes and payload, started from ``chain`` (the
+    previous part's stored check; 0 in version 1)."""
+    if version >= 3 and check_width(len(payload)) == 2:
+        return binascii.crc_hqx(payload, binascii.crc_hqx(head, chain & 0xFFFF))
+    return zlib.crc32(payload, zlib.crc32(head, chain))
+
+
+def _read_varint(read, first: bytes, index: int, start: int) -> tuple[int, bytes]:
+    """A LEB128 number whose first byte is ``first`` (already read), and its bytes."""
+    raw = bytearray(first)
+    while raw[-1] & 0x80:
+        if len(raw) == _VARINT_MAX_BYTES:
+            raise CorruptDataError(
+                f"chunk {index} at byte {start} has a number of over {_VARINT_MAX_BYTES} "
+                "bytes in its head: the file is damaged"
+            )
+        more = read(1)
+        if not more:
+            raise TruncatedError(f"truncated .ecdc file: ended inside chunk {index}")
+        raw += more
+    if len(raw) > 1 and raw[-1] == 0:
+        raise CorruptDataError(
+            f"chunk {index} at byte {start} has a number written in more bytes than it "
+            "needs in its head: the file is damaged"
+        )
+    return sum((b & 0x7F) << (7 * i) for i, b in enumerate(raw)), bytes(raw)
+
+
+def _read_head(read, version: int, index: int, start: int) -> tuple[bytes, int, int, int] | bytes:
+    """The next chunk's head: (its bytes, num_frames, payload_size, gain_db); or, where
+    the end record starts, the bytes of it read so far. b"": the stream has ended."""
+    if version < 3:
+        size = (_CHUNK_HEAD if version == 2 else _CHUNK_HEAD_V1).size
+        head = read(size)
+        if not head or head[:4] == bytes(len(head[:4])):  # the end marker (or a cut-off one)
+            return head
+        if len(head) < size:
+            raise TruncatedError(f"truncated .ecdc file: ended inside chunk {index}")
+        if version == 2:
+            return (head, *_CHUNK_HEAD.unpack(head))
+        return (head, *_CHUNK_HEAD_V1.unpack(head), 0)
+    first = read(1)
+    if not first or first == b"\x00":  # no chunk has 0 frames: the end record
+        return first
+    num_frames, raw_frames = _read_varint(read, first, index, start)
+    more = read(1)
+    if not more:
+        raise TruncatedError(f"truncated .ecdc file: ended inside chunk {index}")
+    payload_size, raw_size = _read_varint(read, more, index, start)
+    gain = read(1)
+    if not gain:
+        raise TruncatedError(f"truncated .ecdc file: ended inside chunk {index}")
+    head = raw_frames + raw_size + gain
+    return head, num_frames, payload_size, struct.unpack("<b", gain)[0]
+
+
 class EcdcWriter:
     """Writes a `.ecdc` stream in one pass: header now, chunks as they come, then totals."""
 
@@ -239,11 +327,10 @@ class EcdcWriter:
         if problem:
             raise ValueError(f"chunk {problem}")
         gain_db = _check_range("chunk gain (dB)", gain_db, MIN_GAIN_DB, MAX_GAIN_DB)
-        head = _CHUNK_HEAD.pack(num_frames, len(payload), gain_db)
-        crc = zlib.crc32(payload, zlib.crc32(head, self._chain))
-        self._chain = crc
-        self._write(head + _CRC.pack(crc))
-        self._write(payload)
+        head = varint(num_frames) + varint(len(payload)) + struct.pack("<b", gain_db)
+        check = _check(VERSION, self._chain, head, payload)
+        self._chain = check  # each check starts from the one stored before it
+        self._write(head + check.to_bytes(check_width(len(payload)), "little") + payload)
         self.num_chunks += 1
         self.num_frames += num_frames
 
@@ -292,7 +379,8 @@ def _read_header(src: _Source) -> Header:
     if len(prefix) <= 4:
         raise TruncatedError("truncated .ecdc file: ended inside the header")
     if prefix[4] not in READ_VERSIONS:
-        readable = " and ".join(str(v) for v in READ_VERSIONS)
+        *rest, last = (str(v) for v in READ_VERSIONS)
+        readable = f"{', '.join(rest)} and {last}"
         raise FormatError(f"unsupported .ecdc version {prefix[4]} (this neucomp reads {readable})")
     if len(prefix) < _PREFIX.size:
         raise TruncatedError("truncated .ecdc file: ended inside the header")
@@ -373,12 +461,66 @@ class EcdcReader:
             raise RuntimeError("the trailer is only known after iter_chunks() is exhausted")
         return self._trailer
 
-    def iter_chunks(self, salvage: bool = False) -> Iterator[Chunk]:
+    def peek_trailer(self, max_chunks: int = PEEK_MAX_CHUNKS) -> Trailer | None:
+        """The totals of the end record, read ahead of the chunks when the input can seek
+        (a file, not a pipe): the chunk heads are walked with seeks, payloads skipped,
+        and the end record must pass its (chained) checksum. None when the input cannot
+        seek, has more than ``max_chunks`` chunks (the walk stays short), or anything
+        looks wrong: the pass through the chunks then finds and reports it. The
+        position is left where it was."""
+        fp = self._src._fp
+        try:
+            if self._started or not fp.seekable():
+                return None
+            start = fp.tell()
+        except (AttributeError, OSError, ValueError):
+            return None
+        try:
+            return self._walk_to_trailer(fp, max_chunks)
+        except (OSError, ValueError, struct.error):
+            return None
+        finally:
+            fp.seek(start)
+
+    def _walk_to_trailer(self, fp: BinaryIO, max_chunks: int) -> Trailer | None:
+        version = self.header.version
+        chain = _CRC.unpack(self.header.to_bytes()[-4:])[0] if version >= 2 else 0
+        frames = 0
+        for index in range(max_chunks + 1):
+            head = _read_head(fp.read, version, index, 0)
+            if isinstance(head, bytes):  # the end record (or the stream's end: None below)
+                record = head + fp.read(END_RECORD_SIZE - len(head))
+                if len(record) != END_RECORD_SIZE or fp.read(1):
+                    return None
+                body, (crc,) = record[: _END_BODY.size], _CRC.unpack(record[_END_BODY.size :])
+                marker, model_samples, original_samples = _END_BODY.unpack(body)
+                if marker or zlib.crc32(body, chain) != crc:
+                    return None
+                if _trailer_problem(self.header, frames, model_samples, original_samples):
+                    return None
+                return Trailer(model_samples, original_samples)
+            _, num_frames, payload_size, _ = head
+            if _check_chunk_sizes(self.header, num_frames, payload_size):
+                return None
+            width = check_width(payload_size) if version >= 3 else _CRC.size
+            stored = fp.read(width)
+            if len(stored) < width:
+                return None
+            fp.seek(payload_size, 1)
+            if version >= 2:
+                chain = int.from_bytes(stored, "little")
+            frames += num_frames
+        return None
+
+    def iter_chunks(self, salvage: bool = False, check_end: bool = True) -> Iterator[Chunk]:
         """Yield every chunk in order, then read the end record and check nothing follows.
 
         Raises TruncatedError, CorruptDataError or FormatError on any damage; with
         `salvage=True` a chunk whose checksum fails but whose sizes are plausible is
         yielded with `payload=None` (and a warning) so the caller can fill in silence.
+        ``check_end=False`` leaves the check that nothing follows the end record to
+        :meth:`check_end`: on a pipe it waits for the writer to close it (to exit), and
+        a streaming decoder can hand out its last samples first.
         """
         if self._started:
             raise RuntimeError("iter_chunks() can only be called once per reader")
@@ -386,37 +528,37 @@ class EcdcReader:
         src = self._src
         index = 0
         total_frames = 0
-        v2 = self.header.version >= 2
-        head_struct = _CHUNK_HEAD if v2 else _CHUNK_HEAD_V1
-        # Version 2 chains the CRCs: each starts from the previous part's *stored* CRC,
-        # so one damaged chunk does not make the next unverifiable in salvage mode.
-        chain = _CRC.unpack(self.header.to_bytes()[-4:])[0] if v2 else 0
+        version = self.header.version
+        # From version 2 the checks are chained: each starts from the previous part's
+        # *stored* check, so one damaged chunk does not make the next unverifiable in
+        # salvage mode.
+        chain = _CRC.unpack(self.header.to_bytes()[-4:])[0] if version >= 2 else 0
         while True:
             start = src.offset
-            head = src.read(head_struct.size)
+            head = _read_head(src.read, version, index, start)
             if not head:
                 where = f"chunk {index - 1}" if index else "the header"
                 raise TruncatedError(f"truncated .ecdc file: no end record after {where}")
-            if head[:4] == bytes(len(head[:4])):  # the end marker (or a cut-off one)
+            if isinstance(head, bytes):
                 self._read_end(head, start, total_frames, salvage, chain)
+                if check_end:
+                    self.check_end()
                 return
-            if len(head) < head_struct.size:
-                raise TruncatedError(f"truncated .ecdc file: ended inside chunk {index}")
-            num_frames, payload_size, *gain = head_struct.unpack(head)
-            gain_db = gain[0] if gain else 0
+            head_bytes, num_frames, payload_size, gain_db = head
             problem = _check_chunk_sizes(self.header, num_frames, payload_size)
             if problem:
                 raise CorruptDataError(
                     f"chunk {index} at byte {start} {problem}: the file is damaged"
                 )
-            crc_bytes = src.read(_CRC.size)
+            width = check_width(payload_size) if version >= 3 else _CRC.size
+            stored_bytes = src.read(width)
             payload = src.read(payload_size)
-            if len(crc_bytes) < _CRC.size or len(payload) < payload_size:
+            if len(stored_bytes) < width or len(payload) < payload_size:
                 raise TruncatedError(f"truncated .ecdc file: ended inside chunk {index}")
-            (crc,) = _CRC.unpack(crc_bytes)
-            if zlib.crc32(payload, zlib.crc32(head, chain)) != crc:
+            stored = int.from_bytes(stored_bytes, "little")
+            if _check(version, chain, head_bytes, payload) != stored:
                 message = f"checksum mismatch in chunk {index} at byte {start}"
-                if v2:
+                if version >= 2:
                     message += " (damaged, or not in its place)"
                 if not salvage:
                     raise CorruptDataError(f"{message}: the file is damaged")
@@ -424,10 +566,15 @@ class EcdcReader:
                 yield Chunk(index, num_frames, None, 0)
             else:
                 yield Chunk(index, num_frames, payload, gain_db)
-            if v2:
-                chain = crc
+            if version >= 2:
+                chain = stored
             index += 1
             total_frames += num_frames
+
+    def check_end(self) -> None:
+        """FormatError if anything follows the end record (which must have been read)."""
+        if self._src.read(1):
+            raise FormatError("unexpected data after end of stream")
 
     def _read_end(
         self, head: bytes, start: int, total_frames: int, salvage: bool, chain: int
@@ -437,8 +584,6 @@ class EcdcReader:
         record = head + rest
         if len(record) < END_RECORD_SIZE:
             raise TruncatedError("truncated .ecdc file: ended inside the end record")
-        if self._src.read(1):
-            raise FormatError("unexpected data after end of stream")
         body, (crc,) = record[: _END_BODY.size], _CRC.unpack(record[_END_BODY.size :])
         _, model_samples, original_samples = _END_BODY.unpack(body)
         capacity = total_frames * self.header.hop_length

@@ -19,7 +19,8 @@ of the stream, so the last few samples at each stage are held back until then
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
@@ -28,6 +29,7 @@ import numpy as np
 from neucomp import audio as A
 from neucomp.errors import CorruptDataError, FormatError, InputError
 from neucomp.level import Leveller, Unleveller
+from neucomp.progress import Progress
 
 if TYPE_CHECKING:
     from neucomp.coding.base import ChunkCoder
@@ -104,9 +106,16 @@ def compress_stream(
     model: Codec,
     n_q: int,
     coder: ChunkCoder,
+    *,
+    chunk_frames: int = CHUNK_FRAMES,
+    progress: Progress | None = None,
 ) -> Result:
     """Encode everything ``reader`` yields into ``out`` (which need not be seekable) with
-    ``n_q`` codebooks, each chunk's codes made a payload by ``coder``."""
+    ``n_q`` codebooks, each chunk's codes made a payload by ``coder``.
+
+    Chunks hold ``chunk_frames`` frames (the last may be shorter); each is flushed to
+    ``out`` as soon as it is written, so a pipe downstream gets it at once (the live
+    mode's short chunks). ``progress`` hears the seconds of audio coded."""
     import torch
 
     from neucomp.container import EcdcWriter, Header, Trailer
@@ -129,8 +138,10 @@ def compress_stream(
     resampler = A.Resampler(reader.info.sample_rate, cfg.sample_rate, cfg.channels)
     encoder = model.stream_encoder(n_q)
     guard = _FiniteGuard()
-    leveller = Leveller(cfg.channels, CHUNK_FRAMES * cfg.hop_length, cfg.sample_rate)
+    leveller = Leveller(cfg.channels, chunk_frames * cfg.hop_length, cfg.sample_rate)
     model_samples = original_samples = 0
+    progress = progress or Progress()
+    progress.start(reader.info.duration)
 
     def encode(x: np.ndarray) -> list[np.ndarray]:
         """Levelled audio [C, n] → its codes [K, f] (in pieces, to bound memory)."""
@@ -146,6 +157,10 @@ def compress_stream(
         codes = np.concatenate(parts, axis=1) if parts else np.zeros((n_q, 0), np.int64)
         if codes.shape[1]:
             writer.write_chunk(codes.shape[1], coder.encode(codes), gain_db)
+            out.flush()
+            progress.update(
+                min(writer.num_frames * cfg.hop_length, model_samples) / cfg.sample_rate
+            )
 
     with torch.inference_mode():
         blocks = (b for b in reader.blocks() if b.shape[1])
@@ -220,56 +235,73 @@ def decompress_stream(
     open_sink: Callable[[Header], AudioSink],
     *,
     salvage: bool = False,
+    progress: Progress | None = None,
+    total_samples: int | None = None,
 ) -> Result:
     """Decode the chunks of an open .ecdc stream (its header read and matched to
-    ``model`` and ``coder`` already); ``open_sink(header)`` gives where the audio goes."""
+    ``model`` and ``coder`` already); ``open_sink(header)`` gives where the audio goes.
+
+    Audio reaches the sink a frame group at a time (DECODE_FRAMES, or a chunk if it is
+    shorter) as soon as it is decoded, not a chunk or a file at a time: with the LM coder
+    the codes themselves are handed over as they are decoded. ``progress`` hears the
+    seconds decoded; ``total_samples`` (original rate), when known, is its total.
+    """
     import torch
 
     h = reader.header
     hop, k = h.hop_length, h.num_codebooks
     resampler = A.Resampler(h.model_sample_rate, h.original_sample_rate, h.model_channels)
     model_tail = _HeldTail(hop, h.model_channels)
-    # The resampled stream may run a sample or so past the true length: hold that back too.
+    # Past the model-rate tail, the resampled stream can only overshoot the true length by
+    # what resampling moves a length by (the end record's tolerance) and a sample or two
+    # of the filter's flush: that is all the output side must hold back.
     ratio = h.original_sample_rate / h.model_sample_rate
-    out_tail = _HeldTail(int(hop * ratio) + 64, h.original_channels)
+    out_tail = _HeldTail(2 * math.ceil(ratio) + 8, h.original_channels)
     sink = open_sink(h)
     decoder = model.stream_decoder()
-    unleveller = Unleveller(h.model_sample_rate)
+    unleveller = Unleveller(h.model_sample_rate, h.version)
+    progress = progress or Progress()
+    progress.start(None if total_samples is None else total_samples / h.original_sample_rate)
+    decoded_samples = 0
 
     def decoded(y) -> np.ndarray:
         """Decoder output [1, C, n] → model-rate audio with its chunks' gains divided out."""
+        nonlocal decoded_samples
+        decoded_samples += y.shape[-1]
         return model_tail.push(unleveller.apply(y[0].numpy()))
 
     def emit(x: np.ndarray, last: bool = False) -> None:
         y = resampler.push(x, last=last)
         sink.write(out_tail.push(A.from_model_channels(y, h.original_channels)))
+        progress.update(decoded_samples / h.model_sample_rate)
 
     coder_warnings: list[str] = []
     with torch.inference_mode():
-        for chunk in reader.iter_chunks(salvage=salvage):
-            codes = None
+        # the end-of-stream check waits for the writer to exit: after the last audio
+        for chunk in reader.iter_chunks(salvage=salvage, check_end=False):
+            pieces = None
             if chunk.payload is not None:
                 try:
-                    codes = torch.from_numpy(_decode_payload(chunk, coder, k))
+                    pieces = _payload_pieces(chunk, coder, k, whole=salvage)
                 except CorruptDataError as err:
                     if not salvage:
                         raise
                     # Its CRC held, but the coder cannot have written it: damaged too.
                     coder_warnings.append(f"{err}; replaced by silence")
-            if codes is None:  # damaged (salvage mode): silence, fresh decoder state
+            if pieces is None:  # damaged (salvage mode): silence, fresh decoder state
                 emit(decoded(decoder.flush()))
                 unleveller.add_chunk(chunk.num_frames * hop, None)
                 emit(decoded(torch.zeros(1, h.model_channels, chunk.num_frames * hop)))
                 decoder = model.stream_decoder()
                 continue
             unleveller.add_chunk(chunk.num_frames * hop, chunk.gain_db)
-            for start in range(0, codes.shape[1], DECODE_FRAMES):
-                part = codes[None, :, start : start + DECODE_FRAMES]
-                emit(decoded(decoder.push(part)))
+            for part in pieces:
+                emit(decoded(decoder.push(torch.from_numpy(part)[None])))
         emit(decoded(decoder.flush()))  # a look-ahead decoder's last samples
         trailer = reader.trailer
         emit(model_tail.finish(trailer.model_samples, "model-rate"), last=True)
         sink.write(out_tail.finish(trailer.original_samples, "original"))
+        reader.check_end()
     rate = h.original_sample_rate
     return Result(
         source="",
@@ -282,6 +314,28 @@ def decompress_stream(
         chunks=0,
         warnings=list(reader.warnings) + coder_warnings,
     )
+
+
+def _payload_pieces(chunk, coder: ChunkCoder, k: int, whole: bool) -> Iterator[np.ndarray]:
+    """The chunk's codes as int64 ``[K, n]`` pieces of DECODE_FRAMES frames (the same
+    split whichever the coder, so the audio is too). A coder that can decode
+    incrementally (the LM) hands each piece over as soon as it has it, unless ``whole``
+    asks for the whole payload decoded (and so checked) first: salvage mode, where a
+    payload the coder refuses must turn into silence before any of it is played."""
+    if whole or not hasattr(coder, "decode_iter"):
+        codes = _decode_payload(chunk, coder, k)
+        return iter(
+            [codes[:, i : i + DECODE_FRAMES] for i in range(0, codes.shape[1], DECODE_FRAMES)]
+        )
+    return _checked(coder.decode_iter(chunk.payload, k, chunk.num_frames, DECODE_FRAMES), chunk)
+
+
+def _checked(pieces: Iterator[np.ndarray], chunk) -> Iterator[np.ndarray]:
+    try:
+        for piece in pieces:
+            yield piece.astype(np.int64, copy=False)
+    except CorruptDataError as err:
+        raise CorruptDataError(f"chunk {chunk.index}: {err}: the file is damaged") from None
 
 
 def _decode_payload(chunk, coder: ChunkCoder, k: int) -> np.ndarray:

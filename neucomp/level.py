@@ -5,7 +5,9 @@ A codec trained on a range of input levels is worse outside it (the 24 kHz model
 its audio by a whole number of dB that brings it to TARGET_RMS_DB (never pushing the peak
 past 0.99), and stores that gain in the chunk (format version 2); decompress divides it
 out again. From one chunk to the next the gain moves along a RAMP_S-long line in dB
-instead of jumping, at both ends alike, so a level change costs no click.
+instead of jumping, at both ends alike, so a level change costs no click. From format
+version 3 a chunk shorter than RAMP_S (the live mode's) ramps over its whole length, so
+that it still ends at its own gain; version 2 ramped over RAMP_S whatever the length.
 """
 
 from __future__ import annotations
@@ -90,16 +92,18 @@ class Leveller:
         gain = chunk_gain_db(block)
         prev = gain if self.prev_db is None else self.prev_db
         self.prev_db = gain
-        return block * gain_curve(block.shape[1], prev, gain, self.ramp), gain
+        ramp = min(self.ramp, max(1, block.shape[1]))  # version 3: within the chunk
+        return block * gain_curve(block.shape[1], prev, gain, ramp), gain
 
 
 class Unleveller:
     """Decompress side: divides decoded model-rate audio by the gains of the chunks it
     belongs to. Register each chunk (in order) before its samples come out."""
 
-    def __init__(self, sample_rate: int) -> None:
+    def __init__(self, sample_rate: int, version: int = 3) -> None:
         self.ramp = ramp_samples(sample_rate)
-        self.chunks: list[tuple[int, int, int, int]] = []  # start, length, prev dB, dB
+        self.short_ramps = version >= 3  # a chunk shorter than the ramp ramps over itself
+        self.chunks: list[tuple[int, int, int, int, int]] = []  # start, length, prev, dB, ramp
         self.end = 0  # samples registered
         self.position = 0  # samples already passed through
         self.prev_db: int | None = None
@@ -108,7 +112,8 @@ class Unleveller:
         """A chunk of `samples` model-rate samples; gain None: unknown (damaged chunk)."""
         prev = self.prev_db
         gain = (prev if prev is not None else 0) if gain_db is None else gain_db
-        self.chunks.append((self.end, samples, gain if prev is None else prev, gain))
+        ramp = min(self.ramp, max(1, samples)) if self.short_ramps else self.ramp
+        self.chunks.append((self.end, samples, gain if prev is None else prev, gain, ramp))
         self.end += samples
         self.prev_db = gain
 
@@ -119,11 +124,11 @@ class Unleveller:
         self.position = hi
         factors = np.ones(n, np.float32)
         needed = False
-        for start, length, prev, gain in self.chunks:
+        for start, length, prev, gain, ramp in self.chunks:
             a, b = max(lo, start), min(hi, start + length)
             if a >= b or (prev == 0 and gain == 0):
                 continue
-            factors[a - lo : b - lo] = gain_curve(b - a, prev, gain, self.ramp, a - start)
+            factors[a - lo : b - lo] = gain_curve(b - a, prev, gain, ramp, a - start)
             needed = True
         # Chunks wholly behind us are never needed again.
         self.chunks = [c for c in self.chunks if c[0] + c[1] > hi]

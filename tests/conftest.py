@@ -8,6 +8,7 @@ save it as a model file, and point NEUCOMP_MODEL_DIR at it.
 from __future__ import annotations
 
 import os
+import struct
 import sys
 from pathlib import Path
 
@@ -205,3 +206,28 @@ def reseal(data: bytes, **header_changes) -> bytes:
         writer.write_chunk(chunk.num_frames, chunk.payload, chunk.gain_db)
     writer.finish(reader.trailer)
     return out.getvalue()
+
+
+def chunk_spans(data: bytes) -> list[tuple[int, int, int, int]]:
+    """(start, check offset, check width, end) of each chunk of a version 3 stream, parsed by hand
+    from docs/FORMAT.md (independently of neucomp.container)."""
+    pos = struct.unpack_from("<H", data, 6)[0]
+    out = []
+    while data[pos]:
+        start = pos
+        values = []
+        for _ in range(2):
+            value = shift = 0
+            while True:
+                byte = data[pos]
+                pos += 1
+                value |= (byte & 0x7F) << shift
+                shift += 7
+                if byte < 0x80:
+                    break
+            values.append(value)
+        pos += 1  # gain
+        check_at, width = pos, 2 if values[1] < 256 else 4
+        pos += width + values[1]
+        out.append((start, check_at, width, pos))
+    return out

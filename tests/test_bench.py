@@ -93,3 +93,11 @@ def test_48khz_rows_time_plain_6_kbps_on_stereo(hq_model, tmp_path) -> None:
     # A stereo source: two different channels at 48 kHz.
     audio, _ = bench.load_source(1.0, clip, 48000, 2)
     assert audio.shape == (2, 48000) and not np.array_equal(audio[0], audio[1])
+
+
+def test_block_latency_is_from_its_write_to_its_last_sample_out() -> None:
+    from neucomp.eval.live import _block_latencies
+
+    written = [(100, 1.0), (200, 2.0), (300, 3.0), (400, 4.0)]
+    arrivals = [(1.5, 150), (2.6, 250), (3.2, 300)]  # the last block never came out
+    assert _block_latencies(written, arrivals) == pytest.approx([0.5, 0.6, 0.2])

@@ -14,7 +14,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
-from conftest import BIN, build_model_file, make_audio, pipe_wav_bytes, write_audio
+from conftest import (
+    BIN,
+    build_model_file,
+    chunk_spans,
+    make_audio,
+    pipe_wav_bytes,
+    write_audio,
+)
 
 from neucomp import __version__
 from neucomp.cli import main
@@ -251,13 +258,11 @@ def _forge(data: bytes, offset: int, fmt: str, value: int, header: bool) -> byte
     b = bytearray(data)
     header_end = struct.unpack_from("<H", b, 6)[0]
     start, end = (0, header_end) if header else (len(b) - 24, len(b))
-    # Version 2 chains the CRCs: the end record's starts from the last chunk's.
-    chain, pos = 0, header_end
+    # The checks are chained: the end record's starts from the last chunk's stored one.
+    chain = 0
     if not header:
-        chain = struct.unpack_from("<I", b, header_end - 4)[0]
-        while struct.unpack_from("<I", b, pos)[0]:
-            chain = struct.unpack_from("<I", b, pos + 9)[0]
-            pos += 13 + struct.unpack_from("<I", b, pos + 4)[0]
+        _, check_at, width, _ = chunk_spans(data)[-1]
+        chain = int.from_bytes(b[check_at : check_at + width], "little")
     struct.pack_into(fmt, b, start + offset, value)
     struct.pack_into("<I", b, end - 4, zlib.crc32(bytes(b[start : end - 4]), chain))
     return bytes(b)
@@ -463,7 +468,8 @@ def test_system_errors_are_one_line(run, song, tmp_path, monkeypatch):
 
 def test_output_that_is_the_input_is_refused(run, song, tmp_path):
     before = song.read_bytes()
-    assert_one_line_error(run("compress", "-f", song, song), 3, "is the input file itself")
+    # An audio name is an input, never OUT: the same input twice is refused as such.
+    assert_one_line_error(run("compress", "-f", song, song), 6, f"'{song}' is given twice")
     os.link(song, tmp_path / "same.ecdc")
     r = run("compress", "-f", song, tmp_path / "same.ecdc")
     assert_one_line_error(r, 3, "is the input file itself")
@@ -506,7 +512,7 @@ def test_truncated_wav_is_refused(run, tmp_path):
     ("args", "message"),
     [
         (["compress", "--threads", "0", "a.wav", "b.ecdc"], "Invalid value for '--threads'"),
-        (["compress", "a.wav"], "Missing argument 'OUT'"),
+        (["compress"], "Missing argument 'IN... [OUT]'"),
         (["decompress", "--format", "mp3", "a", "b"], "Invalid value for '--format'"),
         (["--bogus"], "No such option '--bogus'"),
         (["squash"], "No such command 'squash'"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 import dataclasses
 import hashlib
 import io
@@ -11,6 +12,7 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import chunk_spans
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,8 +28,10 @@ from neucomp.container import (
     EcdcWriter,
     Header,
     Trailer,
+    chunk_overhead,
     read_header,
     summarize,
+    varint,
 )
 from neucomp.errors import CorruptDataError, FormatError, TruncatedError
 
@@ -92,29 +96,86 @@ class PipeReader:
         return self._buf.read(min(size, 5))
 
 
+def leb128(value: int) -> bytes:
+    """docs/FORMAT.md's numbers, written out here independently of the writer."""
+    out = []
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    return bytes([*out, value])
+
+
+def v3_check(head: bytes, payload: bytes, prev: int) -> bytes:
+    """A version 3 chunk's stored check, per docs/FORMAT.md."""
+    if len(payload) < 256:
+        return struct.pack("<H", binascii.crc_hqx(head + payload, prev & 0xFFFF))
+    return struct.pack("<I", zlib.crc32(head + payload, prev))
+
+
 # --- exact bytes ------------------------------------------------------------------------
 
 
 def test_writer_bytes_match_the_spec_built_by_hand():
     header = make_header(coder=Coder.LM, lm_hash=LM_HASH, num_codebooks=8, model_channels=2)
     payload = b"\x01\x02\x03\x04\x05\x06\x07\x08"  # LM payloads are whole 32-bit words
-    data = write_file(header, [(750, payload)], Trailer(239_990, 440_982))
+    big = bytes(range(256)) * 2  # 512 bytes: a CRC-32 chunk
+    data = write_file(header, [(750, payload), (20, big)], Trailer(246_000, 452_025))
 
     name = b"neucomp_24khz"
-    expected = b"NCDC" + bytes([2, 1]) + struct.pack("<H", 93 + len(name))
+    expected = b"NCDC" + bytes([3, 1]) + struct.pack("<H", 93 + len(name))
     expected += struct.pack("<IHBBHIH", 24000, 320, 2, 8, 1024, 44100, 2)
     expected += MODEL_HASH + LM_HASH + bytes([len(name)]) + name
     assert len(expected) == 89 + len(name)
     header_crc = zlib.crc32(expected)
     expected += struct.pack("<I", header_crc)
-    # Version 2: a gain byte in each chunk head, and every CRC starts from the previous.
-    chunk_head = struct.pack("<IIb", 750, len(payload), 0)
-    chunk_crc = zlib.crc32(chunk_head + payload, header_crc)
-    expected += chunk_head + struct.pack("<I", chunk_crc) + payload
-    end = struct.pack("<IQQ", 0, 239_990, 440_982)
-    expected += end + struct.pack("<I", zlib.crc32(end, chunk_crc))
+    # Version 3: LEB128 frames and size, the gain, then a check chained on the last one:
+    # CRC-16 (binascii.crc_hqx: XMODEM) for a payload under 256 bytes, else CRC-32.
+    head0 = bytes([0xEE, 0x05]) + bytes([8]) + bytes([0])  # 750 = 0x2EE; size 8; gain 0
+    check0 = binascii.crc_hqx(head0 + payload, header_crc & 0xFFFF)
+    expected += head0 + struct.pack("<H", check0) + payload
+    head1 = bytes([20]) + bytes([0x80, 0x04]) + bytes([0])  # 512 = 4 << 7
+    check1 = zlib.crc32(head1 + big, check0)
+    expected += head1 + struct.pack("<I", check1) + big
+    end = struct.pack("<IQQ", 0, 246_000, 452_025)
+    expected += end + struct.pack("<I", zlib.crc32(end, check1))
     assert data == expected
-    assert len(data) == (93 + 13) + (13 + 8) + 24
+    assert len(data) == (93 + 13) + (4 + 2 + 8) + (4 + 4 + 512) + 24
+    assert [leb128(v) for v in (1, 127, 128, 750, 16_777_216)] == [
+        varint(v) for v in (1, 127, 128, 750, 16_777_216)
+    ]
+    assert chunk_overhead(750, 8) == 6 and chunk_overhead(20, 512) == 8
+
+
+def version2_file(header: Header, chunks: list[tuple[int, bytes, int]], trailer: Trailer) -> bytes:
+    """A version-2 stream built by hand from docs/FORMAT.md (13-byte heads with gains,
+    chained CRC-32s), as neucomp wrote until version 3."""
+    raw = bytearray(dataclasses.replace(header, version=2).to_bytes())
+    chain = zlib.crc32(bytes(raw[:-4]))
+    for num_frames, payload, gain in chunks:
+        head = struct.pack("<IIb", num_frames, len(payload), gain)
+        chain = zlib.crc32(head + payload, chain)
+        raw += head + struct.pack("<I", chain) + payload
+    end = struct.pack("<IQQ", 0, trailer.model_samples, trailer.original_samples)
+    return bytes(raw + end + struct.pack("<I", zlib.crc32(end, chain)))
+
+
+def test_version_2_files_still_read():
+    rng = np.random.default_rng(5)
+    payloads = [pack_codes(rng.integers(0, 1024, size=(2, f))) for f in (3, 2)]
+    chunks = [(3, payloads[0], -7), (2, payloads[1], 12)]
+    data = version2_file(make_header(), chunks, Trailer(1500, 2756))
+    reader, read = read_all(data)
+    assert reader.header.version == 2 and reader.trailer == Trailer(1500, 2756)
+    assert [(c.num_frames, c.payload, c.gain_db) for c in read] == chunks
+    assert EcdcReader(io.BytesIO(data)).peek_trailer() == Trailer(1500, 2756)
+    c1 = 106 + 13 + len(payloads[0])
+    swapped = data[:106] + data[c1 : c1 + 13 + 5] + data[106:c1] + data[c1 + 18 :]
+    with pytest.raises(CorruptDataError, match="chunk 0 .*not in its place"):
+        read_all(swapped)
+    damaged = bytearray(data)
+    damaged[c1 + 13] ^= 1
+    reader, read = read_all(bytes(damaged), salvage=True)
+    assert [c.payload for c in read] == [payloads[0], None]
 
 
 def version1_file(header: Header, chunks: list[tuple[int, bytes]], trailer: Trailer) -> bytes:
@@ -141,11 +202,12 @@ def test_version_1_files_still_read():
 
 
 def test_chunks_are_bound_to_their_place():
-    """Version 2: a swapped chunk, or one spliced in from another file with the same
-    header, fails its CRC (unlike version 1, where both passed)."""
+    """From version 2: a swapped chunk, or one spliced in from another file with the same
+    header, fails its check (unlike version 1, where both passed)."""
     data, payloads = small_file()
-    size = [13 + len(p) for p in payloads]
-    c0, c1 = 106, 106 + size[0]
+    (c0, _, _, e0), (c1, _, _, e1), _ = chunk_spans(data)
+    size = [e0 - c0, e1 - c1]
+    assert size == [5 + len(payloads[0]), 5 + len(payloads[1])]  # 1+1+1 head, 2 check
     swapped = data[:c0] + data[c1 : c1 + size[1]] + data[c0:c1] + data[c1 + size[1] :]
     with pytest.raises(CorruptDataError, match="chunk 0 .*not in its place"):
         read_all(swapped)
@@ -157,7 +219,7 @@ def test_chunks_are_bound_to_their_place():
     spliced = data[:c1] + other[c1 : c1 + size[1]] + data[c1 + size[1] :]
     with pytest.raises(CorruptDataError, match="chunk 1"):
         read_all(spliced)
-    # The same splice in version 1 goes unnoticed: why version 2 exists.
+    # The same splice in version 1 goes unnoticed: why version 2 chained the checks.
     trailer = Trailer(1900, 3491)
     v1 = version1_file(make_header(), list(zip((3, 2, 1), payloads, strict=True)), trailer)
     v1_other = version1_file(
@@ -184,7 +246,8 @@ def test_plain_file_size_is_payload_plus_documented_overhead():
     header = make_header(num_codebooks=8)
     codes = np.zeros((8, 750), dtype=np.int64)
     data = write_file(header, [(750, pack_codes(codes))] * 2, Trailer(480_000, 882_000))
-    assert len(data) == 2 * 7500 + (93 + 13) + 2 * 13 + 24
+    # a 750-frame chunk of 7500 bytes: 2 + 2 bytes of LEB128, the gain, a CRC-32
+    assert len(data) == 2 * 7500 + (93 + 13) + 2 * 9 + 24
 
 
 def test_read_header_consumes_exactly_the_header():
@@ -292,7 +355,7 @@ def test_summarize_reports_totals_and_bitrate():
     assert info["frame_rate"] == 75.0
     assert info["duration_s"] == 10.0
     assert info["payload_kbps"] == 6.0
-    assert info["file_bytes"] == len(data) == 7500 + 106 + 13 + 24
+    assert info["file_bytes"] == len(data) == 7500 + 106 + 9 + 24
     assert info["bitrate_kbps"] == round(len(data) * 8 / 10 / 1000, 3)
     assert info["coder"] == "plain" and info["lm_hash"] is None
     assert info["model_hash"] == MODEL_HASH.hex()
@@ -369,8 +432,10 @@ def test_bad_magic_and_version():
     data, _ = small_file()
     with pytest.raises(FormatError, match=r"^not a neucomp \.ecdc file \(bad magic\)$"):
         EcdcReader(io.BytesIO(b"RIFF" + data[4:]))
-    with pytest.raises(FormatError, match=r"^unsupported \.ecdc version 3 "):
-        EcdcReader(io.BytesIO(data[:4] + b"\x03" + data[5:]))
+    with pytest.raises(
+        FormatError, match=r"^unsupported \.ecdc version 4 \(this neucomp reads 1, 2 and 3\)$"
+    ):
+        EcdcReader(io.BytesIO(data[:4] + b"\x04" + data[5:]))
     with pytest.raises(TruncatedError, match="empty input"):
         EcdcReader(io.BytesIO(b""))
 
@@ -399,9 +464,10 @@ def test_truncation_messages_name_the_place():
     data, _ = small_file()
     with pytest.raises(TruncatedError, match="ended inside the header"):
         read_all(data[:50])
-    # header 106, chunk 0 is 12+8 bytes, chunk 1 is 12+5: cut 3 bytes into chunk 1
-    with pytest.raises(TruncatedError, match="^truncated .ecdc file: ended inside chunk 1$"):
-        read_all(data[: 106 + 20 + 3])
+    # header 106, chunk 0 is 5+8 bytes, chunk 1 is 5+5: cut 3 bytes into chunk 1
+    for cut in range(1, 10):
+        with pytest.raises(TruncatedError, match="^truncated .ecdc file: ended inside chunk 1$"):
+            read_all(data[: 106 + 13 + cut])
     with pytest.raises(TruncatedError, match="no end record after chunk 2"):
         read_all(data[:-24])
     with pytest.raises(TruncatedError, match="ended inside the end record"):
@@ -418,8 +484,8 @@ def test_trailing_garbage_is_rejected():
 def test_damaged_payload_names_chunk_and_offset():
     data, payloads = small_file()
     damaged = bytearray(data)
-    chunk1 = 106 + 13 + len(payloads[0])
-    damaged[chunk1 + 13] ^= 0x40
+    chunk1 = chunk_spans(data)[1][0]
+    damaged[chunk1 + 5] ^= 0x40  # its payload's first byte
     with pytest.raises(
         CorruptDataError,
         match=f"^checksum mismatch in chunk 1 at byte {chunk1} .*: the file is damaged$",
@@ -461,20 +527,38 @@ def test_random_byte_flips_never_pass_silently():
             continue  # header or framing damage: salvage cannot go on, and says so
         assert reader.warnings, f"flip at byte {position} passed silently"
         intact = [c for c in chunks if c.payload is not None]
-        # A flip in a chunk's stored CRC also fails the next chunk, whose CRC starts
+        # A flip in a chunk's stored check also fails the next chunk, whose check starts
         # from it (the price of binding chunks to their place); elsewhere one chunk.
-        crc_fields = [106 + 9, 106 + 13 + len(payloads[0]) + 9]
-        lost = 2 if any(f <= position < f + 4 for f in crc_fields) else 1
+        checks = [check_at for _, check_at, _, _ in chunk_spans(data)[:2]]
+        lost = 2 if any(f <= position < f + 2 for f in checks) else 1
         assert len(chunks) == 3 and len(intact) >= 3 - lost
         for chunk in intact:
             assert chunk.payload == payloads[chunk.index]
 
 
+@pytest.mark.parametrize(
+    ("head", "message"),
+    [
+        (b"\x83\x00\x08\x00", "written in more bytes than it needs"),  # 3 frames as 2 bytes
+        (b"\x03\x88\x00\x00", "written in more bytes than it needs"),
+        (b"\xff\xff\xff\xff\xff\x01\x08\x00", "a number of over 5 bytes"),
+        (b"\x03\x09\x00", "declares a payload of 9 bytes, but 3 frames"),
+    ],
+)
+def test_version_3_heads_are_canonical(head, message):
+    """One way only to write a head: a longer LEB128 number than needed is damage."""
+    raw = make_header().to_bytes()
+    payload = bytes(9)
+    forged = raw + head + v3_check(head, payload, zlib.crc32(raw[:-4])) + payload + bytes(24)
+    with pytest.raises(CorruptDataError, match=f"^chunk 0 at byte 106 .*{message}"):
+        read_all(forged)
+
+
 def forge_chunk(header: Header, num_frames: int, payload_size: int) -> bytes:
-    """A header plus one chunk head that declares these sizes, with a correct CRC."""
-    head = struct.pack("<IIb", num_frames, payload_size, 0)
+    """A header plus one chunk head that declares these sizes, and a check over it."""
+    head = leb128(num_frames) + leb128(payload_size) + b"\x00"
     raw = header.to_bytes()
-    return raw + head + struct.pack("<I", zlib.crc32(head, zlib.crc32(raw[:-4])))
+    return raw + head + v3_check(head, b"\x00" * min(payload_size, 256), zlib.crc32(raw[:-4]))
 
 
 @pytest.mark.parametrize(
@@ -571,8 +655,8 @@ def forge_end(model_samples: int, original_samples: int) -> bytes:
     """small_file()'s header and chunks (6 frames) with a forged, CRC-valid end record."""
     data, _ = small_file()
     body = struct.pack("<IQQ", 0, model_samples, original_samples)
-    last_chunk_crc = struct.unpack("<I", data[-24 - 3 - 4 : -24 - 3])[0]  # its payload: 3 B
-    return data[:-24] + body + struct.pack("<I", zlib.crc32(body, last_chunk_crc))
+    last_check = struct.unpack("<H", data[-24 - 3 - 2 : -24 - 3])[0]  # its payload: 3 B
+    return data[:-24] + body + struct.pack("<I", zlib.crc32(body, last_check))
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import neucomp
 from neucomp import audio as A
 from neucomp import engine, level
 from neucomp.coding.packing import PlainCoder, unpack_codes
-from neucomp.container import CHUNK_OVERHEAD, END_RECORD_SIZE, EcdcReader
+from neucomp.container import END_RECORD_SIZE, EcdcReader, chunk_overhead
 from neucomp.errors import CorruptDataError, InputError, ModelError, UsageError
 
 HOP, RATE = 320, 24000
@@ -22,13 +22,17 @@ BANDWIDTH_CODEBOOKS = {1.5: 2, 3.0: 4, 6.0: 8, 12.0: 16, 24.0: 32}
 
 
 def expected_size(data: bytes, frames: int, k: int) -> int:
-    """Header + per-chunk overhead + K×10 bits per frame per chunk + end record."""
+    """Header + per-chunk head and check + K×10 bits per frame per chunk + end record."""
     reader = EcdcReader(io.BytesIO(data))
     header = reader.bytes_read
     chunks = [c.num_frames for c in reader.iter_chunks()]
     assert sum(chunks) == frames
     return (
-        header + sum(CHUNK_OVERHEAD + math.ceil(n * k * 10 / 8) for n in chunks) + END_RECORD_SIZE
+        header
+        + sum(
+            chunk_overhead(n, math.ceil(n * k * 10 / 8)) + math.ceil(n * k * 10 / 8) for n in chunks
+        )
+        + END_RECORD_SIZE
     )
 
 
@@ -121,8 +125,10 @@ def test_salvage_replaces_a_damaged_chunk_with_silence(tiny_model):
     data = bytearray(neucomp.compress(x, RATE, 1.5))
     reader = EcdcReader(io.BytesIO(bytes(data)))
     header_size = reader.bytes_read
-    first_chunk = CHUNK_OVERHEAD + math.ceil(750 * 2 * 10 / 8)
-    data[header_size + first_chunk + CHUNK_OVERHEAD + 5] ^= 0x40  # inside chunk 1's payload
+    first_chunk = chunk_overhead(750, 1875) + 1875
+    data[header_size + first_chunk + chunk_overhead(750, 1875) + 5] ^= (
+        0x40  # inside chunk 1's payload
+    )
     with pytest.raises(CorruptDataError, match="chunk 1"):
         neucomp.decompress(bytes(data))
     with pytest.warns(UserWarning, match="chunk 1"):
@@ -315,8 +321,8 @@ def test_look_ahead_decoder_salvage_keeps_the_length(frame_model):
     x = np.tile(make_audio(25 * RATE // 10, RATE), 10)  # 25 s → three chunks
     data = bytearray(neucomp.compress(x, RATE, 1.5))
     header_size = EcdcReader(io.BytesIO(bytes(data))).bytes_read
-    first_chunk = CHUNK_OVERHEAD + math.ceil(750 * 2 * 10 / 8)
-    data[header_size + first_chunk + CHUNK_OVERHEAD + 5] ^= 0x40
+    first_chunk = chunk_overhead(750, 1875) + 1875
+    data[header_size + first_chunk + chunk_overhead(750, 1875) + 5] ^= 0x40
     with pytest.warns(UserWarning, match="chunk 1"):
         y, _ = neucomp.decompress(bytes(data), salvage=True)
     assert y.shape == x.shape

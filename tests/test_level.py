@@ -52,3 +52,29 @@ def test_unleveller_inverts_the_leveller_across_any_split() -> None:
         [un.apply(levelled[:, a:b]) for a, b in [(0, 3), (3, 1000), (1000, 3200)]], axis=1
     )
     np.testing.assert_allclose(restored, audio, rtol=1e-5, atol=1e-7)
+
+
+def test_chunks_shorter_than_the_ramp_still_reach_their_gain() -> None:
+    """Version 3 (live chunks of a few frames): a chunk shorter than the ramp ramps over
+    its own length, so its last sample is at its own gain and the next chunk starts from
+    there, with no step. Version 2 files keep their ramp of RAMP_S whatever the length."""
+    rate, chunk = 1000, 40  # the ramp is 100 samples
+    rng = np.random.default_rng(2)
+    audio = np.concatenate(
+        [0.3 * rng.standard_normal((1, 80)), 0.003 * rng.standard_normal((1, 80))], axis=1
+    ).astype(np.float32)
+    lev = level.Leveller(1, chunk, rate)
+    pieces = lev.push(audio)
+    gains = [g for _, g in pieces]
+    assert len(set(gains)) > 1
+    factors = np.concatenate([b for b, _ in pieces], axis=1) / audio
+    at_ends = 20 * np.log10(factors[0, chunk - 1 :: chunk])
+    np.testing.assert_allclose(at_ends, gains, atol=1e-3)  # each chunk ends at its gain
+    un = level.Unleveller(rate)  # version 3, the default
+    v2 = level.Unleveller(rate, version=2)
+    for g in gains:
+        un.add_chunk(chunk, g)
+        v2.add_chunk(chunk, g)
+    levelled = np.concatenate([b for b, _ in pieces], axis=1)
+    np.testing.assert_allclose(un.apply(levelled), audio, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(v2.apply(levelled), audio, rtol=1e-3)  # another curve

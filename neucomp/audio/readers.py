@@ -129,17 +129,21 @@ def _sf_reason(err: Exception) -> str:
     return str(err).split("\n")[0].strip() or "not an audio file"
 
 
-def open_audio(source: str | os.PathLike | BinaryIO, name: str | None = None) -> AudioReader:
+def open_audio(
+    source: str | os.PathLike | BinaryIO, name: str | None = None, eager: bool = False
+) -> AudioReader:
     """Open an audio input: a path, ``"-"`` for stdin, or a binary stream.
 
-    Raises InputError with a one-line message for anything that is not readable audio.
+    With ``eager``, a WAV on a pipe yields what has arrived at each read instead of
+    full blocks (live mode). Raises InputError with a one-line message for anything
+    that is not readable audio.
     """
     if isinstance(source, (str, os.PathLike)) and str(source) == STDIO:
         if sys.stdin.isatty():
             raise InputError("IN is - but stdin is a terminal: pipe audio in, e.g. `< song.wav`")
-        return _open_stream(sys.stdin.buffer, name or "<stdin>")
+        return _open_stream(sys.stdin.buffer, name or "<stdin>", eager)
     if not isinstance(source, (str, os.PathLike)):
-        return _open_stream(source, name or display_name(source))
+        return _open_stream(source, name or display_name(source), eager)
     path = Path(source)
     name = name or str(source)
     if not path.exists():
@@ -211,14 +215,14 @@ def _is_riff(head: bytes) -> bool:
     return head[:4] in (b"RIFF", b"RF64", b"BW64") and head[8:12] == b"WAVE"
 
 
-def _open_stream(fp: BinaryIO, name: str) -> AudioReader:
+def _open_stream(fp: BinaryIO, name: str, eager: bool = False) -> AudioReader:
     """A non-seekable input: WAV is streamed; anything else is spooled to a temp file."""
     head = read_exact(fp, 12)
     if not head:
         raise InputError(f"'{name}' contains no audio samples (empty input)")
     stream = Prefixed(head, fp)
     if _is_riff(head):
-        return WavStreamReader(stream, name)
+        return WavStreamReader(stream, name, eager)
     # FLAC/OGG/MP3 readers need to seek: spool to disk (not memory) so size stays bounded.
     import soundfile as sf
 

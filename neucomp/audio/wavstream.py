@@ -31,9 +31,12 @@ class WavStreamReader(AudioReader):
     writers that cannot seek back (ffmpeg to a pipe, RF64) leave in the header.
     """
 
-    def __init__(self, fp: BinaryIO, name: str) -> None:
+    def __init__(self, fp: BinaryIO, name: str, eager: bool = False) -> None:
         self.name = name
         self._fp = fp
+        # eager: hand out whatever whole frames have arrived instead of waiting for a
+        # full block (a live source on a pipe delivers a few milliseconds at a time)
+        self._eager = eager
         riff = read_exact(fp, 12)
         if len(riff) < 12 or riff[:4] not in (b"RIFF", b"RF64", b"BW64") or riff[8:] != b"WAVE":
             raise InputError(f"cannot read '{name}': not an audio file")
@@ -72,6 +75,9 @@ class WavStreamReader(AudioReader):
         self.info = AudioInfo(rate, channels, frames)
 
     def blocks(self, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
+        if self._eager:
+            yield from self._eager_blocks(block_frames)
+            return
         want = block_frames * self._align
         while self._remaining is None or self._remaining > 0:
             n = want if self._remaining is None else min(want, self._remaining)
@@ -84,8 +90,34 @@ class WavStreamReader(AudioReader):
             if len(raw) < n:
                 return  # end of stream (possibly earlier than the header promised)
 
+    def _eager_blocks(self, block_frames: int) -> Iterator[np.ndarray]:
+        """Blocks of what one read returns (at most ``block_frames``), a torn frame
+        carried over to the next read."""
+        carry = b""
+        while self._remaining is None or self._remaining > 0:
+            n = block_frames * self._align - len(carry)
+            if self._remaining is not None:
+                n = min(n, self._remaining)
+            raw = read_some(self._fp, n)
+            if not raw:
+                return  # end of stream (a torn last frame is dropped)
+            if self._remaining is not None:
+                self._remaining -= len(raw)
+            raw = carry + raw
+            usable = len(raw) - len(raw) % self._align
+            carry = raw[usable:]
+            if usable:
+                yield _decode_pcm(raw[:usable], self._dtype, self._bits, self.info.channels)
+
     def close(self) -> None:
         self._fp.close()
+
+
+def read_some(fp: BinaryIO, n: int) -> bytes:
+    """Up to n bytes, as many as one read of the underlying stream gives (b"": end of
+    stream): what has arrived on a pipe, without waiting for all n."""
+    read1 = getattr(fp, "read1", None)
+    return read1(n) if read1 is not None else fp.read(n)
 
 
 def _wav_sample_type(tag: int, bits: int) -> str | None:
@@ -152,6 +184,6 @@ class Prefixed(io.RawIOBase):
             buf[:n] = self._prefix[:n]
             self._prefix = self._prefix[n:]
             return n
-        data = self._fp.read(len(buf))
+        data = read_some(self._fp, len(buf))
         buf[: len(data)] = data
         return len(data)

@@ -76,6 +76,102 @@ class AudioWriter:
         self._fp.raise_error()
 
 
+# WAV size fields that say "unknown: read to the end of the stream", as ffmpeg writes
+# them to a pipe (neucomp.audio.wavstream reads them back).
+UNKNOWN_SIZE = 0xFFFFFFFF
+_WAVE_PCM, _WAVE_FLOAT = 0x0001, 0x0003
+
+
+def wav_header(sample_rate: int, channels: int, subtype: str, frames: int | None) -> bytes:
+    """A RIFF/WAVE header for ``frames`` frames (None: a length not known yet, written
+    as 0xFFFFFFFF like ffmpeg on a pipe; so is one too long for 32-bit sizes). PCM_16 is
+    the canonical 44-byte header; FLOAT adds the fact chunk the spec asks of non-PCM."""
+    import struct
+
+    width = 4 if subtype == "FLOAT" else 2
+    tag = _WAVE_FLOAT if subtype == "FLOAT" else _WAVE_PCM
+    align = channels * width
+    fmt = struct.pack("<HHIIHH", tag, channels, sample_rate, sample_rate * align, align, width * 8)
+    fact_frames = UNKNOWN_SIZE if frames is None or frames > UNKNOWN_SIZE else frames
+    fact = b"fact" + struct.pack("<II", 4, fact_frames) if tag == _WAVE_FLOAT else b""
+    head_bytes = 4 + 8 + len(fmt) + len(fact) + 8
+    data = None if frames is None else frames * align
+    if data is None or head_bytes + data > UNKNOWN_SIZE:
+        riff, data = UNKNOWN_SIZE, UNKNOWN_SIZE
+    else:
+        riff = head_bytes + data
+    return (
+        b"RIFF"
+        + struct.pack("<I", riff)
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", len(fmt))
+        + fmt
+        + fact
+        + b"data"
+        + struct.pack("<I", data)
+    )
+
+
+class WavStreamWriter:
+    """Writes ``[C, n]`` blocks as WAV to a pipe (stdout), front to back, never seeking,
+    each block flushed at once so that a player downstream starts while we decode.
+
+    ``frames`` is the length when it is known up front (it goes into the header; the
+    writer checks it is kept), else None: the header then says "unknown" (0xFFFFFFFF).
+    The header goes out with the first samples (or at close, for an empty stream), so
+    an error before any audio writes nothing. Samples are converted by libsndfile
+    itself, block by block, so they are exactly those a .wav file of the same audio gets.
+    """
+
+    def __init__(
+        self, fp: BinaryIO, sample_rate: int, channels: int, subtype: str, frames: int | None
+    ) -> None:
+        if subtype not in ("PCM_16", "FLOAT"):
+            raise ValueError(f"streamed WAV is PCM_16 or FLOAT, not {subtype}")
+        self._fp = fp
+        self.sample_rate, self.channels, self.subtype = sample_rate, channels, subtype
+        self.declared = frames
+        self.frames = 0
+        self.bytes_written = 0
+        self._header_out = False
+
+    def _put(self, data: bytes) -> None:
+        if not self._header_out:  # one write with the first samples
+            self._header_out = True
+            head = wav_header(self.sample_rate, self.channels, self.subtype, self.declared)
+            data = head + data
+        self._fp.write(data)
+        self._fp.flush()
+        self.bytes_written += len(data)
+
+    def write(self, block: np.ndarray) -> None:
+        if block.shape[1] == 0:
+            return
+        if self.declared is not None and self.frames + block.shape[1] > self.declared:
+            raise OutputError("the decoded audio is longer than the length its header promised")
+        if self.subtype == "FLOAT":
+            raw = np.ascontiguousarray(block.T, dtype="<f4").tobytes()
+        else:
+            import soundfile as sf
+
+            buf = io.BytesIO()  # headerless: libsndfile's float→int16, as in a .wav file
+            with deferred_termination():  # not inside libsndfile's callbacks (see readers)
+                sf.write(buf, np.clip(block, -1, 1).T, self.sample_rate, "PCM_16", format="RAW")
+            raw = buf.getvalue()
+        self._put(raw)
+        self.frames += block.shape[1]
+
+    def close(self) -> None:
+        if self.declared is not None and self.frames != self.declared:
+            raise OutputError(
+                f"the stream gave {self.frames} frames, not the {self.declared} its end "
+                "record announced"
+            )
+        if not self._header_out:
+            self._put(b"")
+
+
 def check_distinct(source: str | os.PathLike, target: str | os.PathLike) -> None:
     """OutputError if OUT is IN itself (the same path, or a link to the same file)."""
     if STDIO in (str(source), str(target)):

@@ -109,12 +109,25 @@ class LMCoder:
         payload is refused instead of decoding to garbage. The decode stops as soon as
         the codes carry more information than the payload can hold, so a small payload
         cannot buy the CPU time of many frames unless it really codes them."""
-        self._check_shape(num_codebooks, num_frames)
         out = np.zeros((num_codebooks, num_frames), dtype=np.int64)
+        start = 0
+        for part in self.decode_iter(payload, num_codebooks, num_frames, max(num_frames, 1)):
+            out[:, start : start + part.shape[1]] = part
+            start += part.shape[1]
+        return out
+
+    def decode_iter(
+        self, payload: bytes, num_codebooks: int, num_frames: int, step: int
+    ) -> Iterator[np.ndarray]:
+        """:meth:`decode`, handing out the codes ``[K, n]`` every ``step`` frames as soon
+        as they are decoded (the LM decodes a 10-s chunk in about a second: a streaming
+        decoder need not wait for all of it). The checks are :meth:`decode`'s, so the
+        last piece may still be followed by a CorruptDataError."""
+        self._check_shape(num_codebooks, num_frames)
         if num_frames == 0:
             if payload:
                 raise CorruptDataError("LM payload of a chunk without frames is not empty")
-            return out
+            return
         if len(payload) % 4 or not payload:
             raise CorruptDataError("LM payload is not a whole, non-zero number of 32-bit words")
         words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
@@ -146,20 +159,26 @@ class LMCoder:
             chosen.append(int(decode(freqs[None])[0]))
             return chosen[-1]
 
-        with torch.inference_mode(), _exact_matmuls():
-            state = self.lm.start(num_codebooks)
-            for t in range(num_frames):
-                if self.lm.config.intra:
-                    chosen.clear()
-                    self.lm.step(state, prev, choose)
-                    symbols = chosen
-                else:
-                    symbols = decode(self.lm.step(state, prev))
-                out[:, t] = symbols
-                prev = torch.from_numpy(out[:, t].copy())
+        step = max(1, step)
+        state = None
+        for start in range(0, num_frames, step):
+            piece = np.zeros((num_codebooks, min(step, num_frames - start)), dtype=np.int64)
+            # No context is held across the yield: the caller's code runs in between.
+            with torch.inference_mode(), _exact_matmuls():
+                if state is None:
+                    state = self.lm.start(num_codebooks)
+                for i in range(piece.shape[1]):
+                    if self.lm.config.intra:
+                        chosen.clear()
+                        self.lm.step(state, prev, choose)
+                        symbols = chosen
+                    else:
+                        symbols = decode(self.lm.step(state, prev))
+                    piece[:, i] = symbols
+                    prev = torch.from_numpy(piece[:, i].copy())
+            yield piece
         if not np.array_equal(check.get_compressed().astype(np.uint32), words):
             raise CorruptDataError("LM payload does not end where its codes end")
-        return out
 
 
 assert FREQ_BITS == 24, "constriction's Categorical works at 24-bit precision"

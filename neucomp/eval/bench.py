@@ -13,6 +13,12 @@
   (48 kHz stereo WAV, so resampling and channel mapping are in the path): the two must
   be close, since memory must not grow with the length.
 - Batch throughput of `neucomp compress DIR OUT` with --jobs 1 and --jobs 2.
+- Time to first audio of `neucomp decompress FILE -`: in-process once the model (and
+  coder) are loaded, and from process start (torch's import and the model load
+  included) to the first sample byte on stdout, for files of two lengths.
+- The live pipe `compress --live - - | decompress - -` fed at 1× real time
+  (neucomp.eval.live): block latency and container overhead at several chunk lengths,
+  and the codec's algorithmic latency (one hop).
 
 Results go to bench/results.json (--quick: bench/tmp/results-quick.json, git-ignored);
 the table printed at the end shows the change against the last committed
@@ -43,6 +49,8 @@ REPO = Path(__file__).resolve().parents[2]
 RESULTS = Path("bench/results.json")
 SCRATCH = Path("bench/tmp")  # git-ignored
 QUICK_RESULTS = SCRATCH / "results-quick.json"  # smoke runs never replace the real results
+PARTIAL_RESULTS = SCRATCH / "results-partial.json"  # nor do runs of some parts (--only)
+PARTS = ("rtf", "rtf_48khz", "memory", "batch", "first_audio", "live")
 DEVEVAL = Path("data/deveval")
 SAMPLE = Path("tests/data/sample.flac")
 RATE = 24000  # the recording is handed to the API at the model's own rate, mono
@@ -316,6 +324,126 @@ def bench_batch(
     return out
 
 
+# ----------------------------------------------------------------------------- streaming
+
+
+class _FirstAudio(Exception):
+    """Raised by the sink at the first decoded samples: the timing is over."""
+
+
+def _time_to_first_audio(path: Path) -> float:
+    """Seconds from opening ``path`` to the first samples the engine hands the sink
+    (model and coder already loaded: the registry caches them)."""
+    from neucomp import api
+
+    class Sink:
+        def write(self, block: np.ndarray) -> None:
+            if block.shape[1]:
+                raise _FirstAudio
+
+    start = time.perf_counter()
+    try:
+        with open(path, "rb") as fp:
+            api._decompress(fp, lambda header, known: Sink(), False, None)
+    except _FirstAudio:
+        return time.perf_counter() - start
+    raise RuntimeError(f"{path} decoded to no audio")
+
+
+def _process_first_audio(path: Path) -> float:
+    """Seconds from starting `python -m neucomp decompress FILE -` to the first sample
+    byte on its stdout (the WAV header does not count)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "neucomp", "decompress", "-q", str(path), "-"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        got = b""
+        fd = proc.stdout.fileno()
+        while True:
+            part = os.read(fd, 1 << 16)
+            if not part:
+                raise RuntimeError(f"decompress of {path} gave no audio")
+            got += part
+            if b"data" in got and len(got) > got.index(b"data") + 8:
+                return time.perf_counter() - start
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def bench_first_audio(
+    audio: np.ndarray, lengths: list[float], runs: int, model: str | None, tmp: Path,
+    notes: list[str],
+) -> dict:  # fmt: skip
+    """{"after_load_s"|"process_s": {coder: {"<length>s": stats}}} at 6 kbps: the LM only
+    on the shortest file (compressing a long one with it takes minutes)."""
+    import neucomp
+
+    out: dict = {}
+    for coder in ("plain", "fast", "lm"):
+        for seconds in lengths if coder != "lm" else lengths[:1]:
+            need = int(seconds * RATE)
+            x = np.resize(audio, need)
+            try:
+                data = neucomp.compress(x, RATE, 6.0, coder=coder, model=model)
+            except NeucompError as err:
+                notes.append(f"time to first audio, {coder} coder skipped: {err}")
+                break
+            path = tmp / f"first_{coder}_{seconds:g}.ecdc"
+            path.write_bytes(data)
+            _time_to_first_audio(path)  # warm-up: the coder is loaded, caches are hot
+            after = _stats([_time_to_first_audio(path) for _ in range(runs)])
+            proc = _stats([_process_first_audio(path) for _ in range(runs)])
+            out.setdefault("after_load_s", {}).setdefault(coder, {})[f"{seconds:g}s"] = after
+            out.setdefault("process_s", {}).setdefault(coder, {})[f"{seconds:g}s"] = proc
+            print(
+                f"  {coder:5s} {seconds:>4g} s file: {after['median'] * 1000:5.0f} ms after "
+                f"load, {proc['median']:.2f} s from process start",
+                flush=True,
+            )
+            path.unlink()
+    return out
+
+
+def bench_live(
+    audio: np.ndarray, chunks: list[float], seconds: float, model: str | None, notes: list[str]
+) -> dict:
+    """The live pipe at 6 kbps, plain packing, at each chunk length (the default
+    --live length also with the fast coder): block latency, kbps, chunk overhead."""
+    from neucomp.eval.live import run_live
+
+    x = np.resize(audio, int(seconds * RATE))
+    nc = [sys.executable, "-m", "neucomp"]
+    extra = ["--model", model] if model else []
+    out: dict = {}
+    runs = [("plain", c) for c in chunks] + [("fast", 0.09), ("lm", 0.09)]
+    for coder, chunk in runs:
+        compress = [*nc, "compress", "-q", "-b", "6", "--coder", coder, *extra]
+        compress += ["--chunk-seconds", f"{chunk:g}", "-", "-"]
+        try:
+            run = run_live(compress, [*nc, "decompress", "-q", "-", "-"], x, RATE,
+                           held_s=chunk + 0.1)  # fmt: skip
+        except RuntimeError as err:
+            notes.append(f"live {coder} {chunk:g} s skipped: {err}")
+            continue
+        if run.returncodes != (0, 0):
+            notes.append(f"live {coder} {chunk:g} s failed: {run.stderr.strip()[-200:]}")
+            continue
+        stats = run.summary()
+        out.setdefault(coder, {})[f"{chunk:g}s"] = stats
+        p50, p95 = stats["latency_p50_s"] * 1000, stats["latency_p95_s"] * 1000
+        print(
+            f"  {coder:5s} chunks of {chunk * 1000:4.0f} ms: latency {p50:4.0f} ms median, "
+            f"{p95:4.0f} ms p95; {stats['kbps']:.2f} kbps, chunk overhead "
+            f"{stats['chunk_overhead_pct']:.1f} %",
+            flush=True,
+        )
+    return out
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -351,7 +479,17 @@ def table(results: dict, previous: dict | None) -> str:
 
     A median is shown with its min–max range on one line.
     """
-    sections = ("import_torch_s", "load_model_s", "rtf", "rtf_48khz", "memory", "batch")
+    sections = (
+        "import_torch_s",
+        "load_model_s",
+        "rtf",
+        "rtf_48khz",
+        "first_audio",
+        "live",
+        "algorithmic_latency_ms",
+        "memory",
+        "batch",
+    )
     new = flatten({k: results[k] for k in sections if k in results})
     old = flatten(previous) if previous else {}
     lines = ["| measure | value | last commit | change |", "|---|---:|---:|---:|"]
@@ -425,9 +563,19 @@ def main(argv: list[str] | None = None) -> int:
         "--out",
         type=Path,
         default=None,
-        help=f"Results JSON ({RESULTS}; --quick: {QUICK_RESULTS}).",
+        help=f"Results JSON ({RESULTS}; --quick or --only: under {SCRATCH}).",
+    )
+    parser.add_argument(
+        "--only",
+        default=None,
+        metavar="PARTS",
+        help=f"Comma-separated parts to run ({', '.join(PARTS)}); the results then go to "
+        f"{PARTIAL_RESULTS} unless --out says otherwise.",
     )
     args = parser.parse_args(argv)
+    only = set(PARTS) if args.only is None else set(args.only.split(","))
+    if only - set(PARTS):
+        parser.error(f"unknown parts {', '.join(sorted(only - set(PARTS)))}")
 
     t0 = time.perf_counter()
     import torch
@@ -456,14 +604,18 @@ def main(argv: list[str] | None = None) -> int:
     results["import_torch_s"] = import_s
     print(f"model {codec.config.name} loaded in {load_s:.2f} s; source: {origin}", flush=True)
 
-    print(f"real-time factor, 1 thread, {len(audio) / RATE:.0f} s, median of {runs}:", flush=True)
-    results["rtf"] = bench_rtf(audio, bandwidths, runs, args.model, notes)
-    print("48 kHz stereo model, 1 thread:", flush=True)
-    hq = bench_hq(10.0 if quick else 30.0, runs, args.hq_model or neucomp.HQ_MODEL, None, notes)
-    if hq is not None:
-        results["rtf_48khz"] = {"plain": hq["plain"]}
-        results["meta"]["model_48khz"] = hq["model"]
-        results["meta"]["source_48khz"] = hq["source"]
+    if "rtf" in only:
+        print(
+            f"real-time factor, 1 thread, {len(audio) / RATE:.0f} s, median of {runs}:", flush=True
+        )
+        results["rtf"] = bench_rtf(audio, bandwidths, runs, args.model, notes)
+    if "rtf_48khz" in only:
+        print("48 kHz stereo model, 1 thread:", flush=True)
+        hq = bench_hq(10.0 if quick else 30.0, runs, args.hq_model or neucomp.HQ_MODEL, None, notes)
+        if hq is not None:
+            results["rtf_48khz"] = {"plain": hq["plain"]}
+            results["meta"]["model_48khz"] = hq["model"]
+            results["meta"]["source_48khz"] = hq["source"]
 
     tmp = SCRATCH / "work"
     tmp.mkdir(parents=True, exist_ok=True)
@@ -473,18 +625,40 @@ def main(argv: list[str] | None = None) -> int:
         else bandwidths[0]
     )
     lengths = [10.0, 60.0] if quick else [60.0, 600.0]
-    print(f"peak RSS of the CLI at {default_bw:g} kbps ({LONG_RATE} Hz stereo WAV):", flush=True)
-    results["memory"] = bench_memory(audio, lengths, default_bw, args.model, tmp)
-
-    n_files, seconds = (4, 8.0) if quick else (12, 32.0)
-    print(f"batch throughput, {n_files} x {seconds:g} s ({LONG_RATE} Hz stereo):", flush=True)
-    results["batch"] = bench_batch(
-        audio, n_files, seconds, default_bw, args.model, tmp, 1 if quick else 3
-    )
+    if "memory" in only:
+        print(
+            f"peak RSS of the CLI at {default_bw:g} kbps ({LONG_RATE} Hz stereo WAV):", flush=True
+        )
+        results["memory"] = bench_memory(audio, lengths, default_bw, args.model, tmp)
+    if "batch" in only:
+        n_files, seconds = (4, 8.0) if quick else (12, 32.0)
+        print(f"batch throughput, {n_files} x {seconds:g} s ({LONG_RATE} Hz stereo):", flush=True)
+        results["batch"] = bench_batch(
+            audio, n_files, seconds, default_bw, args.model, tmp, 1 if quick else 3
+        )
+    if "first_audio" in only:
+        first_lengths = [10.0, 60.0] if quick else [30.0, 300.0]
+        print("time to first audio of `decompress FILE -` (6 kbps):", flush=True)
+        results["first_audio"] = bench_first_audio(
+            audio, first_lengths, runs, args.model, tmp, notes
+        )
+    cfg = codec.config
+    # causal encoder and decoder, no look-ahead: a sample waits for the rest of its frame
+    results["algorithmic_latency_ms"] = 1000 * cfg.hop_length / cfg.sample_rate
+    if "live" in only:
+        chunks = [0.09] if quick else [0.04, 0.09, 0.2, 1.0]
+        print(
+            f"live pipe at 1x real time, 6 kbps (algorithmic latency "
+            f"{results['algorithmic_latency_ms']:.1f} ms):",
+            flush=True,
+        )
+        results["live"] = bench_live(audio, chunks, 6.0 if quick else 15.0, args.model, notes)
     results["meta"]["load_avg_end"] = os.getloadavg()[0]
     shutil.rmtree(tmp, ignore_errors=True)
 
-    out = args.out or (QUICK_RESULTS if quick else RESULTS)
+    out = args.out or (
+        PARTIAL_RESULTS if args.only is not None else QUICK_RESULTS if quick else RESULTS
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")
     for note in notes:

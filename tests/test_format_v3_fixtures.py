@@ -1,0 +1,80 @@
+"""Files written by format version 3 (the lean chunk heads) decode to the same codes
+and, bit for bit, the same audio; and the same input still compresses to the same
+bytes. Made with the shipped 24 kHz model and its LM from tests/data/sample.flac:
+
+    neucomp compress tests/data/sample.flac sample_6k.ecdc -b 6 --coder plain
+    neucomp compress tests/data/sample.flac sample_3k_lm.ecdc -b 3 --lm
+
+(as `neucomp.compress(audio, rate, bandwidth, lm=...)`), each file's codes saved as
+`.codes.npy` and, in `decoded.json`, the sha256 of the file and of
+`neucomp.decompress(data)` as little-endian float32 (one thread). They hold the codes of
+the version 2 fixtures, and decode to the same audio (tests/data/v2/decoded.json). If the
+shipped model changes, these tests are skipped; make new fixtures from the previous
+release then.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import neucomp
+from neucomp.container import Coder, EcdcReader
+
+DATA = Path(__file__).parent / "data" / "v3"
+SAMPLE = Path(__file__).parent / "data" / "sample.flac"
+FIXTURES = {"sample_6k": (6.0, False), "sample_3k_lm": (3.0, True)}
+EXPECTED = json.loads((DATA / "decoded.json").read_text())
+V2_EXPECTED = json.loads((DATA.parent / "v2" / "decoded.json").read_text())
+
+
+def _shipped_or_skip(header) -> None:
+    if neucomp.load_model().weights_hash != header.model_hash.hex():
+        pytest.skip("the shipped model is not the one these fixtures were made with")
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_version_3_fixture_gives_its_codes(name: str) -> None:
+    from neucomp.registry import coder_for, load_model
+
+    reader = EcdcReader(io.BytesIO((DATA / f"{name}.ecdc").read_bytes()))
+    h = reader.header
+    assert h.version == 3
+    assert (h.coder == Coder.LM) == FIXTURES[name][1]
+    _shipped_or_skip(h)
+    coder = coder_for(h, load_model())
+    parts = [
+        np.asarray(coder.decode(c.payload, h.num_codebooks, c.num_frames))
+        for c in reader.iter_chunks()
+    ]
+    codes = np.concatenate(parts, axis=1)
+    np.testing.assert_array_equal(codes, np.load(DATA / f"{name}.codes.npy"))
+    np.testing.assert_array_equal(codes, np.load(DATA.parent / "v2" / f"{name}.codes.npy"))
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_version_3_fixture_decodes_bit_identically(name: str) -> None:
+    data = (DATA / f"{name}.ecdc").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == EXPECTED[name]["ecdc_sha256"]
+    _shipped_or_skip(EcdcReader(io.BytesIO(data)).header)
+    audio, rate = neucomp.decompress(data)
+    assert rate == EXPECTED[name]["sample_rate"]
+    assert list(audio.shape) == EXPECTED[name]["shape"]
+    digest = hashlib.sha256(np.ascontiguousarray(audio, dtype="<f4").tobytes()).hexdigest()
+    assert digest == EXPECTED[name]["decoded_sha256"] == V2_EXPECTED[name]["decoded_sha256"]
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_sample_still_compresses_to_the_fixture_bytes(name: str) -> None:
+    import soundfile as sf
+
+    expected = (DATA / f"{name}.ecdc").read_bytes()
+    _shipped_or_skip(EcdcReader(io.BytesIO(expected)).header)
+    audio, rate = sf.read(SAMPLE, dtype="float32", always_2d=True)
+    bandwidth, lm = FIXTURES[name]
+    assert neucomp.compress(audio.T, rate, bandwidth, lm=lm) == expected
