@@ -26,7 +26,7 @@ import neucomp
 from neucomp import level
 from neucomp.cli import main
 from neucomp.coding.packing import unpack_codes
-from neucomp.container import CHUNK_OVERHEAD, END_RECORD_SIZE, EcdcReader
+from neucomp.container import END_RECORD_SIZE, EcdcReader, chunk_overhead
 from neucomp.errors import FormatError, ModelError, UsageError
 
 NEUCOMP = str(BIN / "neucomp")
@@ -83,7 +83,8 @@ def test_stereo_round_trip_at_every_bandwidth(hq_model, bandwidth):
     reader = EcdcReader(io.BytesIO(data))
     head = reader.bytes_read
     chunks = [c.num_frames for c in reader.iter_chunks()]
-    payload = sum(CHUNK_OVERHEAD + math.ceil(n * k * 10 / 8) for n in chunks)
+    sizes = [math.ceil(n * k * 10 / 8) for n in chunks]
+    payload = sum(chunk_overhead(n, size) + size for n, size in zip(chunks, sizes, strict=True))
     assert chunks == [75] and len(data) == head + payload + END_RECORD_SIZE
     assert math.ceil(75 * k * 10 / 8) * 8 / 1000 == bandwidth  # 1 s of codes
     y, sr = neucomp.decompress(data)
