@@ -252,3 +252,16 @@ def test_ild_error_has_known_answers() -> None:
     assert set(metrics.stereo_scores(left, centre, HQ)) == {"side_lsd", "ild_error"}
     with pytest.raises(ValueError):
         metrics.ild_error(source, source, HQ)
+
+
+def test_latent_dims_counts_the_principal_components_in_use() -> None:
+    from neucomp.eval.latent import latent_dims
+
+    rng = np.random.default_rng(0)
+    # 3 strong directions in 16 dims, plus a little noise everywhere
+    basis = rng.standard_normal((3, 16))
+    z = rng.standard_normal((2000, 3)) * [10.0, 5.0, 3.0] @ basis
+    z = z + 0.01 * rng.standard_normal((2000, 16))
+    d90, d99 = latent_dims(z)
+    assert d90 <= 3 and d99 == 3
+    assert latent_dims(rng.standard_normal((5000, 16)), (0.99,))[0] >= 15  # all in use

@@ -1,10 +1,12 @@
-"""`python -m neucomp.eval {quality,levels,lmsize,bench,phase-oracle} …`: every evaluation job.
+"""`python -m neucomp.eval {quality,levels,lmsize,bench,phase-oracle,latent-dims} …`: every
+evaluation job.
 
     python -m neucomp.eval quality data/deveval --json bench/eval.json   # = neucomp eval
     python -m neucomp.eval levels data/deveval --json bench/levels.json  # make eval
     python -m neucomp.eval lmsize data/deveval --json bench/lm_size.json # make lm-size
     python -m neucomp.eval bench [--quick]                               # make bench
     python -m neucomp.eval phase-oracle data/deveval    # PESQ ceilings of decoder outputs
+    python -m neucomp.eval latent-dims data/deveval MODEL  # how many latent dims are used
 
 Each subcommand takes the options of its module (`python -m neucomp.eval levels -h`).
 """
@@ -18,6 +20,7 @@ TOOLS = {
     "lmsize": "neucomp.eval.lmsize",
     "bench": "neucomp.eval.bench",
     "phase-oracle": "neucomp.eval.phase_oracle",
+    "latent-dims": "neucomp.eval.latent",
 }
 
 
