@@ -117,16 +117,19 @@ class LevelNormalisedMelLoss(nn.Module):
         return total / len(self.mels)
 
 
-class ComplexSTFTLoss(nn.Module):
-    """L1 between the complex STFTs (real and imaginary parts) of level-normalised
-    signals at several resolutions: unlike magnitude losses it has a gradient for the
-    phase, which a spectral (iSTFT) decoder must otherwise learn from the waveform L1."""
+class MultiResolutionSTFTLoss(nn.Module):
+    """A distance between the STFTs of level-normalised signals (level_normalise), the
+    mean over several window sizes (Hann, hop n_fft / 4); subclasses give `distance`."""
 
-    def __init__(self, n_ffts: tuple[int, ...] = (512, 1024, 2048)) -> None:
+    def __init__(self, n_ffts: tuple[int, ...]) -> None:
         super().__init__()
         self.n_ffts = n_ffts
         for n in n_ffts:
             self.register_buffer(f"window_{n}", torch.hann_window(n), persistent=False)
+
+    def distance(self, ref: Tensor, out: Tensor) -> Tensor:
+        """Complex STFTs [N, bins, frames] of the reference and the output → a scalar."""
+        raise NotImplementedError
 
     def forward(self, ref: Tensor, out: Tensor) -> Tensor:
         ref, out = level_normalise(ref, out)
@@ -134,13 +137,25 @@ class ComplexSTFTLoss(nn.Module):
         total = ref.new_zeros(())
         for n in self.n_ffts:
             w = getattr(self, f"window_{n}")
-            sa = torch.view_as_real(torch.stft(a, n, n // 4, window=w, return_complex=True))
-            sb = torch.view_as_real(torch.stft(b, n, n // 4, window=w, return_complex=True))
-            total = total + F.l1_loss(sb, sa)
+            sa = torch.stft(a, n, n // 4, window=w, return_complex=True)
+            sb = torch.stft(b, n, n // 4, window=w, return_complex=True)
+            total = total + self.distance(sa, sb)
         return total / len(self.n_ffts)
 
 
-class LogSTFTMagnitudeLoss(nn.Module):
+class ComplexSTFTLoss(MultiResolutionSTFTLoss):
+    """L1 between the complex STFTs (real and imaginary parts) of level-normalised
+    signals at several resolutions: unlike magnitude losses it has a gradient for the
+    phase, which a spectral (iSTFT) decoder must otherwise learn from the waveform L1."""
+
+    def __init__(self, n_ffts: tuple[int, ...] = (512, 1024, 2048)) -> None:
+        super().__init__(n_ffts)
+
+    def distance(self, ref: Tensor, out: Tensor) -> Tensor:
+        return F.l1_loss(torch.view_as_real(out), torch.view_as_real(ref))
+
+
+class LogSTFTMagnitudeLoss(MultiResolutionSTFTLoss):
     """L1 between log10 STFT magnitudes, bin by bin, of level-normalised signals.
 
     The mel loss pools bins into bands that, above ~1 kHz, are wider than the spacing of
@@ -152,27 +167,17 @@ class LogSTFTMagnitudeLoss(nn.Module):
     """
 
     def __init__(self, n_ffts: tuple[int, ...] = (1280, 2048), floor: float = 1e-2) -> None:
-        super().__init__()
-        self.n_ffts = n_ffts
+        super().__init__(n_ffts)
         self.floor = floor
-        for n in n_ffts:
-            self.register_buffer(f"window_{n}", torch.hann_window(n), persistent=False)
 
-    def forward(self, ref: Tensor, out: Tensor) -> Tensor:
-        ref, out = level_normalise(ref, out)
-        a, b = ref.reshape(-1, ref.shape[-1]), out.reshape(-1, out.shape[-1])
-        total = ref.new_zeros(())
-        for n in self.n_ffts:
-            w = getattr(self, f"window_{n}")
-            sa = torch.stft(a, n, n // 4, window=w, return_complex=True).abs()
-            sb = torch.stft(b, n, n // 4, window=w, return_complex=True).abs()
-            total = total + F.l1_loss(
-                torch.log10(sb.clamp_min(self.floor)), torch.log10(sa.clamp_min(self.floor))
-            )
-        return total / len(self.n_ffts)
+    def distance(self, ref: Tensor, out: Tensor) -> Tensor:
+        return F.l1_loss(
+            torch.log10(out.abs().clamp_min(self.floor)),
+            torch.log10(ref.abs().clamp_min(self.floor)),
+        )
 
 
-class PhaseDerivativeLoss(nn.Module):
+class PhaseDerivativeLoss(MultiResolutionSTFTLoss):
     """How far the output's phase *derivatives* are from the reference's, per STFT bin.
 
     Absolute phase cannot be predicted from a few bits per frame, but its derivatives
@@ -189,34 +194,25 @@ class PhaseDerivativeLoss(nn.Module):
     def __init__(
         self, n_ffts: tuple[int, ...] = (1280,), weight_power: float = 1.0, floor: float = 1e-4
     ) -> None:
-        super().__init__()
-        self.n_ffts = n_ffts
+        super().__init__(n_ffts)
         self.weight_power = weight_power
         self.floor = floor
-        for n in n_ffts:
-            self.register_buffer(f"window_{n}", torch.hann_window(n), persistent=False)
 
     def _unit(self, spec: Tensor) -> Tensor:
         return spec / torch.sqrt(spec.real**2 + spec.imag**2 + self.floor**2)
 
-    def forward(self, ref: Tensor, out: Tensor) -> Tensor:
-        ref, out = level_normalise(ref, out)
-        a, b = ref.reshape(-1, ref.shape[-1]), out.reshape(-1, out.shape[-1])
-        total = ref.new_zeros(())
-        for n in self.n_ffts:
-            w = getattr(self, f"window_{n}")
-            sa = torch.stft(a, n, n // 4, window=w, return_complex=True)  # [N, bins, T]
-            sb = torch.stft(b, n, n // 4, window=w, return_complex=True)
-            ua, ub = self._unit(sa), self._unit(sb)
-            mag = sa.abs() ** self.weight_power
-            for dim in (2, 1):  # time: instantaneous frequency; frequency: group delay
-                length = ua.shape[dim] - 1
-                da = ua.narrow(dim, 1, length) * ua.narrow(dim, 0, length).conj()
-                db = ub.narrow(dim, 1, length) * ub.narrow(dim, 0, length).conj()
-                weight = torch.sqrt(mag.narrow(dim, 1, length) * mag.narrow(dim, 0, length))
-                weight = weight / weight.sum(dim=(1, 2), keepdim=True).clamp_min(1e-12)
-                total = total + ((da - db).abs() * weight).sum(dim=(1, 2)).mean()
-        return total / (2 * len(self.n_ffts))
+    def distance(self, ref: Tensor, out: Tensor) -> Tensor:
+        ua, ub = self._unit(ref), self._unit(out)
+        mag = ref.abs() ** self.weight_power
+        total = ref.real.new_zeros(())
+        for dim in (2, 1):  # time: instantaneous frequency; frequency: group delay
+            length = ua.shape[dim] - 1
+            da = ua.narrow(dim, 1, length) * ua.narrow(dim, 0, length).conj()
+            db = ub.narrow(dim, 1, length) * ub.narrow(dim, 0, length).conj()
+            weight = torch.sqrt(mag.narrow(dim, 1, length) * mag.narrow(dim, 0, length))
+            weight = weight / weight.sum(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+            total = total + ((da - db).abs() * weight).sum(dim=(1, 2)).mean()
+        return total / 2
 
 
 #: Mel-loss definitions by name: "v1" the original, "v2" the level-normalised DAC-style one.
