@@ -43,11 +43,18 @@ def _band_pool(x: torch.Tensor, op, width: int = 41) -> torch.Tensor:
     return op(flat, width, 1, width // 2).reshape(n, f, bins).transpose(1, 2)
 
 
+def analyse(wav: torch.Tensor, cfg: FrameDecoderConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """wav [1, 1, T] → its frames on the decoder grid [1, F, n_fft] (frame f centred
+    where the decoder centres it) and their Hann-windowed spectra [1, bins, F]."""
+    frames = centred_frames(wav, cfg.hop, cfg.n_fft)[0]
+    window = torch.hann_window(cfg.n_fft, dtype=frames.dtype)
+    return frames, torch.fft.rfft(frames * window, dim=-1).transpose(1, 2)
+
+
 def variants(wav: torch.Tensor, decoder: FrameDecoder) -> dict[str, torch.Tensor]:
     """wav [1, 1, T] → {name: STFT frames [1, bins, F]} (the first is the reference)."""
     cfg = decoder.cfg
-    frames = centred_frames(wav, cfg.hop, cfg.n_fft)[0]
-    spec = torch.fft.rfft(frames * decoder.window, dim=-1).transpose(1, 2)
+    frames, spec = analyse(wav, cfg)
     mag = spec.abs()
     f0, periodicity = yin(frames)
     voiced = (periodicity > 0.7).float()[:, None, :]
@@ -73,17 +80,12 @@ def model_variants(wav: torch.Tensor, codec, bandwidth: float) -> dict[str, torc
     its two halves crossed with the reference's (decoder grid, like `variants`)."""
     dec = codec.decoder
     cfg = getattr(dec, "cfg", FrameDecoderConfig())
-    window = torch.hann_window(cfg.n_fft)
-
-    def analyse(x: torch.Tensor) -> torch.Tensor:
-        frames = centred_frames(x, cfg.hop, cfg.n_fft)[0]
-        return torch.fft.rfft(frames * window, dim=-1).transpose(1, 2)
-
-    ref = analyse(wav)
+    ref = analyse(wav, cfg)[1]
     with torch.no_grad():
         codes = codec.encode(wav, codec.config.n_codebooks_for(bandwidth))
         if not hasattr(dec, "spectrum"):  # a waveform decoder: its output, analysed
-            return _crossed({"model": analyse(codec.decode(codes)[..., : wav.shape[-1]])}, ref)
+            decoded = codec.decode(codes)[..., : wav.shape[-1]]
+            return _crossed({"model": analyse(decoded, cfg)[1]}, ref)
         latent = codec.quantizer.decode(codes)
         own, _ = dec.spectrum(latent)
         out = {"model": own[:, 0]}
