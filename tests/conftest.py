@@ -231,3 +231,26 @@ def chunk_spans(data: bytes) -> list[tuple[int, int, int, int]]:
         pos += width + values[1]
         out.append((start, check_at, width, pos))
     return out
+
+
+def shipped_or_skip(header) -> None:
+    """Skip a format fixture test when the installed model did not make the fixture:
+    new weights cannot decode old codes (make new fixtures from the previous release)."""
+    from neucomp.registry import load_model
+
+    if load_model().weights_hash != header.model_hash.hex():
+        pytest.skip("the shipped model is not the one these fixtures were made with")
+
+
+def fixture_codes(reader) -> tuple[np.ndarray, list[int]]:
+    """A fixture stream's codes [K, frames], decoded with the installed model's coder
+    that its header names (plain packing, the LM or the tables), and its chunks' gains."""
+    from neucomp.registry import coder_for, load_model
+
+    h = reader.header
+    coder = coder_for(h, load_model())
+    parts, gains = [], []
+    for chunk in reader.iter_chunks():
+        parts.append(np.asarray(coder.decode(chunk.payload, h.num_codebooks, chunk.num_frames)))
+        gains.append(chunk.gain_db)
+    return np.concatenate(parts, axis=1), gains

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import fixture_codes, shipped_or_skip
 
 import neucomp
 from neucomp.container import EcdcReader
@@ -27,34 +28,20 @@ DATA = Path(__file__).parent / "data" / "v1"
 FIXTURES = ["sample_1k5", "sample_3k_lm"]
 
 
-def _shipped_or_skip(header) -> None:
-    from neucomp.registry import load_model
-
-    if load_model().weights_hash != header.model_hash.hex():
-        pytest.skip("the shipped model is not the one these fixtures were made with")
-
-
 @pytest.mark.parametrize("name", FIXTURES)
 def test_version_1_fixture_gives_its_codes(name: str) -> None:
-    from neucomp.registry import coder_for, load_model
-
-    data = (DATA / f"{name}.ecdc").read_bytes()
-    reader = EcdcReader(io.BytesIO(data))
+    reader = EcdcReader(io.BytesIO((DATA / f"{name}.ecdc").read_bytes()))
     h = reader.header
     assert h.version == 1
-    _shipped_or_skip(h)
-    coder = coder_for(h, load_model())  # plain packing or the LM, as the header says
-    parts = []
-    for chunk in reader.iter_chunks():
-        assert chunk.gain_db == 0  # version 1 has no gains
-        parts.append(np.asarray(coder.decode(chunk.payload, h.num_codebooks, chunk.num_frames)))
-    codes = np.concatenate(parts, axis=1)
+    shipped_or_skip(h)
+    codes, gains = fixture_codes(reader)
+    assert set(gains) == {0}  # version 1 has no gains
     np.testing.assert_array_equal(codes, np.load(DATA / f"{name}.codes.npy"))
 
 
 def test_version_1_fixture_decodes_to_the_same_audio() -> None:
     data = (DATA / "sample_1k5.ecdc").read_bytes()
-    _shipped_or_skip(EcdcReader(io.BytesIO(data)).header)
+    shipped_or_skip(EcdcReader(io.BytesIO(data)).header)
     audio, rate = neucomp.decompress(data)
     expected, expected_rate = sf.read(DATA / "sample_1k5.decoded.flac", dtype="float32")
     assert rate == expected_rate == 24000

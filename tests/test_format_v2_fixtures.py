@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import fixture_codes, shipped_or_skip
 
 import neucomp
 from neucomp.container import Coder, EcdcReader
@@ -34,25 +35,14 @@ FIXTURES = {"sample_6k": (6.0, False), "sample_3k_lm": (3.0, True)}
 EXPECTED = json.loads((DATA / "decoded.json").read_text())
 
 
-def _shipped_or_skip(header) -> None:
-    if neucomp.load_model().weights_hash != header.model_hash.hex():
-        pytest.skip("the shipped model is not the one these fixtures were made with")
-
-
 @pytest.mark.parametrize("name", FIXTURES)
 def test_version_2_fixture_gives_its_codes(name: str) -> None:
-    from neucomp.registry import coder_for, load_model
-
     reader = EcdcReader(io.BytesIO((DATA / f"{name}.ecdc").read_bytes()))
     h = reader.header
     assert h.version == 2
     assert (h.coder == Coder.LM) == FIXTURES[name][1]
-    _shipped_or_skip(h)
-    coder = coder_for(h, load_model())  # plain packing or the LM, as the header says
-    parts = []
-    for chunk in reader.iter_chunks():
-        parts.append(np.asarray(coder.decode(chunk.payload, h.num_codebooks, chunk.num_frames)))
-    codes = np.concatenate(parts, axis=1)
+    shipped_or_skip(h)
+    codes, _ = fixture_codes(reader)  # plain packing or the LM, as the header says
     np.testing.assert_array_equal(codes, np.load(DATA / f"{name}.codes.npy"))
 
 
@@ -60,7 +50,7 @@ def test_version_2_fixture_gives_its_codes(name: str) -> None:
 def test_version_2_fixture_decodes_bit_identically(name: str) -> None:
     data = (DATA / f"{name}.ecdc").read_bytes()
     assert hashlib.sha256(data).hexdigest() == EXPECTED[name]["ecdc_sha256"]
-    _shipped_or_skip(EcdcReader(io.BytesIO(data)).header)
+    shipped_or_skip(EcdcReader(io.BytesIO(data)).header)
     audio, rate = neucomp.decompress(data)
     assert rate == EXPECTED[name]["sample_rate"]
     assert list(audio.shape) == EXPECTED[name]["shape"]
@@ -74,7 +64,7 @@ def test_sample_still_compresses_to_the_fixture_payloads(name: str) -> None:
     import soundfile as sf
 
     old = EcdcReader(io.BytesIO((DATA / f"{name}.ecdc").read_bytes()))
-    _shipped_or_skip(old.header)
+    shipped_or_skip(old.header)
     audio, rate = sf.read(SAMPLE, dtype="float32", always_2d=True)
     bandwidth, lm = FIXTURES[name]
     new = EcdcReader(io.BytesIO(neucomp.compress(audio.T, rate, bandwidth, lm=lm)))
