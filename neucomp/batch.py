@@ -299,6 +299,7 @@ WORKER_PRELOAD = [
     "constriction",
     "neucomp.model",
     "neucomp.api",
+    "neucomp.worker_server",  # last: the server then leaves without torch's teardown
 ]
 
 

@@ -271,3 +271,49 @@ def test_batch_reports_warnings(tiny_model, tmp_path):
         f"warning: {src / 'nan.wav'}: input has 1 non-finite sample (NaN or inf), the first "
         "at 0.500 s: replaced with silence\n"
     )
+
+
+_SERVER_SCRIPT = """
+import multiprocessing, sys
+from concurrent.futures import ProcessPoolExecutor
+ctx = multiprocessing.get_context("forkserver")
+ctx.set_forkserver_preload(sys.argv[1].split(","))
+with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+    assert pool.submit(abs, -3).result() == 3
+"""
+
+
+@pytest.mark.skipif(
+    "forkserver" not in __import__("multiprocessing").get_all_start_methods(),
+    reason="no forkserver",
+)
+@pytest.mark.parametrize("fast_exit", [False, True])
+def test_worker_server_leaves_without_interpreter_teardown(tmp_path, fast_exit):
+    # An atexit hook preloaded before neucomp.worker_server stands for the ~0.5 s of
+    # torch teardown: it runs when the server exits normally, and never with the fast
+    # exit. The caller reads stderr to EOF, so it also waits for the server, as a pipe does.
+    (tmp_path / "marker.py").write_text(
+        "import atexit, os\natexit.register(lambda: open(os.environ['MARK'], 'w').close())\n"
+    )
+    mark = tmp_path / "torn_down"
+    preload = "marker,neucomp.worker_server" if fast_exit else "marker"
+    env = {
+        **os.environ,
+        "MARK": str(mark),
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path]),
+    }
+    r = subprocess.run(
+        [sys.executable, "-c", _SERVER_SCRIPT, preload], env=env, capture_output=True, timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+    assert mark.exists() != fast_exit
+
+
+def test_worker_server_module_is_inert_elsewhere():
+    from neucomp import worker_server
+
+    assert not worker_server._inside_forkserver()
+
+
+def test_batch_preloads_the_fast_exit_last():
+    assert batch.WORKER_PRELOAD[-1] == "neucomp.worker_server"
