@@ -90,6 +90,15 @@ class TrainConfig:
     # piece of each crop (0: the whole crop) and is updated every disc_every-th step.
     adv_segment_s: float = 0.0
     disc_every: int = 1
+    # The discriminator sees both signals scaled by the gain that brings the reference to
+    # −20 dBFS RMS: a fresh one then gives logits of order one at every training level
+    # (at −40 dBFS its outputs start ~0 and its hinge loss sits at 2 for hundreds of steps).
+    adv_level_norm: bool = False
+    # From adv_start_step the discriminator first trains alone for this many steps: a
+    # fresh one's gradients are noise, and a warm-started generator should not follow them.
+    disc_warmup_steps: int = 0
+    # The discriminator's own learning rate (0: the generator's), on the same schedule.
+    disc_lr: float = 0.0
     train_codebooks: list[int] = field(default_factory=lambda: [2, 4, 8, 16, 32])
     augment: dict = field(default_factory=dict)
     seed: int = 0
@@ -280,10 +289,12 @@ class Trainer:
         x = self.sampler.batch(cfg.batch_size).to(self.device)
         n_q = self._choose_codebooks()
         adversarial = self.step >= cfg.adv_start_step
+        adv_for_gen = self.step >= cfg.adv_start_step + cfg.disc_warmup_steps
         lr = learning_rate(cfg, self.step)
-        for opt in (self.opt_g, self.opt_d):
+        disc_lr = lr * cfg.disc_lr / cfg.lr if cfg.disc_lr else lr
+        for opt, value in ((self.opt_g, lr), (self.opt_d, disc_lr)):
             for group in opt.param_groups:
-                group["lr"] = lr
+                group["lr"] = value
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
 
         with autocast:
@@ -309,6 +320,9 @@ class Trainer:
         aux = {} if cfg.decoder_only else dict(getattr(self.model, "aux_losses", {}))
         if adversarial:
             x_adv, y_adv = self._adversarial_piece(x, y)
+            if cfg.adv_level_norm:
+                x_adv, y_adv = level_normalise(x_adv, y_adv)
+        if adv_for_gen:
             with autocast:
                 fake_logits, fake_feats = self.disc(y_adv)
                 with torch.no_grad():

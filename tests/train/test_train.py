@@ -406,6 +406,40 @@ def test_cpu_sized_adversarial_phase(config: TrainConfig) -> None:
     assert xa.shape[-1] == 2400 and torch.equal(ya, xa + 1)
 
 
+def test_discriminator_warms_up_alone(config: TrainConfig) -> None:
+    config.adv_start_step, config.disc_warmup_steps = 1, 2
+    trainer = Trainer(config)
+    rows = [trainer.train_step() for _ in range(4)]
+    assert not {"adv", "feat", "d_loss"} & set(rows[0])  # reconstruction only
+    for row in rows[1:3]:  # the discriminator learns; the generator does not follow it yet
+        assert "d_loss" in row and "adv" not in row and "feat" not in row
+    assert {"adv", "feat", "d_loss"} <= set(rows[3])
+
+
+def test_discriminator_has_its_own_learning_rate(config: TrainConfig) -> None:
+    config.lr, config.disc_lr = 1e-3, 5e-3
+    config.lr_decay_start, config.lr_decay_steps = 0, 10  # the same schedule for both
+    trainer = Trainer(config)
+    for _ in range(3):
+        trainer.train_step()
+    g, d = trainer.opt_g.param_groups[0]["lr"], trainer.opt_d.param_groups[0]["lr"]
+    assert g < 1e-3 and d == pytest.approx(5 * g)
+
+
+def test_level_normalised_discriminator_input_is_level_free(config: TrainConfig) -> None:
+    config.adv_level_norm, config.disc_warmup_steps = True, 10  # the disc alone: real, fake
+    trainer = Trainer(config)
+    x = trainer.sampler.batch(2)
+    seen, forward = [], trainer.disc.forward
+    trainer.disc.forward = lambda wav: seen.append(wav.detach()) or forward(wav)
+    for gain in (1.0, 0.01):
+        trainer.sampler.batch = lambda n, g=gain: x * g
+        trainer.train_step()
+    real_loud, real_quiet = seen[0], seen[2]
+    assert torch.allclose(real_loud, real_quiet, atol=1e-6)
+    assert float(real_loud.pow(2).mean().sqrt()) == pytest.approx(0.1, rel=1e-3)
+
+
 def test_rebind_lm_needs_the_same_codes(tmp_path: Path) -> None:
     from conftest import build_model_file
 
