@@ -39,8 +39,23 @@ if TYPE_CHECKING:
 CHUNK_FRAMES = 750  # frames per container chunk: 10 s at 24 kHz / hop 320
 # Frames per decoder call: the decoder's full-rate activations for a whole 10 s chunk
 # would take hundreds of MB with the full-width model; 2 s pieces keep memory small
-# (streaming makes the result independent of the split).
+# (streaming makes the result independent of the split, up to float rounding).
 DECODE_FRAMES = 150
+# The first piece of every chunk is shorter: with the LM coder a piece's codes cost
+# ~7 ms a frame to decode, and the first audio of a file (or of a live chunk) waits for
+# its whole first piece. 30 frames (0.4 s at 75 frames/s) bring that to ~0.2 s.
+FIRST_DECODE_FRAMES = 30
+
+
+def decode_pieces(num_frames: int) -> list[int]:
+    """How a chunk of ``num_frames`` is split into decoder calls: the same split for
+    every coder, so a file's audio does not depend on how its codes were packed."""
+    sizes = [min(FIRST_DECODE_FRAMES, num_frames)] if num_frames else []
+    rest = num_frames - sum(sizes)
+    sizes += [DECODE_FRAMES] * (rest // DECODE_FRAMES)
+    if rest % DECODE_FRAMES:
+        sizes.append(rest % DECODE_FRAMES)
+    return sizes
 
 
 # ------------------------------------------------------------------------- compress
@@ -241,10 +256,11 @@ def decompress_stream(
     """Decode the chunks of an open .ecdc stream (its header read and matched to
     ``model`` and ``coder`` already); ``open_sink(header)`` gives where the audio goes.
 
-    Audio reaches the sink a frame group at a time (DECODE_FRAMES, or a chunk if it is
-    shorter) as soon as it is decoded, not a chunk or a file at a time: with the LM coder
-    the codes themselves are handed over as they are decoded. ``progress`` hears the
-    seconds decoded; ``total_samples`` (original rate), when known, is its total.
+    Audio reaches the sink a frame group at a time (:func:`decode_pieces`: a short
+    first group, then DECODE_FRAMES) as soon as it is decoded, not a chunk or a file at
+    a time: with the LM coder the codes themselves are handed over as they are decoded.
+    ``progress`` hears the seconds decoded; ``total_samples`` (original rate), when
+    known, is its total.
     """
     import torch
 
@@ -317,17 +333,17 @@ def decompress_stream(
 
 
 def _payload_pieces(chunk, coder: ChunkCoder, k: int, whole: bool) -> Iterator[np.ndarray]:
-    """The chunk's codes as int64 ``[K, n]`` pieces of DECODE_FRAMES frames (the same
-    split whichever the coder, so the audio is too). A coder that can decode
+    """The chunk's codes as int64 ``[K, n]`` pieces, split by :func:`decode_pieces` (the
+    same split whichever the coder, so the audio is too). A coder that can decode
     incrementally (the LM) hands each piece over as soon as it has it, unless ``whole``
     asks for the whole payload decoded (and so checked) first: salvage mode, where a
     payload the coder refuses must turn into silence before any of it is played."""
+    sizes = decode_pieces(chunk.num_frames)
     if whole or not hasattr(coder, "decode_iter"):
         codes = _decode_payload(chunk, coder, k)
-        return iter(
-            [codes[:, i : i + DECODE_FRAMES] for i in range(0, codes.shape[1], DECODE_FRAMES)]
-        )
-    return _checked(coder.decode_iter(chunk.payload, k, chunk.num_frames, DECODE_FRAMES), chunk)
+        bounds = np.cumsum([0, *sizes])
+        return iter([codes[:, a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+    return _checked(coder.decode_iter(chunk.payload, k, chunk.num_frames, sizes), chunk)
 
 
 def _checked(pieces: Iterator[np.ndarray], chunk) -> Iterator[np.ndarray]:

@@ -103,7 +103,7 @@ def test_first_audio_comes_before_the_input_is_read(request, tiny_model, tmp_pat
     result = engine.decompress_stream(reader, tiny_model, Watched(), lambda h: sink)
     assert sink.total == result.samples == 25 * RATE
     assert sink.read_at_first is not None and sink.read_at_first < len(data) / 2
-    expected = [engine.DECODE_FRAMES] if coder == "lm" else [750]
+    expected = [engine.FIRST_DECODE_FRAMES] if coder == "lm" else [750]
     assert sink.pieces_at_first == expected
 
 

@@ -21,7 +21,7 @@ same calls. The payload layout is unchanged.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import constriction
 import numpy as np
@@ -109,21 +109,21 @@ class LMCoder:
         payload is refused instead of decoding to garbage. The decode stops as soon as
         the codes carry more information than the payload can hold, so a small payload
         cannot buy the CPU time of many frames unless it really codes them."""
-        out = np.zeros((num_codebooks, num_frames), dtype=np.int64)
-        start = 0
-        for part in self.decode_iter(payload, num_codebooks, num_frames, max(num_frames, 1)):
-            out[:, start : start + part.shape[1]] = part
-            start += part.shape[1]
-        return out
+        parts = list(self.decode_iter(payload, num_codebooks, num_frames, [num_frames]))
+        return parts[0] if parts else np.zeros((num_codebooks, 0), dtype=np.int64)
 
     def decode_iter(
-        self, payload: bytes, num_codebooks: int, num_frames: int, step: int
+        self, payload: bytes, num_codebooks: int, num_frames: int, sizes: Sequence[int]
     ) -> Iterator[np.ndarray]:
-        """:meth:`decode`, handing out the codes ``[K, n]`` every ``step`` frames as soon
-        as they are decoded (the LM decodes a 10-s chunk in about a second: a streaming
-        decoder need not wait for all of it). The checks are :meth:`decode`'s, so the
-        last piece may still be followed by a CorruptDataError."""
+        """:meth:`decode`, handing out the codes ``[K, n]`` in pieces of ``sizes`` frames
+        (which sum to ``num_frames``) as soon as they are decoded: the LM decodes a 10-s
+        chunk in about a second, and a streaming decoder need not wait for all of it.
+        The checks are :meth:`decode`'s, so the last piece may still be followed by a
+        CorruptDataError."""
         self._check_shape(num_codebooks, num_frames)
+        sizes = [n for n in sizes if n]
+        if sum(sizes) != num_frames or any(n < 0 for n in sizes):
+            raise ValueError(f"piece sizes {list(sizes)} do not split {num_frames} frames")
         if num_frames == 0:
             if payload:
                 raise CorruptDataError("LM payload of a chunk without frames is not empty")
@@ -159,10 +159,9 @@ class LMCoder:
             chosen.append(int(decode(freqs[None])[0]))
             return chosen[-1]
 
-        step = max(1, step)
         state = None
-        for start in range(0, num_frames, step):
-            piece = np.zeros((num_codebooks, min(step, num_frames - start)), dtype=np.int64)
+        for size in sizes:
+            piece = np.zeros((num_codebooks, size), dtype=np.int64)
             # No context is held across the yield: the caller's code runs in between.
             with torch.inference_mode(), _exact_matmuls():
                 if state is None:
