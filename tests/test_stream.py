@@ -342,3 +342,12 @@ def test_progress_bar_only_on_a_terminal(request, cli_env, tmp_path, coder):
     assert piped.returncode == 0
     assert piped.stderr.splitlines() == [piped.stderr.strip()]  # the summary line alone
     assert piped.stderr.startswith("a.ecdc: ") and "s/s" not in piped.stderr
+
+
+@pytest.mark.parametrize("frames", [0, 1, 29, 30, 31, 180, 750, 1000])
+def test_decode_pieces_split_a_chunk_exactly(frames):
+    sizes = engine.decode_pieces(frames)
+    assert sum(sizes) == frames and all(0 < n <= engine.DECODE_FRAMES for n in sizes)
+    if frames:
+        assert sizes[0] == min(frames, engine.FIRST_DECODE_FRAMES)
+    assert all(n == engine.DECODE_FRAMES for n in sizes[1:-1])

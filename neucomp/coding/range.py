@@ -121,9 +121,9 @@ class LMCoder:
         The checks are :meth:`decode`'s, so the last piece may still be followed by a
         CorruptDataError."""
         self._check_shape(num_codebooks, num_frames)
-        sizes = [n for n in sizes if n]
-        if sum(sizes) != num_frames or any(n < 0 for n in sizes):
-            raise ValueError(f"piece sizes {list(sizes)} do not split {num_frames} frames")
+        sizes = [n for n in sizes if n]  # an empty chunk has no pieces
+        if sum(sizes) != num_frames or min(sizes, default=1) < 0:
+            raise ValueError(f"piece sizes {sizes} do not split {num_frames} frames")
         if num_frames == 0:
             if payload:
                 raise CorruptDataError("LM payload of a chunk without frames is not empty")
