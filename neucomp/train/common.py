@@ -90,6 +90,84 @@ def _remap_stages(
     return out
 
 
+def _layer_roles(seanet: dict, part: str) -> list[tuple[str, int, int]]:
+    """What each layer of a SEANet encoder or decoder is, in order: (kind, stage, unit),
+    so that two bodies with different numbers of residual units per stage can be lined up
+    (see SEANetEncoder / SEANetDecoder for the order)."""
+    stages = len(seanet.get("ratios", [2, 4, 5, 8]))
+    units = seanet.get("n_residual_layers", 1)
+    lstm = [("lstm", -1, 0)] if seanet.get("lstm_layers", 2) else []
+    roles: list[tuple[str, int, int]] = [("in", -1, 0)]
+    if part == "decoder":
+        roles += lstm
+    for k in range(stages):
+        res = [("res", k, j) for j in range(units)]
+        if part == "encoder":
+            roles += [*res, ("act", k, 0), ("resample", k, 0)]
+        else:
+            roles += [("act", k, 0), ("resample", k, 0), *res]
+    if part == "encoder":
+        roles += lstm
+    return roles + [("act", stages, 0), ("out", stages, 0)]
+
+
+def _remap_residual_units(
+    state: dict[str, torch.Tensor], ours: dict, theirs: dict
+) -> dict[str, torch.Tensor]:
+    """Source keys renamed to our layer indices when we have more residual units per
+    stage than the source (same stages and widths): each source layer goes to the layer
+    with the same role; our extra units have no source and start as identities."""
+    out: dict[str, torch.Tensor] = {}
+    index_of = {}
+    for part in ("encoder", "decoder"):
+        mine = {role: i for i, role in enumerate(_layer_roles(ours, part))}
+        for i, role in enumerate(_layer_roles(theirs, part)):
+            index_of[(part, i)] = mine[role]
+    for key, value in state.items():
+        part, sep, rest = key.partition(".layers.")
+        index, dot, tail = rest.partition(".")
+        if sep and index.isdigit() and (part, int(index)) in index_of:
+            key = f"{part}.layers.{index_of[(part, int(index))]}{dot}{tail}"
+        out[key] = value
+    return out
+
+
+def _deeper_units(ours: dict, theirs: dict) -> bool:
+    """True when our SEANet body is the source's with more residual units per stage."""
+    a, b = dict(ours.get("seanet", {})), dict(theirs.get("seanet", {}))
+    if any(c.get(k, "seanet") != "seanet" for c in (ours, theirs) for k in ("encoder", "decoder")):
+        return False
+    more = a.pop("n_residual_layers", 1) > b.pop("n_residual_layers", 1)
+    for key in (
+        "weight_norm",
+        "dilation_base",
+    ):  # folded in an inference file; unit 0 has dilation 1
+        a.pop(key, None), b.pop(key, None)
+    return more and a == b
+
+
+def _zero_new_units(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Make residual units that got no source weights identities (their last conv's
+    weight-norm gain 0), so that a deeper warm start computes what the source did; the
+    gain still gets a gradient, so the unit starts learning at once."""
+    from neucomp.nn.seanet import ResidualUnit
+
+    for name, module in model.named_modules():
+        if not isinstance(module, ResidualUnit):
+            continue
+        conv = module.conv2.conv
+        prefix = f"{name}.conv2.conv."
+        if any(k.startswith(prefix) for k in state):
+            continue
+        with torch.no_grad():
+            if hasattr(conv, "parametrizations"):
+                conv.parametrizations.weight.original0.zero_()
+            else:
+                conv.weight.zero_()
+            if conv.bias is not None:
+                conv.bias.zero_()
+
+
 def warm_start(model: nn.Module, source: str | Path) -> list[str]:
     """Start ``model`` from the weights in ``source``, an inference model file (fp16,
     weight norm folded) or a training checkpoint (``{"model": state_dict}``).
@@ -97,7 +175,9 @@ def warm_start(model: nn.Module, source: str | Path) -> list[str]:
     Every tensor whose name and shape match is copied; a weight-normed weight is
     assigned, which splits it back into norm and direction. A codec with one more SEANet
     stage than the source (the 48 kHz model from the 24 kHz one) gets the source's
-    stages at their shifted places. Modules that keep running statistics of their
+    stages at their shifted places, and one with more residual units per stage gets the
+    source's units in their places and its extra ones as identities (the output is
+    unchanged). Modules that keep running statistics of their
     weights (the RVQ's codebook usage) then restart them from the copied weights.
     Optimisers (and a discriminator) start afresh, so this is a warm start, not an exact
     resume. Returns the names of the tensors left as they were.
@@ -113,6 +193,11 @@ def warm_start(model: nn.Module, source: str | Path) -> list[str]:
             per_stage = ours["seanet"].get("n_residual_layers", 1) + 2
             theirs = len(model.decoder.layers) - extra * per_stage
             state = _remap_stages(state, extra, per_stage, theirs)
+        deeper = _deeper_units(ours, their_config)
+        if deeper:
+            state = _remap_residual_units(state, ours["seanet"], their_config["seanet"])
+    else:
+        deeper = False
     own = model.state_dict()
     fresh = sorted(k for k, v in own.items() if k not in state or state[k].shape != v.shape)
     with torch.no_grad():
@@ -133,4 +218,6 @@ def warm_start(model: nn.Module, source: str | Path) -> list[str]:
         for module in model.modules():
             if hasattr(module, "restart_statistics"):
                 module.restart_statistics()
+    if deeper:
+        _zero_new_units(model, state)
     return fresh

@@ -154,3 +154,41 @@ def test_validation_of_a_stereo_model_measures_the_image(tmp_path: Path) -> None
     results = validator.run(codec, 0, tmp_path / "val.csv")
     for bw in ("3", "24"):
         assert {f"side_lsd_{bw}", f"ild_error_{bw}", f"lsd_12_20k_{bw}"} <= set(results)
+
+
+def test_a_deeper_warm_start_computes_what_its_source_did(tmp_path: Path) -> None:
+    """Three residual units per stage from a one-unit model: the source's layers land in
+    their places, the extra units start as identities, and they are still trainable."""
+    import dataclasses
+
+    from neucomp.registry import save_model
+    from neucomp.train.common import warm_start
+
+    torch.manual_seed(1)
+    donor = Codec(tiny_config()).eval()
+    save_model(donor, tmp_path / "donor.pt")
+    seanet = dataclasses.replace(
+        tiny_config().seanet, n_residual_layers=3, dilation_base=3, weight_norm=True
+    )
+    torch.manual_seed(2)
+    deep = Codec(dataclasses.replace(tiny_config(), seanet=seanet)).eval()
+    assert len(deep.decoder.layers) == len(donor.decoder.layers) + 2 * len(seanet.ratios)
+    before = deep.state_dict()
+    warm_start(deep, tmp_path / "donor.pt")
+
+    x = 0.1 * torch.randn(1, 1, 1920)
+    with torch.no_grad():
+        z_donor, z_deep = donor.encoder(x)[0], deep.encoder(x)[0]
+        torch.testing.assert_close(z_deep, z_donor, rtol=0, atol=5e-3)  # fp16 file
+        torch.testing.assert_close(
+            deep.decoder(z_donor)[0], donor.decoder(z_donor)[0], rtol=0, atol=5e-3
+        )
+    # The new units' first convs keep their random init; their gains are 0 but learn.
+    new_unit = deep.encoder.layers[2]  # stage 0, unit 1
+    conv1 = "encoder.layers.2.conv1.conv.parametrizations.weight.original1"
+    torch.testing.assert_close(deep.state_dict()[conv1], before[conv1])
+    gain = new_unit.conv2.conv.parametrizations.weight.original0
+    assert gain.abs().max() == 0
+    deep.train()
+    deep.decoder(deep.encoder(x)[0])[0].square().mean().backward()
+    assert gain.grad is not None and gain.grad.abs().max() > 0
