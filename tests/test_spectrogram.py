@@ -65,3 +65,35 @@ def test_sheet_width_follows_the_panel_count(tmp_path: Path) -> None:
     assert len(_panels_in(tmp_path / "five.png")) == 5
     with pytest.raises(ValueError):
         spectrogram.write(tmp_path / "none.png", [], RATE)
+
+
+def test_compare_draws_each_model_on_the_same_clip(tmp_path: Path, capsys) -> None:
+    """`python -m neucomp.eval spectrogram`: the reference plus one panel per model, each
+    model really coding the clip (two different weights give two different scores)."""
+    import soundfile as sf
+    from conftest import build_model_file
+
+    from neucomp.eval import compare
+
+    (tmp_path / "dev" / "music").mkdir(parents=True)
+    sf.write(tmp_path / "dev" / "music" / "a.flac", _tone(440.0, seconds=2.0), RATE)
+    for seed in (0, 1):
+        (tmp_path / f"m{seed}").mkdir()
+    models = [str(build_model_file(tmp_path / f"m{seed}", seed=seed)) for seed in (0, 1)]
+    out = tmp_path / "sheet.png"
+    argv = [str(tmp_path / "dev"), *models, "--out", str(out), "--category", "music"]
+    assert compare.main([*argv, "--labels", "A,B", "--seconds", "1"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(("A:", "B:"))]
+    assert len(lines) == 2 and all("lsd_0_4k" in ln for ln in lines)
+    assert lines[0].split(":")[1] != lines[1].split(":")[1]
+    assert len(_panels_in(out)) == 3
+    with pytest.raises(SystemExit, match="2 labels for 1 models"):
+        compare.main([str(tmp_path / "dev"), models[0], "--out", str(out), "--labels", "A,B"])
+
+
+def test_compare_labels_carry_the_scores() -> None:
+    from neucomp.eval.compare import panel_label
+
+    label = panel_label("P8 6 kbps", {"pesq": 2.081, "stoi": 0.7172, "lsd_0_4k": 12.71})
+    assert label == "P8 6 kbps\nPESQ 2.08 STOI 0.717\nLSD 12.7"
+    assert panel_label("x", {"lsd_0_4k": 1.0, "lsd_12_20k": float("nan")}) == "x\nLSD 1.0"

@@ -1,5 +1,5 @@
-"""`python -m neucomp.eval {quality,levels,lmsize,bench,phase-oracle,latent-dims} …`: every
-evaluation job.
+"""`python -m neucomp.eval {quality,levels,lmsize,bench,phase-oracle,latent-dims,spectrogram}
+…`: every evaluation job.
 
     python -m neucomp.eval quality data/deveval --json bench/eval.json   # = neucomp eval
     python -m neucomp.eval levels data/deveval --json bench/levels.json  # make eval
@@ -7,6 +7,7 @@ evaluation job.
     python -m neucomp.eval bench [--quick]                               # make bench
     python -m neucomp.eval phase-oracle data/deveval    # PESQ ceilings of decoder outputs
     python -m neucomp.eval latent-dims data/deveval MODEL  # how many latent dims are used
+    python -m neucomp.eval spectrogram data/deveval MODEL … --out X.png  # models side by side
 
 Each subcommand takes the options of its module (`python -m neucomp.eval levels -h`).
 """
@@ -21,6 +22,7 @@ TOOLS = {
     "bench": "neucomp.eval.bench",
     "phase-oracle": "neucomp.eval.phase_oracle",
     "latent-dims": "neucomp.eval.latent",
+    "spectrogram": "neucomp.eval.compare",
 }
 
 
