@@ -43,12 +43,13 @@ class CropSampler:
         seed: int,
         augment: AugmentConfig | None = None,
         channels: int = 1,
+        shares: dict[str, float] | None = None,
     ) -> None:
         self.root = Path(corpus_dir)
         self.entries = load_manifest(self.root / "manifest.tsv")
         if not self.entries:
             raise RuntimeError(f"no audio in {self.root / 'manifest.tsv'}: run `make data` first")
-        weights = np.asarray(sampling_weights(self.entries), dtype=np.float64)
+        weights = np.asarray(sampling_weights(self.entries, shares), dtype=np.float64)
         self.probs = weights / weights.sum()
         self.categories = np.array([e.category for e in self.entries])
         self.sample_rate = sample_rate

@@ -101,6 +101,9 @@ class TrainConfig:
     disc_lr: float = 0.0
     train_codebooks: list[int] = field(default_factory=lambda: [2, 4, 8, 16, 32])
     augment: dict = field(default_factory=dict)
+    # Share of crops per category, e.g. {"speech": 1.0} (empty: the corpus default,
+    # speech 0.4 / music 0.4 / sfx 0.2; see neucomp.data.manifest.sampling_weights).
+    category_shares: dict = field(default_factory=dict)
     seed: int = 0
     threads: int = 2
     log_every: int = 10
@@ -182,6 +185,7 @@ class Trainer:
             seed=cfg.seed * 1000 + self.rank,
             augment=AugmentConfig(**cfg.augment),
             channels=self.codec_config.channels,
+            shares=cfg.category_shares or None,
         )
         self.step = 0
         self.run_dir = Path(cfg.run_dir)

@@ -485,3 +485,20 @@ def test_period_discriminator_sees_each_period_and_any_length():
     other[..., 0] += 1.0
     moved = (disc(other)[0][2] - logits[2]).abs().sum(dim=(0, 1, 2))
     assert moved[0] > 0 and torch.all(moved[1:] == 0)
+
+
+def test_category_shares_choose_what_the_crops_are(config: TrainConfig) -> None:
+    """`category_shares` {"speech": 1}: every crop comes from a speech file (the tiny
+    corpus's speech files are its 200 and 350 Hz tones), and the default still draws all."""
+    from dataclasses import replace
+
+    def dominant_hz(crop: torch.Tensor) -> float:
+        spectrum = np.abs(np.fft.rfft(crop.numpy().ravel()))
+        return float(np.argmax(spectrum) * 24000 / crop.numel())
+
+    speech_only = replace(config, category_shares={"speech": 1.0}, augment={"mix_prob": 0.0})
+    sampler = Trainer(speech_only).sampler
+    assert sampler.probs[sampler.categories != "speech"].sum() == 0
+    assert {round(dominant_hz(c)) for c in sampler.batch(24)} <= {200, 350}
+    everything = Trainer(replace(config, augment={"mix_prob": 0.0})).sampler
+    assert {round(dominant_hz(c)) for c in everything.batch(48)} > {200, 350}
