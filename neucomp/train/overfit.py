@@ -1,11 +1,13 @@
-"""Overfit test: can a recipe memorise one clip? (`python -m neucomp.train overfit …`)
+"""Overfit test: can a recipe memorise one clip, or a few? (`python -m neucomp.train overfit`)
 
 A recipe that cannot learn a few seconds of audio it sees over and over will not learn a
 corpus. This trains on random crops of one clip, starting from a model file (or from
 scratch), and every `--eval-every` steps scores the whole clip: PESQ-wb, STOI, the
 per-band log-spectral distance and the training mel loss. It compares recipes: the loss
 balancer against a plain weighted sum, the mel-loss definitions, the commitment weight,
-and the autoencoder with the RVQ bypassed.
+and the autoencoder with the RVQ bypassed. Given several clips (``--clip a.flac b.flac``
+or a folder), it trains on crops of all of them and reports the mean scores: how fast the
+fit slows as the set grows says whether the model's capacity is what binds.
 """
 
 from __future__ import annotations
@@ -45,6 +47,31 @@ def _score(model: Codec, clip: torch.Tensor, n_q: int, sample_rate: int) -> dict
     return out
 
 
+def _mean_score(
+    model: Codec, clips: list[torch.Tensor], n_q: int, sample_rate: int
+) -> dict[str, float]:
+    """Each metric's mean over the clips (the one clip's scores when there is one)."""
+    rows = [_score(model, clip, n_q, sample_rate) for clip in clips]
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+def _load_clips(paths: list[str], seconds: float, level_db: float, sr: int) -> list[torch.Tensor]:
+    """Each clip (a file, or every audio file in a folder) cut to ``seconds`` and levelled."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files += (
+            sorted(f for f in p.iterdir() if f.suffix in (".flac", ".wav")) if p.is_dir() else [p]
+        )
+    clips = []
+    for f in files:
+        audio = load_reference(str(f), sr)[: int(seconds * sr)]
+        audio = audio * 10 ** ((level_db - metrics.rms_db(audio)) / 20)
+        clips.append(torch.from_numpy(audio.astype(np.float32))[None, None])
+    if not clips:
+        raise SystemExit(f"no audio in {' '.join(paths)}")
+    return clips
+
+
 def run(args: argparse.Namespace) -> list[dict]:
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
@@ -62,10 +89,8 @@ def run(args: argparse.Namespace) -> list[dict]:
         for module in (model.encoder, model.quantizer):
             module.requires_grad_(False)
     sr = config.sample_rate
-    audio = load_reference(args.clip, sr)[: int(args.seconds * sr)]
-    audio = audio * 10 ** ((args.level_db - metrics.rms_db(audio)) / 20)
-    clip = torch.from_numpy(audio.astype(np.float32))[None, None]
-    crop = int(args.crop_s * sr)
+    clips = _load_clips(args.clip, args.seconds, args.level_db, sr)
+    crop = min(int(args.crop_s * sr), min(c.shape[-1] for c in clips))
     mel_loss = make_mel_loss(args.mel, sr)
     balancer = Balancer({"l1": args.w_l1, "mel": args.w_mel}) if args.balancer else None
     params = [p for p in model.parameters() if p.requires_grad]
@@ -75,13 +100,14 @@ def run(args: argparse.Namespace) -> list[dict]:
     for step in range(args.steps + 1):
         if step % args.eval_every == 0:
             row = {"step": step, "wall_s": round(time.time() - start, 1)}
-            row.update(_score(model, clip, args.n_q, sr))
+            row.update(_mean_score(model, clips, args.n_q, sr))
             log.append(row)
             print(json.dumps(row), flush=True)
         if step == args.steps:
             break
-        starts = rng.integers(0, clip.shape[-1] - crop + 1, size=args.batch)
-        x = torch.cat([clip[..., s : s + crop] for s in starts])
+        picks = [clips[int(i)] for i in rng.integers(0, len(clips), size=args.batch)]
+        starts = [int(rng.integers(0, c.shape[-1] - crop + 1)) for c in picks]
+        x = torch.cat([c[..., s : s + crop] for c, s in zip(picks, starts, strict=True)])
         if args.decoder == "frame":
             with torch.no_grad():
                 z, _ = model.encoder(model.pad_to_frames(x))
@@ -116,7 +142,12 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--clip", default="tests/data/sample.flac")
+    p.add_argument(
+        "--clip",
+        nargs="+",
+        default=["tests/data/sample.flac"],
+        help="audio files or folders: crops come from all of them, scores are means over them",
+    )
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--level-db", type=float, default=-23.0, help="RMS level of the clip")
     p.add_argument("--init", default="models/neucomp_24khz.pt", help="'' for a fresh model")
