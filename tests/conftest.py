@@ -254,3 +254,22 @@ def fixture_codes(reader) -> tuple[np.ndarray, list[int]]:
         parts.append(np.asarray(coder.decode(chunk.payload, h.num_codebooks, chunk.num_frames)))
         gains.append(chunk.gain_db)
     return np.concatenate(parts, axis=1), gains
+
+
+def assert_decodes_like(audio, reference) -> None:
+    """``audio`` [C, T] against a stored decoding (a 16-bit FLAC made on another machine).
+
+    The codes are bit-exact everywhere, but torch's float kernels differ between CPUs in
+    the last bits, so the decoded audio is compared within what that and the 16-bit file
+    allow: every sample within 5e-4, and the difference 60 dB under the signal. A wrong
+    gain, a lost or shifted frame or another model fails both by far."""
+    import numpy as np
+    import soundfile as sf
+
+    ref, _ = sf.read(reference, dtype="float32", always_2d=True)
+    ref = ref.T
+    assert audio.shape == ref.shape
+    err = audio.astype(np.float64) - ref
+    assert np.abs(err).max() <= 5e-4
+    snr_db = 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / max(np.sum(err**2), 1e-30))
+    assert snr_db >= 60.0
