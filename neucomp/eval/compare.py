@@ -19,7 +19,9 @@ import numpy as np
 
 
 def _clip(deveval: Path, category: str, index: int) -> Path:
-    files = sorted(p for p in (deveval / category).glob("*") if p.suffix in (".flac", ".wav"))
+    from neucomp.eval.runner import audio_files_under
+
+    files = audio_files_under(deveval / category) if (deveval / category).is_dir() else []
     if not files:
         raise SystemExit(f"no {category} clips under {deveval}")
     if not 0 <= index < len(files):
@@ -28,7 +30,7 @@ def _clip(deveval: Path, category: str, index: int) -> Path:
 
 
 def panel_label(name: str, scores: dict[str, float]) -> str:
-    """``name`` over its scores, e.g. "P8 · PESQ 2.08 STOI 0.72 · LSD 12.7/10.7/11.2"."""
+    """``name`` over its scores, one line each: "P8", "PESQ 2.08 STOI 0.717", "LSD 12.7/10.7"."""
     parts = [name]
     if "pesq" in scores:
         parts.append(f"PESQ {scores['pesq']:.2f} STOI {scores['stoi']:.3f}")

@@ -138,11 +138,10 @@ def _deeper_units(ours: dict, theirs: dict) -> bool:
     if any(c.get(k, "seanet") != "seanet" for c in (ours, theirs) for k in ("encoder", "decoder")):
         return False
     more = a.pop("n_residual_layers", 1) > b.pop("n_residual_layers", 1)
-    for key in (
-        "weight_norm",
-        "dilation_base",
-    ):  # folded in an inference file; unit 0 has dilation 1
-        a.pop(key, None), b.pop(key, None)
+    # An inference file has weight norm folded; unit 0 has dilation 1 whatever the base.
+    for key in ("weight_norm", "dilation_base"):
+        a.pop(key, None)
+        b.pop(key, None)
     return more and a == b
 
 

@@ -57,11 +57,9 @@ def _mean_score(
 
 def _load_clips(paths: list[str], seconds: float, level_db: float, sr: int) -> list[torch.Tensor]:
     """Each clip (a file, or every audio file in a folder) cut to ``seconds`` and levelled."""
-    files: list[Path] = []
-    for p in map(Path, paths):
-        files += (
-            sorted(f for f in p.iterdir() if f.suffix in (".flac", ".wav")) if p.is_dir() else [p]
-        )
+    from neucomp.eval.runner import audio_files_under
+
+    files = [f for p in map(Path, paths) for f in (audio_files_under(p) if p.is_dir() else [p])]
     clips = []
     for f in files:
         audio = load_reference(str(f), sr)[: int(seconds * sr)]
