@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from neucomp.train.widen import widen_state, width_factor
+
 
 def lr_schedule(
     step: int,
@@ -176,8 +178,10 @@ def warm_start(model: nn.Module, source: str | Path) -> list[str]:
     stage than the source (the 48 kHz model from the 24 kHz one) gets the source's
     stages at their shifted places, and one with more residual units per stage gets the
     source's units in their places and its extra ones as identities (the output is
-    unchanged). Modules that keep running statistics of their
-    weights (the RVQ's codebook usage) then restart them from the copied weights.
+    unchanged), and one at k times the source's base width gets each source channel
+    tiled k times (:mod:`neucomp.train.widen`; the output is unchanged). Modules that
+    keep running statistics of their weights (the RVQ's codebook usage) then restart
+    them from the copied weights.
     Optimisers (and a discriminator) start afresh, so this is a warm start, not an exact
     resume. Returns the names of the tensors left as they were.
     """
@@ -195,6 +199,8 @@ def warm_start(model: nn.Module, source: str | Path) -> list[str]:
         deeper = _deeper_units(ours, their_config)
         if deeper:
             state = _remap_residual_units(state, ours["seanet"], their_config["seanet"])
+        if width_factor(ours, their_config) > 1:
+            state = widen_state(model, state)
     else:
         deeper = False
     own = model.state_dict()

@@ -13,6 +13,7 @@ fit slows as the set grows says whether the model's capacity is what binds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from neucomp.audio import load_reference
 from neucomp.eval import metrics
 from neucomp.model import Codec, CodecConfig
 from neucomp.nn.framedecoder import FrameDecoder, FrameDecoderConfig
+from neucomp.nn.seanet import SEANetConfig
 from neucomp.registry import load_model
 from neucomp.train.balancer import Balancer
 from neucomp.train.common import warm_start
@@ -75,7 +77,15 @@ def run(args: argparse.Namespace) -> list[dict]:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     source = load_model(args.init, cached=False) if args.init else None
-    config = source.config if source is not None else CodecConfig()
+    if source is not None:
+        config = source.config
+        if args.width and args.width != config.seanet.base_width:
+            # A wider copy of the source that starts computing the same function.
+            seanet = dataclasses.replace(config.seanet, base_width=args.width)
+            config = dataclasses.replace(config, seanet=seanet)
+    else:
+        # A fresh model: the shipped body (no weight norm) at the asked base width C.
+        config = CodecConfig(seanet=SEANetConfig(base_width=args.width or 16, weight_norm=False))
     model = Codec(config)
     if args.init:
         warm_start(model, args.init)
@@ -149,6 +159,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--level-db", type=float, default=-23.0, help="RMS level of the clip")
     p.add_argument("--init", default="models/neucomp_24khz.pt", help="'' for a fresh model")
+    p.add_argument(
+        "--width",
+        type=int,
+        default=None,
+        help="base width C: of a fresh model, or k times the source's for a widened warm start",
+    )
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--batch", type=int, default=4)
