@@ -134,7 +134,9 @@ def run(args: argparse.Namespace) -> list[dict]:
         opt.zero_grad(set_to_none=True)
         if balancer is not None:
             grad_y, _ = balancer.gradient(losses, y)
-            torch.autograd.backward([y, commit * args.w_commit], [grad_y, None])
+            # With the RVQ bypassed there is no commitment term to add.
+            outputs = [y, commit * args.w_commit] if commit.requires_grad else [y]
+            torch.autograd.backward(outputs, [grad_y, None][: len(outputs)])
         else:
             total = args.w_l1 * losses["l1"] + args.w_mel * losses["mel"]
             (total + args.w_commit * commit).backward()

@@ -16,7 +16,12 @@ from torch import nn
 
 
 def width_factor(ours: dict, theirs: dict) -> int:
-    """k where our SEANet is the source's at k times its base width, else 1."""
+    """k where our SEANet is the source's at k times its base width, else 1.
+
+    Anything else (a narrower model, a non-integer factor, or a SEANet that differs in
+    more than width, like the 48 kHz model started from the 24 kHz one) is not a
+    widening: the warm start then copies only the tensors whose shapes agree.
+    """
     a, b = ours.get("seanet", {}), theirs.get("seanet", {})
     if not a or not b or a.get("base_width") == b.get("base_width"):
         return 1
@@ -25,10 +30,7 @@ def width_factor(ours: dict, theirs: dict) -> int:
     same_elsewhere = all(a.get(key) == b.get(key) for key in (set(a) | set(b)) - free)
     k, rest = divmod(a["base_width"], b["base_width"])
     if rest or k < 2 or not same_elsewhere:
-        raise ValueError(
-            f"cannot widen base width {b['base_width']} to {a['base_width']}: widening needs "
-            "an integer factor and the same SEANet otherwise"
-        )
+        return 1
     return k
 
 

@@ -42,3 +42,17 @@ def test_several_clips_train_together_and_score_as_means(tmp_path: Path) -> None
     for key in ("lsd_0_4k", "si_snr", "stoi"):
         assert np.isclose(pair[0][key], (low[0][key] + high[0][key]) / 2, rtol=1e-5), key
     assert all(np.isfinite(r["lsd_0_4k"]) for r in pair)
+
+
+def test_the_balancer_trains_with_the_rvq_bypassed(tmp_path: Path) -> None:
+    # With --n-q 0 there is no commitment term; the balanced backward must not need one.
+    (tmp_path / "m").mkdir()
+    model = build_model_file(tmp_path / "m")
+    clip = tmp_path / "v.flac"
+    sf.write(clip, _voice(180.0), RATE)
+    out = tmp_path / "log.json"
+    args = ["--clip", str(clip), "--init", str(model), "--steps", "2", "--eval-every", "2"]
+    overfit.main([*args, "--batch", "2", "--n-q", "0", "--balancer", "--json", str(out)])
+    log = json.loads(out.read_text())["log"]
+    assert [r["step"] for r in log] == [0, 2]
+    assert log[1]["lsd_0_4k"] != log[0]["lsd_0_4k"]  # the weights moved
