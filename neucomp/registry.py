@@ -13,11 +13,13 @@ header. torch is imported only when a model is really loaded.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -198,7 +200,8 @@ def _read_model(path: Path) -> Codec:
     config, state = payload["config"], payload["state_dict"]
     if _hash_weights(config, state) != payload["hash"]:
         raise ModelError(f"{path} is damaged: its weights do not match the recorded hash")
-    codec = Codec(CodecConfig.from_dict(config))
+    with _random_init_skipped():
+        codec = Codec(CodecConfig.from_dict(config))
     missing, unexpected = codec.load_state_dict(
         {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=False
     )
@@ -207,8 +210,51 @@ def _read_model(path: Path) -> Codec:
         raise ModelError(
             f"{path} does not fit its config (missing {missing[:3]}, extra {unexpected[:3]})"
         )
+    # The codebooks' usage statistics are not stored: start them from the loaded
+    # codebooks (they only matter to training that goes on from this model).
+    for module in codec.modules():
+        if hasattr(module, "restart_statistics"):
+            module.restart_statistics()
     codec.weights_hash = payload["hash"]
     return codec.eval()
+
+
+#: The random initialisers that torch's layers (and ours) call when they are built.
+_RANDOM_INITS = (
+    "uniform_",
+    "normal_",
+    "trunc_normal_",
+    "kaiming_uniform_",
+    "kaiming_normal_",
+    "xavier_uniform_",
+    "xavier_normal_",
+    "orthogonal_",
+)
+
+
+@contextlib.contextmanager
+def _random_init_skipped() -> Iterator[None]:
+    """Build modules without drawing their random initial weights.
+
+    A model read from a file gets every weight from the file, so the draws (a third of
+    the model's build time, paid by every batch worker and before the first audio of a
+    pipe) are wasted. Only the initialisers are skipped: tensors are still allocated,
+    and the load that follows is strict, so nothing can keep an undrawn value.
+    """
+    from torch.nn import init
+
+    saved = {name: getattr(init, name) for name in _RANDOM_INITS}
+    try:
+        for name in saved:
+            setattr(init, name, _leave_as_is)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(init, name, fn)
+
+
+def _leave_as_is(tensor: Tensor, *args: object, **kwargs: object) -> Tensor:
+    return tensor
 
 
 # ----------------------------------------------------------------------------- LM files

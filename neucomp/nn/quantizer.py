@@ -58,7 +58,8 @@ class VectorQuantizer(nn.Module):
         self.dead_fraction = dead_fraction
         self.kmeans_iters = kmeans_iters
         self.register_buffer("initialized", torch.tensor(False))
-        self.register_buffer("embed", torch.randn(codebook_size, dim) * 0.1)
+        # Drawn by nn.init, so a model built only to load a file can skip the draw.
+        self.register_buffer("embed", nn.init.normal_(torch.empty(codebook_size, dim), std=0.1))
         self.register_buffer("cluster_size", torch.ones(codebook_size))
         self.register_buffer("embed_sum", self.embed.clone())
 
