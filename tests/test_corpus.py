@@ -229,6 +229,11 @@ def test_opus_shard_holds_more_audio_than_flac(tmp_path: Path) -> None:
         for fmt in shards.SHARD_FORMATS
     }
     assert audio["opus"] > 2 * audio["flac"]
+    # a higher compression level: a lower Opus bitrate, so more audio in the same MiB
+    leaner = shards.make_shard(
+        root / "manifest.tsv", tmp_path / "lean", 1.0, 3, 2.0, "opus", opus_level=0.87
+    )
+    assert sum(float(r["duration_s"]) for r in leaner) > 1.3 * audio["opus"]
 
 
 def test_shard_rejects_an_unknown_format(tmp_path: Path) -> None:

@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--format", choices=SHARD_FORMATS, default="opus", dest="fmt")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--crop-s", type=float, default=8.0)
+    s.add_argument(
+        "--opus-level", type=float, default=0.75, help="0 best … 1 smallest (0.75: ~70 kbps)"
+    )
     sub.add_parser("summary", help="hours per category of an existing corpus").add_argument(
         "--corpus", type=Path, default=Path("data/corpus24")
     )
@@ -62,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.seed,
                 args.crop_s,
                 args.fmt,
+                args.opus_level,
             )
             minutes = sum(float(r["duration_s"]) for r in rows) / 60
             print(f"{len(rows)} crops, {minutes:.1f} min of audio in {args.out}")

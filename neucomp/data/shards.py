@@ -26,12 +26,14 @@ def make_shard(
     seed: int = 0,
     crop_s: float = 8.0,
     fmt: str = "opus",
+    opus_level: float = 0.75,
 ) -> list[dict]:
     """Write weighted random `crop_s` crops (mono, at the corpus's 24 kHz) under `out`
     until the next one would pass `max_mib`; returns its manifest rows.
 
     `fmt` "opus" (~70 kbps Ogg/Opus) holds about 2.7× more audio per MiB than "flac":
     what matters when the shard shares the device's 64 MiB per call with the repo.
+    `opus_level` is libsndfile's compression level (0.83: ~48 kbps, 1.4× the audio).
 
     A file shorter than a crop (a spoken word) is followed by more files of the same
     package and language, drawn with the same weights and 0.1 s apart, so that a shard's
@@ -78,7 +80,10 @@ def make_shard(
             silent += 1
             continue
         name = f"{len(rows):05d}.{fmt}"
-        write(out / first.category / name, clip[None, :], rate)
+        if fmt == "opus":
+            ds.write_opus(out / first.category / name, clip[None, :], rate, level=opus_level)
+        else:
+            write(out / first.category / name, clip[None, :], rate)
         size = (out / first.category / name).stat().st_size
         if used + size > budget:
             (out / first.category / name).unlink()

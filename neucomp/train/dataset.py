@@ -20,7 +20,7 @@ import soundfile as sf
 import torch
 
 from neucomp.audio.signal import to_model_channels
-from neucomp.data.manifest import load_manifest, sampling_weights
+from neucomp.data.manifest import Entry, load_manifest, sampling_weights
 
 
 @dataclass
@@ -44,6 +44,7 @@ class CropSampler:
         augment: AugmentConfig | None = None,
         channels: int = 1,
         shares: dict[str, float] | None = None,
+        preload: bool = False,
     ) -> None:
         self.root = Path(corpus_dir)
         self.entries = load_manifest(self.root / "manifest.tsv")
@@ -57,22 +58,40 @@ class CropSampler:
         self.channels = channels
         self.augment = augment or AugmentConfig()
         self.rng = np.random.default_rng(seed)
+        # Decoded once, when asked: a GPU step takes tens of milliseconds, and decoding
+        # an Opus shard crop by crop would starve it. The crops drawn are the same.
+        self.cache: list[np.ndarray] | None = None
+        if preload:
+            self.cache = [self._decode(e) for e in self.entries]
+
+    def _decode(self, entry: Entry) -> np.ndarray:
+        audio, _ = sf.read(str(self.root / entry.path), dtype="float32", always_2d=True)
+        return self._to_channels(audio)
+
+    def _to_channels(self, audio: np.ndarray) -> np.ndarray:
+        """[frames, file channels] → [model channels, frames] (mono: [frames])."""
+        if self.channels == 1:
+            return audio.mean(axis=1)
+        return to_model_channels(np.ascontiguousarray(audio.T), self.channels)
 
     def _read_crop(self, idx: int) -> np.ndarray:
-        entry = self.entries[idx]
-        path = self.root / entry.path
-        with sf.SoundFile(str(path)) as f:
-            total = f.frames
+        if self.cache is not None:
+            whole = self.cache[idx]
+            total = whole.shape[-1]
+            crop = whole
             if total > self.length:
                 start = int(self.rng.integers(0, total - self.length + 1))
-                f.seek(start)
-                audio = f.read(self.length, dtype="float32", always_2d=True)
-            else:
-                audio = f.read(dtype="float32", always_2d=True)
-        if self.channels == 1:
-            crop = audio.mean(axis=1)
+                crop = whole[..., start : start + self.length]
         else:
-            crop = to_model_channels(np.ascontiguousarray(audio.T), self.channels)
+            with sf.SoundFile(str(self.root / self.entries[idx].path)) as f:
+                total = f.frames
+                if total > self.length:
+                    start = int(self.rng.integers(0, total - self.length + 1))
+                    f.seek(start)
+                    audio = f.read(self.length, dtype="float32", always_2d=True)
+                else:
+                    audio = f.read(dtype="float32", always_2d=True)
+            crop = self._to_channels(audio)
         if crop.shape[-1] < self.length:  # short file: place it at a random offset
             out = np.zeros((*crop.shape[:-1], self.length), dtype=np.float32)
             offset = int(self.rng.integers(0, self.length - crop.shape[-1] + 1))

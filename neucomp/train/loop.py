@@ -58,6 +58,9 @@ class TrainConfig:
     lr_decay_start: int = 0
     lr_decay_steps: int = 0
     lr_final_ratio: float = 0.1
+    # A linear warm-up from zero over the first steps: a fresh Adam on warm-started
+    # weights otherwise takes its largest steps before its moment estimates mean anything.
+    lr_warmup_steps: int = 0
     betas: tuple[float, float] = (0.5, 0.9)
     grad_clip: float = 1.0
     weights: dict = field(default_factory=lambda: {"l1": 0.1, "mel": 1.0, "adv": 3.0, "feat": 3.0})
@@ -104,6 +107,8 @@ class TrainConfig:
     # Share of crops per category, e.g. {"speech": 1.0} (empty: the corpus default,
     # speech 0.4 / music 0.4 / sfx 0.2; see neucomp.data.manifest.sampling_weights).
     category_shares: dict = field(default_factory=dict)
+    # Decode the whole corpus into memory first (a GPU shard: ~0.4 GB per hour of audio).
+    preload_audio: bool = False
     seed: int = 0
     threads: int = 2
     log_every: int = 10
@@ -115,6 +120,12 @@ class TrainConfig:
     export_every: int = 0  # write an inference model file to run_dir every N steps (0: never)
     init_from: str = ""  # with no checkpoint yet: start from these inference weights
     max_wall_s: float = 0.0  # stop (with a checkpoint) after this long; 0: no limit
+    # On a lent machine the step count a wall-time budget allows is not known ahead: with
+    # this on (and max_wall_s set), the rate measured over steps 50–200 sets `steps` so
+    # that the run ends at max_wall_s, and the cool-down to its last (1 − fit_decay_from).
+    fit_steps_to_wall: bool = False
+    fit_decay_from: float = 0.5
+    autocast_bf16: bool = True  # on CUDA: bf16 autocast for the generator and discriminator
 
     @classmethod
     def load(cls, path: str | Path, overrides: dict | None = None) -> TrainConfig:
@@ -129,6 +140,7 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
     return lr_schedule(
         step,
         cfg.lr,
+        warmup=cfg.lr_warmup_steps,
         decay_start=cfg.lr_decay_start,
         decay_steps=cfg.lr_decay_steps,
         final_ratio=cfg.lr_final_ratio,
@@ -186,6 +198,7 @@ class Trainer:
             augment=AugmentConfig(**cfg.augment),
             channels=self.codec_config.channels,
             shares=cfg.category_shares or None,
+            preload=cfg.preload_audio,
         )
         self.step = 0
         self.run_dir = Path(cfg.run_dir)
@@ -299,7 +312,9 @@ class Trainer:
         for opt, value in ((self.opt_g, lr), (self.opt_d, disc_lr)):
             for group in opt.param_groups:
                 group["lr"] = value
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        autocast = torch.autocast(
+            "cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda" and cfg.autocast_bf16
+        )
 
         with autocast:
             if cfg.decoder_only:
@@ -390,6 +405,27 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------
 
+    _FIT_FROM, _FIT_TO = 50, 200  # the steps whose rate sets the budget (after warm-up)
+
+    def _fit_steps_to_wall(self, start: float, verbose: bool) -> None:
+        if self.step == self._FIT_FROM:
+            self._fit_t0 = time.time()
+        elif self.step == self._FIT_TO and hasattr(self, "_fit_t0"):
+            cfg = self.cfg
+            now = time.time()
+            per_step = (now - self._fit_t0) / (self._FIT_TO - self._FIT_FROM)
+            # 2 % spare: the rate drifts, and max_wall_s stays the hard stop
+            left = cfg.max_wall_s - (now - start)
+            cfg.steps = self.step + max(1, int(0.98 * left / per_step))
+            cfg.lr_decay_start = max(self.step, int(cfg.fit_decay_from * cfg.steps))
+            cfg.lr_decay_steps = cfg.steps - cfg.lr_decay_start
+            if verbose:
+                print(
+                    f"{per_step * 1000:.0f} ms/step: {cfg.steps} steps fit the budget, "
+                    f"cool-down from step {cfg.lr_decay_start}",
+                    flush=True,
+                )
+
     def _install_signal_handlers(self) -> None:
         def request_stop(signum, frame):  # noqa: ARG001
             self.stop_requested = True
@@ -449,6 +485,8 @@ class Trainer:
                 break
             stats = self.train_step()
             window.append(stats)
+            if cfg.fit_steps_to_wall and cfg.max_wall_s:
+                self._fit_steps_to_wall(start, is_main)
             if is_main and self.step % cfg.log_every == 0:
                 now = time.time()
                 row = {

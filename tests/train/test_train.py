@@ -118,6 +118,27 @@ def test_learning_rate_cools_down_on_a_half_cosine() -> None:
     assert learning_rate(TrainConfig(lr=2e-4), 10**6) == 2e-4  # no cool-down configured
 
 
+def test_learning_rate_warms_up_linearly_first() -> None:
+    cfg = TrainConfig(lr=1e-3, lr_warmup_steps=10, lr_decay_start=100, lr_decay_steps=50)
+    assert [learning_rate(cfg, s) for s in (0, 4, 9)] == pytest.approx([1e-4, 5e-4, 1e-3])
+    assert learning_rate(cfg, 10) == learning_rate(cfg, 99) == 1e-3
+
+
+def test_a_wall_budget_sets_the_steps_and_the_cool_down(config: TrainConfig) -> None:
+    config.adv_start_step = 10_000
+    config.max_wall_s, config.fit_steps_to_wall, config.fit_decay_from = 3.0, True, 0.6
+    trainer = Trainer(config)
+    trainer._FIT_FROM, trainer._FIT_TO = 2, 8  # (50, 200) on a real run
+    trainer.run()
+    fitted = trainer.cfg
+    # steps 2–8 measure the rate; the rest of the budget buys the others
+    assert fitted.steps > 8 and trainer.step <= fitted.steps
+    assert fitted.lr_decay_start == max(8, int(0.6 * fitted.steps))
+    assert fitted.lr_decay_start + fitted.lr_decay_steps == fitted.steps
+    # it ended near the budget, by the fitted count or the hard stop, not long before
+    assert trainer.step >= 0.8 * fitted.steps
+
+
 def test_steps_use_the_scheduled_rate_and_resume_replays_it(config: TrainConfig) -> None:
     config.lr_decay_start, config.lr_decay_steps = 0, 4
     first = Trainer(config)
