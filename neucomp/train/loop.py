@@ -125,6 +125,7 @@ class TrainConfig:
     # that the run ends at max_wall_s, and the cool-down to its last (1 − fit_decay_from).
     fit_steps_to_wall: bool = False
     fit_decay_from: float = 0.5
+    fit_window: tuple[int, int] = (50, 200)  # the steps whose rate sets the budget
     autocast_bf16: bool = True  # on CUDA: bf16 autocast for the generator and discriminator
 
     @classmethod
@@ -405,26 +406,44 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------
 
-    _FIT_FROM, _FIT_TO = 50, 200  # the steps whose rate sets the budget (after warm-up)
-
     def _fit_steps_to_wall(self, start: float, verbose: bool) -> None:
-        if self.step == self._FIT_FROM:
+        cfg = self.cfg
+        first, last = cfg.fit_window
+        if self.step == first:
             self._fit_t0 = time.time()
-        elif self.step == self._FIT_TO and hasattr(self, "_fit_t0"):
-            cfg = self.cfg
+        elif self.step == last and hasattr(self, "_fit_t0"):
             now = time.time()
-            per_step = (now - self._fit_t0) / (self._FIT_TO - self._FIT_FROM)
+            per_step = (now - self._fit_t0) / (last - first)
             # 2 % spare: the rate drifts, and max_wall_s stays the hard stop
             left = cfg.max_wall_s - (now - start)
-            cfg.steps = self.step + max(1, int(0.98 * left / per_step))
-            cfg.lr_decay_start = max(self.step, int(cfg.fit_decay_from * cfg.steps))
-            cfg.lr_decay_steps = cfg.steps - cfg.lr_decay_start
+            steps = self.step + max(1, int(0.98 * left / per_step))
+            # rank 0's count for every rank: they must run the same number of all-reduces
+            steps = int(self._from_rank0(float(steps)))
+            cfg.steps = steps
+            cfg.lr_decay_start = max(self.step, int(cfg.fit_decay_from * steps))
+            cfg.lr_decay_steps = steps - cfg.lr_decay_start
             if verbose:
                 print(
-                    f"{per_step * 1000:.0f} ms/step: {cfg.steps} steps fit the budget, "
+                    f"{per_step * 1000:.0f} ms/step: {steps} steps fit the budget, "
                     f"cool-down from step {cfg.lr_decay_start}",
                     flush=True,
                 )
+
+    def _from_rank0(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.broadcast(t, 0)
+        return float(t.item())
+
+    def _all_agree_to_stop(self, stop: bool) -> bool:
+        """True on every rank when any rank wants to stop (a signal, its wall clock): ranks
+        that stopped at different steps would wait on each other's all-reduce for ever."""
+        if self.world == 1:
+            return stop
+        t = torch.tensor([float(stop)])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
 
     def _install_signal_handlers(self) -> None:
         def request_stop(signum, frame):  # noqa: ARG001
@@ -480,8 +499,9 @@ class Trainer:
         start = time.time()
         last = start
         window: list[dict[str, float]] = []
-        while self.step < cfg.steps and not self.stop_requested:
-            if cfg.max_wall_s and time.time() - start > cfg.max_wall_s:
+        while self.step < cfg.steps:
+            out_of_time = bool(cfg.max_wall_s) and time.time() - start > cfg.max_wall_s
+            if self._all_agree_to_stop(self.stop_requested or out_of_time):
                 break
             stats = self.train_step()
             window.append(stats)

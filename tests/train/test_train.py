@@ -127,8 +127,8 @@ def test_learning_rate_warms_up_linearly_first() -> None:
 def test_a_wall_budget_sets_the_steps_and_the_cool_down(config: TrainConfig) -> None:
     config.adv_start_step = 10_000
     config.max_wall_s, config.fit_steps_to_wall, config.fit_decay_from = 3.0, True, 0.6
+    config.fit_window = (2, 8)  # (50, 200) on a real run
     trainer = Trainer(config)
-    trainer._FIT_FROM, trainer._FIT_TO = 2, 8  # (50, 200) on a real run
     trainer.run()
     fitted = trainer.cfg
     # steps 2–8 measure the rate; the rest of the budget buys the others
@@ -354,6 +354,44 @@ def test_data_parallel_ranks_stay_in_sync(config: TrainConfig, tmp_path: Path) -
         for key, value in ranks[0][part].items():
             assert torch.equal(value, ranks[1][part][key]), f"{part}.{key} differs"
     assert ranks[0]["sampler"]["rng"] != ranks[1]["sampler"]["rng"]
+
+
+def test_data_parallel_ranks_stop_together(config: TrainConfig, tmp_path: Path) -> None:
+    """SIGTERM to one rank only (a scheduler may signal one process): both stop at the
+    same step and exit, where the other used to wait on its all-reduce for ever."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config.steps, config.adv_start_step, config.ckpt_every = 10**6, 10**6, 1
+    path = tmp_path / "ddp.json"
+    path.write_text(json.dumps(asdict(config)))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    cmd += ["-m", "neucomp.train", "--config", str(path)]
+    run = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    ckpts = [Path(config.run_dir) / f"last.rank{r}.pt" for r in (0, 1)]
+    try:
+        deadline = time.time() + 240
+        while not all(c.exists() for c in ckpts):  # both ranks are in the loop
+            assert run.poll() is None and time.time() < deadline, "the ranks never started"
+            time.sleep(0.2)
+        ranks = subprocess.run(
+            ["pgrep", "-P", str(run.pid)], capture_output=True, text=True
+        ).stdout.split()
+        assert len(ranks) == 2
+        os.kill(int(ranks[1]), signal.SIGTERM)
+        _, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    assert run.returncode == 0, err[-2000:]
+    steps = [torch.load(c, weights_only=False)["step"] for c in ckpts]
+    assert steps[0] == steps[1]
 
 
 def test_resume_with_another_world_size_reseeds_the_sampler(config: TrainConfig) -> None:
