@@ -205,6 +205,7 @@ class Trainer:
         self.run_dir = Path(cfg.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.stop_requested = False
+        self._fit_t0: float | None = None  # when the fit window began (fit_steps_to_wall)
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -226,6 +227,10 @@ class Trainer:
 
     def load_state_dict(self, state: dict) -> None:
         self.step = state["step"]
+        if self.cfg.fit_steps_to_wall and self.step >= self.cfg.fit_window[1]:
+            # the budget was fitted before the stop: keep it (the window will not recur)
+            for key in ("steps", "lr_decay_start", "lr_decay_steps"):
+                setattr(self.cfg, key, state["config"][key])
         self.model.load_state_dict(state["model"])
         self.opt_g.load_state_dict(state["opt_g"])
         if "disc" in state:  # absent: a reconstruction-only run that starts its GAN phase
@@ -411,7 +416,7 @@ class Trainer:
         first, last = cfg.fit_window
         if self.step == first:
             self._fit_t0 = time.time()
-        elif self.step == last and hasattr(self, "_fit_t0"):
+        elif self.step == last and self._fit_t0 is not None:
             now = time.time()
             per_step = (now - self._fit_t0) / (last - first)
             # 2 % spare: the rate drifts, and max_wall_s stays the hard stop
@@ -432,7 +437,8 @@ class Trainer:
     def _from_rank0(self, value: float) -> float:
         if self.world == 1:
             return value
-        t = torch.tensor([value], dtype=torch.float64)
+        # on the process group's device: NCCL takes CUDA tensors only
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
         dist.broadcast(t, 0)
         return float(t.item())
 
@@ -441,7 +447,7 @@ class Trainer:
         that stopped at different steps would wait on each other's all-reduce for ever."""
         if self.world == 1:
             return stop
-        t = torch.tensor([float(stop)])
+        t = torch.tensor([float(stop)], device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 

@@ -137,6 +137,13 @@ def test_a_wall_budget_sets_the_steps_and_the_cool_down(config: TrainConfig) -> 
     assert fitted.lr_decay_start + fitted.lr_decay_steps == fitted.steps
     # it ended near the budget, by the fitted count or the hard stop, not long before
     assert trainer.step >= 0.8 * fitted.steps
+    # a resumed run keeps the fitted budget: its own fit window has passed
+    resumed = Trainer(TrainConfig(**{**asdict(config), "steps": 10**6}))
+    assert resumed.try_resume()
+    assert (resumed.cfg.steps, resumed.cfg.lr_decay_start) == (
+        fitted.steps,
+        fitted.lr_decay_start,
+    )
 
 
 def test_steps_use_the_scheduled_rate_and_resume_replays_it(config: TrainConfig) -> None:
