@@ -3,6 +3,7 @@ through a lent GPU machine's transfer limit (docs/TRAINING.md)."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,8 @@ def make_shard(
     write = SHARD_WRITERS.get(fmt)
     if write is None:
         raise ds.DataBuildError(f"unknown shard format {fmt!r} (choose {', '.join(SHARD_FORMATS)})")
+    if fmt == "opus":
+        write = functools.partial(ds.write_opus, level=opus_level)
     entries = load_manifest(manifest)
     if not entries:
         raise ds.DataBuildError(f"{manifest} lists no files")
@@ -80,10 +83,7 @@ def make_shard(
             silent += 1
             continue
         name = f"{len(rows):05d}.{fmt}"
-        if fmt == "opus":
-            ds.write_opus(out / first.category / name, clip[None, :], rate, level=opus_level)
-        else:
-            write(out / first.category / name, clip[None, :], rate)
+        write(out / first.category / name, clip[None, :], rate)
         size = (out / first.category / name).stat().st_size
         if used + size > budget:
             (out / first.category / name).unlink()
