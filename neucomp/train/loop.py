@@ -367,7 +367,9 @@ class Trainer:
             grad_y, norms = self.balancer.gradient(losses, y)
             side = commit * cfg.commit_weight
             side = side + sum(cfg.weights.get(k, 1.0) * v for k, v in aux.items())
-            torch.autograd.backward([y, side], [grad_y, None])
+            # decoder-only runs have no commitment (a constant zero) and nothing else aside
+            roots, grads = ([y, side], [grad_y, None]) if side.requires_grad else ([y], [grad_y])
+            torch.autograd.backward(roots, grads)
         self._average_gradients(self.gen_params)
         gnorm = torch.nn.utils.clip_grad_norm_(self.gen_params, cfg.grad_clip)
         self.opt_g.step()

@@ -438,9 +438,16 @@ def test_warm_start_from_a_shipped_model(config: TrainConfig, tmp_path: Path) ->
     assert "mel" in fresh.train_step()  # and it trains on from there
 
 
-def test_decoder_only_training_keeps_the_codes(config: TrainConfig, monkeypatch) -> None:
-    config.decoder_only, config.loss_mixing, config.adv_start_step = True, "sum", 10_000
-    config.model = dict(config.model, decoder="frame", frame_decoder={"dim": 16, "layers": 2})
+@pytest.mark.parametrize(
+    "decoder, mixing", [("frame", "sum"), ("seanet", "sum"), ("seanet", "balancer")]
+)
+def test_decoder_only_training_keeps_the_codes(
+    config: TrainConfig, monkeypatch, decoder: str, mixing: str
+) -> None:
+    # with the balancer there is no commitment term to backpropagate beside the output
+    config.decoder_only, config.loss_mixing, config.adv_start_step = True, mixing, 10_000
+    if decoder == "frame":
+        config.model = dict(config.model, decoder="frame", frame_decoder={"dim": 16, "layers": 2})
     trainer = Trainer(config)
     frozen = {
         k: v.clone()
