@@ -436,6 +436,30 @@ class Trainer:
                     flush=True,
                 )
 
+    def _refit_steps_to_wall(self, start: float, verbose: bool) -> None:
+        """Fit the step count again from the rate since the fit window began, validations
+        and checkpoints included (the window's rate has none of them, so a run with
+        validations would hit max_wall_s mid cool-down). Only while the learning rate is
+        still flat, so the schedule has no jump; every rank calls it at the same step."""
+        cfg = self.cfg
+        first = cfg.fit_window[0]
+        if self._fit_t0 is None or self.step <= cfg.fit_window[1]:
+            return
+        now = time.time()
+        per_step = (now - self._fit_t0) / (self.step - first)
+        left = cfg.max_wall_s - (now - start)
+        steps = int(self._from_rank0(float(self.step + max(1, int(0.98 * left / per_step)))))
+        decay_start = int(cfg.fit_decay_from * steps)
+        if self.step >= cfg.lr_decay_start or decay_start <= self.step:
+            return  # the cool-down has begun (or would have): leave it as it is
+        cfg.steps, cfg.lr_decay_start, cfg.lr_decay_steps = steps, decay_start, steps - decay_start
+        if verbose:
+            print(
+                f"refit with validations: {per_step * 1000:.0f} ms/step, {steps} steps, "
+                f"cool-down from step {decay_start}",
+                flush=True,
+            )
+
     def _from_rank0(self, value: float) -> float:
         if self.world == 1:
             return value
@@ -534,8 +558,11 @@ class Trainer:
                 self.save_checkpoint()
             if is_main and cfg.export_every and self.step % cfg.export_every == 0:
                 self.export(self.run_dir / f"{self.codec_config.name}.pt")
-            if is_main and cfg.val_every and self.step % cfg.val_every == 0:
-                validator.run(self.model, self.step, self.run_dir / "val_log.csv")
+            if cfg.val_every and self.step % cfg.val_every == 0:
+                if is_main:
+                    validator.run(self.model, self.step, self.run_dir / "val_log.csv")
+                if cfg.fit_steps_to_wall and cfg.max_wall_s:
+                    self._refit_steps_to_wall(start, is_main)
         self.save_checkpoint()
         if is_main:
             print(f"stopped at step {self.step}; checkpoint {self._ckpt_path()}", flush=True)

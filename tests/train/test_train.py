@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -144,6 +145,30 @@ def test_a_wall_budget_sets_the_steps_and_the_cool_down(config: TrainConfig) -> 
         fitted.steps,
         fitted.lr_decay_start,
     )
+
+
+def test_the_wall_fit_counts_the_validations(config: TrainConfig, monkeypatch) -> None:
+    # The fit window has no validation in it; without a refit the validations' time
+    # would stop the run by the wall clock partway through its cool-down.
+    import neucomp.train.loop as loop
+
+    class SlowValidator:
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        def run(self, *args, **kwargs) -> None:
+            time.sleep(0.25)
+
+    monkeypatch.setattr(loop, "Validator", SlowValidator)
+    config.adv_start_step, config.val_every = 10_000, 10
+    config.max_wall_s, config.fit_steps_to_wall, config.fit_decay_from = 4.0, True, 0.6
+    config.fit_window = (2, 8)
+    trainer = Trainer(config)
+    trainer.run()
+    fitted = trainer.cfg
+    assert fitted.lr_decay_start + fitted.lr_decay_steps == fitted.steps
+    assert trainer.step >= 0.95 * fitted.steps  # the cool-down ran (nearly) to its end
+    assert learning_rate(fitted, trainer.step - 1) < 0.3 * config.lr
 
 
 def test_steps_use_the_scheduled_rate_and_resume_replays_it(config: TrainConfig) -> None:
