@@ -95,8 +95,9 @@ class VectorQuantizer(nn.Module):
     def _ema_update(self, x: Tensor, indices: Tensor) -> None:
         onehot_counts = torch.bincount(indices, minlength=self.codebook_size).to(x.dtype)
         sums = torch.zeros_like(self.embed).index_add_(0, indices, x)
-        _all_reduce(onehot_counts)
-        _all_reduce(sums)
+        if dist.is_available() and dist.is_initialized():  # one call for both
+            both = _all_reduce(torch.cat([onehot_counts[:, None], sums], dim=1))
+            onehot_counts, sums = both[:, 0], both[:, 1:]
         self.cluster_size.mul_(self.decay).add_(onehot_counts, alpha=1 - self.decay)
         self.embed_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
         # Laplace smoothing keeps rarely used entries from dividing by ~0.
