@@ -138,7 +138,7 @@ def _hash_weights(config: dict, state: dict[str, Tensor]) -> str:
         h.update(key.encode())
         h.update(str(t.dtype).encode())
         h.update(str(tuple(t.shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(memoryview(t.view(torch.uint8).numpy()) if t.numel() else b"")  # no copy
     return h.hexdigest()
 
 
@@ -202,8 +202,12 @@ def _read_model(path: Path) -> Codec:
         raise ModelError(f"{path} is damaged: its weights do not match the recorded hash")
     with _random_init_skipped():
         codec = Codec(CodecConfig.from_dict(config))
+    # assign: the file's tensors become the parameters (a copy into the freshly built
+    # ones would be a second pass over every weight before the first audio)
     missing, unexpected = codec.load_state_dict(
-        {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=False
+        {k: v.float() if v.is_floating_point() else v for k, v in state.items()},
+        strict=False,
+        assign=True,
     )
     missing = [k for k in missing if not k.endswith(TRAINING_STATE)]
     if missing or unexpected:
