@@ -1,4 +1,4 @@
-"""`python -m neucomp.eval {quality,levels,lmsize,bench,phase-oracle,latent-dims,spectrogram}
+"""`python -m neucomp.eval {quality,levels,lmsize,bench,phase-oracle,latent-dims,spectrogram,pair}
 …`: every evaluation job.
 
     python -m neucomp.eval quality data/deveval --json bench/eval.json   # = neucomp eval
@@ -8,6 +8,7 @@
     python -m neucomp.eval phase-oracle data/deveval    # PESQ ceilings of decoder outputs
     python -m neucomp.eval latent-dims data/deveval MODEL  # how many latent dims are used
     python -m neucomp.eval spectrogram data/deveval MODEL … --out X.png  # models side by side
+    python -m neucomp.eval pair shipped.json candidate.json  # clip by clip: does it ship?
 
 Each subcommand takes the options of its module (`python -m neucomp.eval levels -h`).
 """
@@ -23,6 +24,7 @@ TOOLS = {
     "phase-oracle": "neucomp.eval.phase_oracle",
     "latent-dims": "neucomp.eval.latent",
     "spectrogram": "neucomp.eval.compare",
+    "pair": "neucomp.eval.pair",
 }
 
 
