@@ -1,12 +1,14 @@
-"""`python -m neucomp.train {codec,lm,export,fork,rebind-lm,overfit} …`: every training job.
+"""`python -m neucomp.train {codec,lm,export,fork,rebind-lm,rebind-tables,overfit} …`: every
+training job.
 
     python -m neucomp.train codec --config configs/codec24_cpu.json [--set key=value …]
     python -m neucomp.train lm --config configs/lm24.json [--steps N …]
 
 `codec` trains (or resumes) the codec (also without the word: `--config …`); `lm` trains
 the code LM (neucomp.train.lm); `export` writes an inference model file from a
-checkpoint; `fork` starts a new run folder from one; `rebind-lm` re-issues an LM for a
-new decoder on unchanged codes; `overfit` runs the one-clip memorisation test.
+checkpoint; `fork` starts a new run folder from one; `rebind-lm` and `rebind-tables`
+re-issue the LM and the fast coder's tables for a new decoder on unchanged codes;
+`overfit` runs the one-clip memorisation test.
 """
 
 from __future__ import annotations
@@ -49,6 +51,14 @@ def main(argv: list[str] | None = None) -> None:
     reb.add_argument("old_codec")
     reb.add_argument("new_codec")
     reb.add_argument("out")
+    rbt = sub.add_parser(
+        "rebind-tables",
+        help="re-issue the fast coder's tables for a codec with a new decoder on the same codes",
+    )
+    rbt.add_argument("tables")
+    rbt.add_argument("old_codec")
+    rbt.add_argument("new_codec")
+    rbt.add_argument("out")
     fork = sub.add_parser(
         "fork", help="start a new run folder from a checkpoint (e.g. a GAN phase branch)"
     )
@@ -78,6 +88,14 @@ def main(argv: list[str] | None = None) -> None:
             Path(args.lm), Path(args.old_codec), Path(args.new_codec), Path(args.out)
         )
         print(f"wrote {args.out} (LM hash {digest.hex()[:16]}…)")
+        return
+    if args.command == "rebind-tables":
+        from neucomp.train.export import rebind_tables
+
+        digest = rebind_tables(
+            Path(args.tables), Path(args.old_codec), Path(args.new_codec), Path(args.out)
+        )
+        print(f"wrote {args.out} (tables hash {digest.hex()[:16]}…)")
         return
     if args.command == "fork":
         from neucomp.train.export import fork_checkpoint

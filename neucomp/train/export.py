@@ -55,6 +55,25 @@ def rebind_lm(lm_path: Path, old_codec: Path, new_codec: Path, out: Path) -> byt
     return save_lm(coder.lm, out, new.weights_hash, card)
 
 
+def rebind_tables(tables_path: Path, old_codec: Path, new_codec: Path, out: Path) -> bytes:
+    """Re-issue the fast coder's tables for a codec whose decoder changed but whose codes
+    did not, as `rebind_lm` does for the LM: the same tables, bound to the new codec hash.
+    Refused (ValueError) when the two codecs do not give the same codes."""
+    import dataclasses
+
+    from neucomp.coding.tables import Tables
+    from neucomp.registry import load_model
+
+    old, new = load_model(old_codec, cached=False), load_model(new_codec, cached=False)
+    tables = Tables.load(tables_path, old.weights_hash)
+    if not same_codes(old, new):
+        raise ValueError(
+            f"{new_codec} codes audio differently from {old_codec}: retrain the tables"
+        )
+    rebound = dataclasses.replace(tables, codec_hash=bytes.fromhex(new.weights_hash))
+    return rebound.save(out)
+
+
 def fork_checkpoint(checkpoint: Path, run_dir: Path, fresh_disc: bool = False) -> Path:
     """Copy a training checkpoint into a new run folder, where `python -m neucomp.train
     --set run_dir=…` resumes it; `fresh_disc` drops the discriminator and its optimiser

@@ -570,6 +570,33 @@ def test_rebind_lm_needs_the_same_codes(tmp_path: Path) -> None:
         rebind_lm(lm_path, old_path, other, tmp_path / "bad.lm")
 
 
+def test_rebind_tables_needs_the_same_codes(tmp_path: Path) -> None:
+    from conftest import build_model_file
+
+    from neucomp.coding.tables import Tables, train_tables
+    from neucomp.registry import load_model, save_model
+    from neucomp.train.export import rebind_tables
+
+    old_path = build_model_file(tmp_path)
+    old = load_model(old_path)
+    codes = np.random.default_rng(0).integers(0, 1024, (4, 300))
+    tables = train_tables(codes, old.weights_hash, n_ctx=2, n_ctx0=4)
+    tables.save(tmp_path / "old.fct")
+    new = load_model(old_path, cached=False)  # same encoder and RVQ, a changed decoder
+    with torch.no_grad():
+        next(new.decoder.parameters()).add_(0.01)
+    new_path = tmp_path / "new.pt"
+    new_hash = save_model(new, new_path)
+    assert new_hash != old.weights_hash
+    rebind_tables(tmp_path / "old.fct", old_path, new_path, tmp_path / "new.fct")
+    rebound = Tables.load(tmp_path / "new.fct", new_hash)  # refuses any other codec
+    assert rebound.encode(codes) == tables.encode(codes)  # the same tables
+    (tmp_path / "other").mkdir()
+    other = build_model_file(tmp_path / "other", seed=1)
+    with pytest.raises(ValueError, match="retrain the tables"):
+        rebind_tables(tmp_path / "old.fct", old_path, other, tmp_path / "bad.fct")
+
+
 def test_period_discriminator_sees_each_period_and_any_length():
     from neucomp.train.discriminator import CombinedDiscriminator
 
