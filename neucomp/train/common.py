@@ -36,6 +36,11 @@ def _source_state(source: str | Path) -> tuple[dict[str, torch.Tensor], dict | N
     """The weights in ``source`` and its codec config (None where it has none)."""
     from neucomp import registry
 
+    if Path(source).suffix == ".lm":
+        # A shipped code LM holds only its integer twin: its float equivalent.
+        from neucomp.train.quantize import dequantize_lm
+
+        return dequantize_lm(registry.read_lm(source).lm).state_dict(), None
     payload = torch.load(source, map_location="cpu", weights_only=True)
     if isinstance(payload, dict) and payload.get("format") == registry.MODEL_FILE_FORMAT:
         # An inference model file: verified, fp16 → float, buffers rebuilt.
@@ -171,7 +176,8 @@ def _zero_new_units(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 def warm_start(model: nn.Module, source: str | Path) -> list[str]:
     """Start ``model`` from the weights in ``source``, an inference model file (fp16,
-    weight norm folded) or a training checkpoint (``{"model": state_dict}``).
+    weight norm folded), a training checkpoint (``{"model": state_dict}``) or, for the
+    code LM, a shipped ``.lm`` file (its integer weights turned back into float ones).
 
     Every tensor whose name and shape match is copied; a weight-normed weight is
     assigned, which splits it back into norm and direction. A codec with one more SEANet

@@ -53,10 +53,11 @@ DEFAULTS = {
     "ckpt_every": 100,
     "calib_crops": 16,
     "max_heads": 8,  # loss on at most this many random heads per batch (unbiased, faster)
-    # A float LM checkpoint (another run's ckpt.pt) to start from instead of random weights,
-    # for a codec that continued training from the one that checkpoint learned: its
-    # codebooks move slowly, so much of what the LM knows still holds. Tensors that are
-    # new or changed shape keep their initialisation.
+    # A float LM checkpoint (another run's ckpt.pt), or a shipped .lm file (its integer
+    # weights turned back into float ones: train.quantize.dequantize_lm), to start from
+    # instead of random weights, for a codec that continued training from the one that LM
+    # learned: its codebooks move slowly, so much of what the LM knows still holds.
+    # Tensors that are new or changed shape keep their initialisation.
     "init_from": None,
 }
 
@@ -232,7 +233,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--config", required=True)
     ap.add_argument("--steps", type=int, help="override the number of training steps")
-    ap.add_argument("--init-from", help="float LM checkpoint to warm-start from (see init_from)")
+    ap.add_argument(
+        "--init-from", help="float LM checkpoint or .lm file to warm-start from (see init_from)"
+    )
     ap.add_argument("--run-dir", help="override run_dir (codes cache and checkpoint)")
     ap.add_argument("--codec", help="override codec (a model name, e.g. 48khz, or a path)")
     ap.add_argument("--corpus", help="override corpus (a manifest.tsv)")

@@ -154,3 +154,87 @@ def random_lm(config: LMConfig, seed: int = 0, spread: float = 0.2) -> IntLM:
     k = config.max_codebooks
     calib = [torch.randint(0, config.card, (2, k, 2 * config.window), generator=gen)]
     return quantize_lm(model, calib)
+
+
+def _gelu_step(table: Tensor) -> float:
+    """The fc1-output step that made a GELU lookup table (`quantize_lm`'s `step`).
+
+    The table holds round(GELU(i * step) / s_g) for i in -GELU_HALF..GELU_HALF with
+    s_g = max|GELU| / 127, so its shape (where it crosses zero, how deep its dip goes)
+    fixes the step; a log-grid search, then a finer one, finds a step that rebuilds it.
+    """
+    i = torch.arange(-GELU_HALF, GELU_HALF + 1, dtype=torch.float64)
+    target = table.double()
+
+    def error(step: float) -> float:
+        g = F.gelu(i * step)
+        rebuilt = torch.round(g / (g.abs().max() / Q8)).clamp(-Q8, Q8)
+        return float(((rebuilt - target) ** 2).sum())
+
+    best = min(torch.logspace(-6, 1, 400, dtype=torch.float64).tolist(), key=error)
+    fine = torch.linspace(best / 1.05, best * 1.05, 400, dtype=torch.float64).tolist()
+    return min(fine, key=error)
+
+
+@torch.no_grad()
+def dequantize_lm(lm: IntLM) -> CodesLM:
+    """A float `CodesLM` that computes what the integer `lm` does, up to its rounding:
+    the inverse of `quantize_lm`, so that training can warm-start from a shipped `.lm`
+    file (it holds only the integer model).
+
+    Every integer scale is folded back into float weights. The residual stream keeps the
+    integer one's shape at a size set by the embeddings (RMSNorm does not see it); each
+    RMSNorm's weight becomes its multiplier over 2^NORM_SHIFT * sqrt(dim), so its output
+    is the integer model's int8 value; each linear layer's weight is its int8 matrix
+    times its requantisation multiplier; the attention scale is split evenly between q
+    and k; logits come back from 1/64-nat steps to nats.
+    """
+    c = lm.config
+    a = lm.arrays
+    model = CodesLM(c)
+    emb = a["emb"].double() * a["emb_mult"].double()[:, None] / 2.0 ** int(a["emb_shift"])
+    # The residual's unit is free (RMSNorm divides it out) but not its size: too small a
+    # residual drowns in the norms' eps. Embeddings at CodesLM's initial size (std 0.02)
+    # put it where the float model trained.
+    s_x = 0.02 / float(emb.pow(2).mean().sqrt().clamp(min=1e-12))
+    root = math.sqrt(c.dim)
+
+    def real(name: str) -> Tensor:
+        """[in, out] float weight of an integer linear layer, output in its int units."""
+        w = a[name + "_w"].double()
+        return w * (a[name + "_mult"].double() / 2.0 ** int(a[name + "_shift"]))
+
+    def norm_weight(mult: Tensor) -> Tensor:
+        return mult.double() / (2.0**NORM_SHIFT * root)
+
+    hd = c.dim // c.heads
+    for i, block in enumerate(model.blocks):
+        p = f"l{i}."
+        block.norm1.weight.copy_(norm_weight(a[p + "norm1_mult"]))
+        qkv = real(p + "qkv")  # [dim, 3 dim] → q, k, v in their int8 units
+        att = float(a[p + "att_mult"]) / 2.0 ** int(a[p + "att_shift"])
+        qk = math.sqrt(att * LOGIT_STEP * math.sqrt(hd))  # q·k/sqrt(hd) in nats
+        qkv[:, : 2 * c.dim] *= qk
+        block.qkv.weight.copy_(qkv.t())
+        block.proj.weight.copy_((real(p + "proj") * s_x).t())
+        block.norm2.weight.copy_(norm_weight(a[p + "norm2_mult"]))
+        step = _gelu_step(a[p + "gelu"])
+        g = F.gelu(torch.arange(-GELU_HALF, GELU_HALF + 1, dtype=torch.float64) * step)
+        s_g = float(g.abs().max()) / Q8
+        block.fc1.weight.copy_((real(p + "fc1") * step).t())
+        block.fc2.weight.copy_((real(p + "fc2") * s_x / s_g).t())
+
+    model.emb.weight.copy_(emb * s_x)
+    model.start.copy_(a["start"].double() * s_x)
+    model.k_emb.weight.copy_(a["k_emb"].double() * s_x)
+    norm_f = norm_weight(a["norm_f_mult"])
+    if c.intra:
+        shift = 2.0 ** int(a["intra_shift"])
+        norm_f = norm_f * a["intra_hmult"].double() / shift  # h in the units of head input
+        model.intra_norm.weight.copy_(norm_weight(a["intra_norm_mult"]))
+        w = a["intra_w"].double() * a["intra_mult"].double() / shift
+        model.intra_proj.weight.copy_(w.t())
+    model.norm.weight.copy_(norm_f)
+    model.heads.weight.copy_((real("head") * LOGIT_STEP).t())
+    model.heads.bias.copy_(a["head_bias"].double() * LOGIT_STEP)
+    return model

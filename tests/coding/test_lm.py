@@ -212,3 +212,32 @@ def test_model_arrays_round_trip(config):
     assert math.isclose(
         float(code_bits(lm.forward(codes), codes)), code_bits(again.forward(codes), codes).item()
     )
+
+
+@both
+def test_dequantized_model_computes_what_the_integer_one_does(config, tmp_path):
+    # A shipped .lm holds only integers; training warm-starts from its float equivalent.
+    from neucomp import registry
+    from neucomp.train.common import warm_start
+    from neucomp.train.quantize import dequantize_lm
+
+    codes = torch.from_numpy(np.stack([structured_codes(4, 48, seed=s) for s in range(6)]))
+    trained = _train_tiny(codes, config)
+    lm = quantize_lm(trained, [codes[:3]])
+    held_out = torch.from_numpy(structured_codes(4, 48, seed=99))
+    with torch.no_grad():
+        logits = trained(held_out[None])
+        back = dequantize_lm(lm)(held_out[None])
+    int_bits = code_bits(lm.forward(held_out), held_out).item() / held_out.numel()
+    back_bits = bits_per_code(back, held_out[None]).item()
+    assert abs(back_bits - int_bits) < 0.01 * int_bits
+    # the same distributions, not merely the same average (logits up to a per-row shift)
+    spread = (logits - logits.mean(-1, keepdim=True)).std().item()
+    diff = (back - back.mean(-1, keepdim=True)) - (logits - logits.mean(-1, keepdim=True))
+    assert diff.abs().mean().item() < 0.05 * spread
+    # and a .lm file warm-starts a float model to that function
+    registry.save_lm(lm, tmp_path / "x.lm", "00" * 32)
+    fresh = CodesLM(config)
+    assert warm_start(fresh, tmp_path / "x.lm") == []
+    with torch.no_grad():
+        assert torch.allclose(fresh.eval()(held_out[None]), back, atol=1e-5)
