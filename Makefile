@@ -73,13 +73,16 @@ train48: $(STAMP)
 # The codec's entropy coders: the LM, then the fast coder's tables (~20 s once the
 # training codes are cached), both tied to the codec's hash: rerun after changing the codec.
 # MODEL=48khz does the same for the 48 kHz stereo model (configs/lm48.json, data/music48).
+# LM_INIT=models/neucomp_24khz.lm starts from the shipped LM (for a codec that continued
+# training from the one it was made for: far fewer steps than from scratch).
 MODEL ?= 24khz
+LM_INIT ?=
 LM_CONFIG_24khz := configs/lm24.json
 LM_CONFIG_48khz := configs/lm48.json
 CORPUS_24khz := data/corpus24/manifest.tsv
 CORPUS_48khz := data/music48/manifest.tsv
 train-lm: $(STAMP)
-	$(PY) -m neucomp.train lm --config $(LM_CONFIG_$(MODEL))
+	$(PY) -m neucomp.train lm --config $(LM_CONFIG_$(MODEL)) $(if $(LM_INIT),--init-from $(LM_INIT))
 	$(PY) -m neucomp.eval.coders tables --codec $(MODEL) --corpus $(CORPUS_$(MODEL))
 
 clean:
