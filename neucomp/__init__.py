@@ -72,12 +72,17 @@ def compress(
 
 
 def decompress(
-    data: bytes, *, salvage: bool = False, model: str | None = None
+    data: bytes,
+    *,
+    salvage: bool = False,
+    model: str | None = None,
+    postfilter: bool | None = None,
 ) -> tuple[np.ndarray, int]:
-    """`.ecdc` bytes → ``(audio [C, T] float32, sample_rate)`` as the original was."""
+    """`.ecdc` bytes → ``(audio [C, T] float32, sample_rate)`` as the original was.
+    ``postfilter``: the decoder's formant postfilter, for speech (None: the default, off)."""
     from neucomp.api import decompress as _decompress
 
-    return _decompress(data, salvage=salvage, model=model)
+    return _decompress(data, salvage=salvage, model=model, postfilter=postfilter)
 
 
 def load_model(name: str | None = None) -> Codec:

@@ -77,10 +77,12 @@ def _decompress(
     salvage: bool,
     model: Codec | str | os.PathLike | None,
     progress: Progress | None = None,
+    postfilter: bool | None = None,
 ) -> Result:
     """Read the header, find the model and coder it needs, and let the engine decode.
 
     ``model`` overrides the installed model named in the header (its hash must match).
+    ``postfilter``: the formant postfilter on or off (None: the stream's default).
     ``open_sink`` also gets the totals when a seekable input gives them up front (the
     end record, read first), else None.
     """
@@ -98,6 +100,7 @@ def _decompress(
         salvage=salvage,
         progress=progress,
         total_samples=None if known is None else known.original_samples,
+        postfilter=postfilter,
     )
 
 
@@ -193,6 +196,7 @@ def decompress_file(
     force: bool = False,
     model: str | os.PathLike | None = None,
     progress: Progress | None = None,
+    postfilter: bool | None = None,
 ) -> Result:
     """Decompress the .ecdc file ``src`` (or ``"-"``) into ``dst`` (.wav/.flac or ``"-"``).
 
@@ -206,7 +210,7 @@ def decompress_file(
         check_output(dst, force)
         if str(dst) == A.STDIO:
             lazy = _LazyWriter(sys.stdout.buffer, fmt, subtype, stream=True)
-            result = _decompress(fp, lazy.open, salvage, model, progress)
+            result = _decompress(fp, lazy.open, salvage, model, progress, postfilter)
             if lazy.writer is not None:
                 lazy.writer.close()
             result.output_bytes = lazy.writer.bytes_written if lazy.writer else 0
@@ -214,7 +218,7 @@ def decompress_file(
             with atomic_output(dst, force) as out:
                 lazy = _LazyWriter(out, fmt, subtype)
                 try:
-                    result = _decompress(fp, lazy.open, salvage, model, progress)
+                    result = _decompress(fp, lazy.open, salvage, model, progress, postfilter)
                 finally:
                     if lazy.writer is not None:
                         lazy.writer.close()
@@ -304,14 +308,22 @@ class _Collect:
 
 
 def decompress(
-    data: bytes, *, salvage: bool = False, model: str | None = None
+    data: bytes,
+    *,
+    salvage: bool = False,
+    model: str | None = None,
+    postfilter: bool | None = None,
 ) -> tuple[np.ndarray, int]:
     """Decompress .ecdc bytes to ``(audio [C, T] float32, sample_rate)`` at the original
     rate, channel count and length. With ``salvage``, damaged chunks become silence (and
     a warning) instead of an error. ``model`` (a name or path) overrides the installed
-    model the stream names; its weights must still be the ones that made the stream."""
+    model the stream names; its weights must still be the ones that made the stream.
+    ``postfilter`` turns the decoder's formant postfilter on or off (None: the default,
+    off; it helps speech and harms music: neucomp.audio.postfilter)."""
     collect = _Collect()
-    result = _decompress(io.BytesIO(data), lambda h, known: collect, salvage, model)
+    result = _decompress(
+        io.BytesIO(data), lambda h, known: collect, salvage, model, postfilter=postfilter
+    )
     for message in result.warnings:
         warnings.warn(message, stacklevel=2)
     audio = np.concatenate(collect.blocks, axis=1) if collect.blocks else None

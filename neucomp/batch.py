@@ -52,6 +52,7 @@ class DecompressOptions:
     float_wav: bool = False
     salvage: bool = False
     model: str | None = None
+    postfilter: bool | None = None  # None: the default (engine.default_postfilter: off)
 
 
 Options = CompressOptions | DecompressOptions

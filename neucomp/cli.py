@@ -415,6 +415,12 @@ def compress(
     help="Codec model file to use (default: the installed one the file names).",
 )
 @click.option(
+    "--postfilter/--no-postfilter",
+    default=None,
+    help="The decoder's formant postfilter, for speech: it lowers the coding haze between "
+    "formants (+0.12 PESQ-wb at 6 kbps) but dulls music  [default: off].",
+)
+@click.option(
     "--format",
     "fmt",
     type=click.Choice(["wav", "flac"]),
@@ -432,6 +438,7 @@ def decompress(
     float_wav: bool,
     salvage: bool,
     model: str | None,
+    postfilter: bool | None,
     fmt: str | None,
     force: bool,
     quiet: bool,
@@ -446,7 +453,9 @@ def decompress(
     if plan.folders is not None:
         src, dst = plan.folders
         _folder_output(dst)
-        options = batch.DecompressOptions(float_wav=float_wav, salvage=salvage, model=model)
+        options = batch.DecompressOptions(
+            float_wav=float_wav, salvage=salvage, model=model, postfilter=postfilter
+        )
         summary = batch.run_batch(
             src,
             dst,
@@ -471,7 +480,14 @@ def decompress(
 
     def convert(src: str, dst: str, bar: Progress) -> Result:
         return api.decompress_file(
-            src, dst, float_wav=float_wav, salvage=salvage, force=force, model=model, progress=bar
+            src,
+            dst,
+            float_wav=float_wav,
+            salvage=salvage,
+            force=force,
+            model=model,
+            progress=bar,
+            postfilter=postfilter,
         )
 
     _run_files(plan.pairs, convert, _decompress_report, quiet)

@@ -243,6 +243,15 @@ class _HeldTail:
         return rest
 
 
+def default_postfilter(header: Header) -> bool:  # noqa: ARG001  (the hook for a stream flag)
+    """Whether a stream is postfiltered unless asked otherwise: not yet for any. On the
+    45 dev-eval clips at 6 kbps it raises speech PESQ-wb by 0.12 (20 of 20 clips) but
+    lowers music's ViSQOL by 0.25 (docs/EXPERIMENTS.md E14), and the decoder cannot tell
+    speech from music; a per-chunk speech flag set by the encoder is the way to turn it
+    on by itself."""
+    return False
+
+
 def decompress_stream(
     reader: EcdcReader,
     model: Codec,
@@ -252,9 +261,12 @@ def decompress_stream(
     salvage: bool = False,
     progress: Progress | None = None,
     total_samples: int | None = None,
+    postfilter: bool | None = None,
 ) -> Result:
     """Decode the chunks of an open .ecdc stream (its header read and matched to
     ``model`` and ``coder`` already); ``open_sink(header)`` gives where the audio goes.
+    ``postfilter`` runs the decoded audio through the formant postfilter
+    (neucomp.audio.postfilter; None: :func:`default_postfilter` for the stream).
 
     Audio reaches the sink a frame group at a time (:func:`decode_pieces`: a short
     first group, then DECODE_FRAMES) as soon as it is decoded, not a chunk or a file at
@@ -276,6 +288,17 @@ def decompress_stream(
     sink = open_sink(h)
     decoder = model.stream_decoder()
     unleveller = Unleveller(h.model_sample_rate, h.version)
+    if postfilter is None:
+        postfilter = default_postfilter(h)
+
+    def new_shaper():
+        if not postfilter:
+            return None
+        from neucomp.audio.postfilter import FormantPostfilter
+
+        return FormantPostfilter(h.model_sample_rate, h.model_channels)
+
+    shaper = new_shaper()
     progress = progress or Progress()
     progress.start(None if total_samples is None else total_samples / h.original_sample_rate)
     decoded_samples = 0
@@ -284,7 +307,8 @@ def decompress_stream(
         """Decoder output [1, C, n] → model-rate audio with its chunks' gains divided out."""
         nonlocal decoded_samples
         decoded_samples += y.shape[-1]
-        return model_tail.push(unleveller.apply(y[0].numpy()))
+        x = unleveller.apply(y[0].numpy())
+        return model_tail.push(shaper.process(x) if shaper is not None else x)
 
     def emit(x: np.ndarray, last: bool = False) -> None:
         y = resampler.push(x, last=last)
@@ -306,6 +330,7 @@ def decompress_stream(
                     coder_warnings.append(f"{err}; replaced by silence")
             if pieces is None:  # damaged (salvage mode): silence, fresh decoder state
                 emit(decoded(decoder.flush()))
+                shaper = new_shaper()  # its filter must not ring into the silence
                 unleveller.add_chunk(chunk.num_frames * hop, None)
                 emit(decoded(torch.zeros(1, h.model_channels, chunk.num_frames * hop)))
                 decoder = model.stream_decoder()

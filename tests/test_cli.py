@@ -23,6 +23,7 @@ from conftest import (
     write_audio,
 )
 
+import neucomp
 from neucomp import __version__
 from neucomp.cli import main
 
@@ -81,6 +82,19 @@ def test_compress_decompress_round_trip(run, song, tmp_path):
     assert (info.samplerate, info.channels, info.frames, info.format) == (44100, 2, 22050, "FLAC")
     assert run("decompress", "-q", "--float", out, tmp_path / "f.wav").stderr == ""
     assert sf.info(str(tmp_path / "f.wav")).subtype == "FLOAT"
+
+
+def test_decompress_postfilter_switch(run, tmp_path, tiny_model):
+    src = write_audio(tmp_path / "a.wav", make_audio(24000 * 2, 24000), 24000)
+    out = tmp_path / "a.ecdc"
+    assert run("compress", "-q", src, out).exit_code == 0
+    for flag, name in (("--postfilter", "on.wav"), ("--no-postfilter", "off.wav"), (None, "d.wav")):
+        args = ["decompress", "-q", "--float", out, tmp_path / name]
+        assert run(*(args[:2] + [flag] + args[2:] if flag else args)).exit_code == 0
+    on, off, default = (sf.read(str(tmp_path / n))[0] for n in ("on.wav", "off.wav", "d.wav"))
+    assert np.array_equal(off, default) and not np.allclose(on, off, atol=1e-3)
+    want, _ = neucomp.decompress(out.read_bytes(), postfilter=False)
+    np.testing.assert_allclose(off, want[0], atol=1e-6)
 
 
 @pytest.mark.parametrize("bandwidth", ["1.5", "3", "6", "12", "24"])

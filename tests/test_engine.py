@@ -92,8 +92,21 @@ def test_output_is_what_the_model_decodes(tiny_model):
         ref_codes = tiny_model.encode(torch.from_numpy(x * factor)[None], 8)[0].numpy()
         ref = tiny_model.decode(torch.from_numpy(codes)[None])[0].numpy()[:, : x.shape[1]]
     assert np.mean(codes == ref_codes) > 0.99  # streaming = whole-signal, up to rounding
-    y, _ = neucomp.decompress(data)
+    y, _ = neucomp.decompress(data, postfilter=False)
     np.testing.assert_allclose(y, ref / factor, atol=1e-4)
+
+
+def test_the_postfilter_when_asked_filters_the_decoded_audio(tiny_model):
+    from neucomp.audio.postfilter import FormantPostfilter
+
+    x = make_audio(2 * RATE + 100, RATE)
+    data = neucomp.compress(x, RATE, 6.0)
+    plain, _ = neucomp.decompress(data, postfilter=False)
+    assert np.array_equal(plain, neucomp.decompress(data)[0])  # off by default
+    filtered, _ = neucomp.decompress(data, postfilter=True)
+    # at the model's rate it is the postfilter run over what the decoder gave
+    np.testing.assert_allclose(filtered, FormantPostfilter(RATE).process(plain), atol=1e-5)
+    assert not np.allclose(filtered, plain, atol=1e-3)
 
 
 def test_long_input_is_split_into_chunks_and_streamed(tiny_model):
@@ -131,11 +144,12 @@ def test_salvage_replaces_a_damaged_chunk_with_silence(tiny_model):
     )
     with pytest.raises(CorruptDataError, match="chunk 1"):
         neucomp.decompress(bytes(data))
-    with pytest.warns(UserWarning, match="chunk 1"):
-        y, sr = neucomp.decompress(bytes(data), salvage=True)
-    assert y.shape == x.shape
-    assert np.all(y[:, 10 * RATE : 20 * RATE] == 0)
-    assert np.any(y[:, : 10 * RATE] != 0) and np.any(y[:, 20 * RATE :] != 0)
+    for postfilter in (False, True):  # the postfilter must not ring into the silence
+        with pytest.warns(UserWarning, match="chunk 1"):
+            y, sr = neucomp.decompress(bytes(data), salvage=True, postfilter=postfilter)
+        assert y.shape == x.shape
+        assert np.all(y[:, 10 * RATE : 20 * RATE] == 0)
+        assert np.any(y[:, : 10 * RATE] != 0) and np.any(y[:, 20 * RATE :] != 0)
 
 
 def test_unknown_bandwidth(tiny_model):
@@ -305,7 +319,7 @@ def test_look_ahead_decoder_round_trip(frame_model, frames):
     output across chunk and decoder-call boundaries."""
     x = make_audio(frames, RATE)
     data = neucomp.compress(x, RATE, 3.0)
-    y, sr = neucomp.decompress(data)
+    y, sr = neucomp.decompress(data, postfilter=False)  # the decoder's own output
     assert (sr, y.shape) == (RATE, x.shape)
     chunks = list(EcdcReader(io.BytesIO(data)).iter_chunks())
     codes = np.concatenate([unpack_codes(c.payload, 4, c.num_frames) for c in chunks], axis=1)

@@ -68,6 +68,11 @@ def _note(message: str) -> None:
 )
 @click.option("--lm/--no-lm", default=False, help="Entropy-code neucomp with the LM.")
 @click.option(
+    "--postfilter/--no-postfilter",
+    default=None,
+    help="neucomp's decoder postfilter, for speech  [default: off].",
+)
+@click.option(
     "--model",
     metavar="NAME|PATH",
     default=None,
@@ -102,6 +107,7 @@ def eval_command(
     bandwidths: str | None,
     baselines: str,
     lm: bool,
+    postfilter: bool | None,
     model: str | None,
     json_path: str | None,
     plot_path: str | None,
@@ -156,9 +162,10 @@ def eval_command(
     if spectrogram_path is not None and not _has_matplotlib():
         _note("spectrograms skipped: matplotlib is not installed (pip install 'neucomp[eval]')")
         spectrogram_path = None
-    codec = runner.neucomp_codec(lm=lm, model=model) if bws else None
+    codec = runner.neucomp_codec(lm=lm, model=model, postfilter=postfilter) if bws else None
     label = "neucomp+lm" if lm else "neucomp"
     meta = _meta(bws, plan, lm, model, use, domain)
+    meta["postfilter"] = "default" if postfilter is None else postfilter
 
     rows = runner.evaluate(
         files,

@@ -101,14 +101,17 @@ class EvalFile:
     category: str
 
 
-def neucomp_codec(lm: bool = False, model: str | None = None) -> CodecFn:
-    """The real codec through the public Python API."""
+def neucomp_codec(
+    lm: bool = False, model: str | None = None, postfilter: bool | None = None
+) -> CodecFn:
+    """The real codec through the public Python API (``postfilter``: None for the
+    decoder's default)."""
 
     def run(audio: np.ndarray, rate: int, bandwidth: float) -> tuple[np.ndarray, int, int]:
         import neucomp
 
         data = neucomp.compress(audio, rate, bandwidth=bandwidth, lm=lm, model=model)
-        decoded, out_rate = neucomp.decompress(data, model=model)
+        decoded, out_rate = neucomp.decompress(data, model=model, postfilter=postfilter)
         return decoded, out_rate, len(data)
 
     return run
