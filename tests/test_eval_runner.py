@@ -74,7 +74,7 @@ def test_evaluate_gives_a_row_per_file_and_bandwidth(refs: Path) -> None:
 def test_eval_command_writes_table_json_and_plot(
     refs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runner, "neucomp_codec", lambda lm, model: fake_codec)
+    monkeypatch.setattr(runner, "neucomp_codec", lambda lm, model, postfilter: fake_codec)
     monkeypatch.setattr(cli, "_model_meta", lambda model: {"name": "fake"})
     out_json, out_md = tmp_path / "eval.json", tmp_path / "eval.md"
     args = [str(refs), "-b", "3,12", "--baselines", "none", "--no-visqol", "-q"]
@@ -214,7 +214,7 @@ def test_eval_command_reports_speech_metrics_and_draws_spectrograms(
     pytest.importorskip("pesq")
     from neucomp.eval import spectrogram
 
-    monkeypatch.setattr(runner, "neucomp_codec", lambda lm, model: fake_codec)
+    monkeypatch.setattr(runner, "neucomp_codec", lambda lm, model, postfilter: fake_codec)
     monkeypatch.setattr(cli, "_model_meta", lambda model: {"name": "fake"})
     drawn: dict[str, list[str]] = {}
     real_write = spectrogram.write
@@ -251,7 +251,7 @@ def test_eval_command_skips_a_missing_metric_package_with_a_note(
 ) -> None:
     from neucomp.eval import metrics
 
-    monkeypatch.setattr(runner, "neucomp_codec", lambda lm, model: fake_codec)
+    monkeypatch.setattr(runner, "neucomp_codec", lambda lm, model, postfilter: fake_codec)
     monkeypatch.setattr(cli, "_model_meta", lambda model: {"name": "fake"})
     monkeypatch.setattr(
         metrics, "missing_for", lambda m: f"{m} cannot be imported (ModuleNotFoundError)"
