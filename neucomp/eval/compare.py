@@ -7,7 +7,7 @@ cut to ``--seconds`` and levelled to ``--level`` dBFS RMS first; every model cod
 through the public API (container, per-chunk levelling and all).
 
     python -m neucomp.eval spectrogram data/deveval MODEL [MODEL ...] --out img.png \\
-        [--labels shipped,P8,...] [--category speech] [--clip 0] [--bandwidth 6]
+        [--labels shipped,P8,...] [--category speech] [--clip 0] [--bandwidth 6] [--postfilter]
 """
 
 from __future__ import annotations
@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bandwidth", "-b", type=float, default=6.0)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--level", type=float, default=-23.0, help="dBFS RMS of the cut clip")
+    ap.add_argument(
+        "--postfilter", action="store_true", help="also each model with the decoder's postfilter"
+    )
     args = ap.parse_args(argv)
     labels = args.labels.split(",") if args.labels else [Path(m).stem for m in args.models]
     if len(labels) != len(args.models):
@@ -83,14 +86,16 @@ def main(argv: list[str] | None = None) -> int:
         # Plain packing: the entropy coder does not change the audio, and a run's
         # exported model has no coder tables of its own.
         data = neucomp.compress(ref, rate, bandwidth=args.bandwidth, model=model, coder="plain")
-        decoded, out_rate = neucomp.decompress(data, model=model)
-        deg = to_mono(np.asarray(decoded, dtype=np.float32))  # [C, T] at the input's rate
-        if out_rate != rate:
-            deg = resample(deg, out_rate, rate)
-        deg = deg[: len(ref)]
-        s = {k: v for k, v in scores(deg).items() if np.isfinite(v)}  # no band above Nyquist
-        print(f"{label}: " + ", ".join(f"{k} {v:.3f}" for k, v in s.items()), flush=True)
-        panels.append((panel_label(f"{label} {args.bandwidth:g} kbps", s), deg))
+        for postfilter in (False, True) if args.postfilter else (False,):
+            decoded, out_rate = neucomp.decompress(data, model=model, postfilter=postfilter)
+            deg = to_mono(np.asarray(decoded, dtype=np.float32))  # [C, T] at the input's rate
+            if out_rate != rate:
+                deg = resample(deg, out_rate, rate)
+            deg = deg[: len(ref)]
+            s = {k: v for k, v in scores(deg).items() if np.isfinite(v)}  # none above Nyquist
+            name = f"{label} + postfilter" if postfilter else label
+            print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in s.items()), flush=True)
+            panels.append((panel_label(f"{name} {args.bandwidth:g} kbps", s), deg))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     spectrogram.write(args.out, panels, rate, title=f"{path.name}, {args.level:g} dBFS")
     print(f"wrote {args.out}")
