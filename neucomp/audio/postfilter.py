@@ -9,11 +9,11 @@ keeps the spectral envelope's peaks and lowers the valleys between them, where c
 noise is most audible, and a gain control keeps the loudness. neucomp's decoder leaves a
 noise-like haze under the right envelope (docs/EXPERIMENTS.md E1–E13); PESQ punishes
 that added haze more than the energy the postfilter takes out of the valleys: with
-G.729's gamma_num 0.55 and gamma_den 0.7, +0.14 PESQ-wb at 6 kbps on the dev-eval
-speech clips (E14).
+G.729's gamma_num 0.55 and gamma_den 0.7, +0.12 PESQ-wb at 6 kbps on every dev-eval
+speech clip, but −0.25 ViSQOL on music (E14), so the decoder runs it only when asked.
 
-It is causal and block-independent: the LPC of every subframe comes from the `window`
-samples before it (no look-ahead, so no added latency), and the input history, the
+It is causal and block-independent: the LPC of every subframe comes from the `window_s`
+of audio before it (no look-ahead, so no added latency), and the input history, the
 subframe grid and the gain run on across blocks, so any split of a stream into blocks
 gives the same samples.
 
