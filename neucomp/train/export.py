@@ -37,6 +37,16 @@ def same_codes(a: Codec, b: Codec) -> bool:
     return a.config.seanet == b.config.seanet and all(torch.equal(sa[k], sb[k]) for k in keys)
 
 
+def _same_code_pair(old_codec: Path, new_codec: Path, coder: str):
+    """Both codecs, loaded, or ValueError when they do not give the same codes."""
+    from neucomp.registry import load_model
+
+    old, new = load_model(old_codec, cached=False), load_model(new_codec, cached=False)
+    if not same_codes(old, new):
+        raise ValueError(f"{new_codec} codes audio differently from {old_codec}: retrain {coder}")
+    return old, new
+
+
 def rebind_lm(lm_path: Path, old_codec: Path, new_codec: Path, out: Path) -> bytes:
     """Re-issue an LM file for a codec whose decoder changed but whose codes did not.
 
@@ -44,32 +54,24 @@ def rebind_lm(lm_path: Path, old_codec: Path, new_codec: Path, out: Path) -> byt
     frozen encoder and RVQ needs its LM re-issued: the same integer weights, bound to the
     new codec hash. Refused (ValueError) when the two codecs do not give the same codes.
     """
-    from neucomp.registry import load_model, read_lm, save_lm
+    from neucomp.registry import read_lm, save_lm
 
     coder = read_lm(lm_path)
-    old, new = load_model(old_codec, cached=False), load_model(new_codec, cached=False)
+    old, new = _same_code_pair(old_codec, new_codec, "the LM")
     coder.check_codec(old.weights_hash)
-    if not same_codes(old, new):
-        raise ValueError(f"{new_codec} codes audio differently from {old_codec}: retrain the LM")
     card = dict(coder.card, rebound_from_codec=old.weights_hash)
     return save_lm(coder.lm, out, new.weights_hash, card)
 
 
 def rebind_tables(tables_path: Path, old_codec: Path, new_codec: Path, out: Path) -> bytes:
-    """Re-issue the fast coder's tables for a codec whose decoder changed but whose codes
-    did not, as `rebind_lm` does for the LM: the same tables, bound to the new codec hash.
-    Refused (ValueError) when the two codecs do not give the same codes."""
+    """The fast coder's tables re-issued as `rebind_lm` re-issues the LM: the same tables,
+    bound to the new codec hash (ValueError when the codes differ)."""
     import dataclasses
 
     from neucomp.coding.tables import Tables
-    from neucomp.registry import load_model
 
-    old, new = load_model(old_codec, cached=False), load_model(new_codec, cached=False)
+    old, new = _same_code_pair(old_codec, new_codec, "the tables")
     tables = Tables.load(tables_path, old.weights_hash)
-    if not same_codes(old, new):
-        raise ValueError(
-            f"{new_codec} codes audio differently from {old_codec}: retrain the tables"
-        )
     rebound = dataclasses.replace(tables, codec_hash=bytes.fromhex(new.weights_hash))
     return rebound.save(out)
 
