@@ -86,6 +86,9 @@ class TrainConfig:
     phase_n_ffts: list[int] = field(default_factory=lambda: [1280])
     # The STFT sizes of the per-bin log-magnitude loss (weights.logmag).
     logmag_n_ffts: list[int] = field(default_factory=lambda: [1280, 2048])
+    # How many times a bin the output overshoots counts against one it undershoots
+    # (1: symmetric L1; > 1: PESQ's asymmetry, added noise costs more than missing energy).
+    logmag_overshoot: float = 1.0
     # A harmonic decoder's oscillator runs at the reference pitch in this share of the
     # steps, at its own predicted pitch in the rest (so it also learns with its errors).
     f0_teacher_prob: float = 1.0
@@ -190,7 +193,9 @@ class Trainer:
         self.mel_loss = make_mel_loss(cfg.mel_loss, self.codec_config.sample_rate).to(self.device)
         self.stft_loss = ComplexSTFTLoss().to(self.device)
         self.phase_loss = PhaseDerivativeLoss(tuple(cfg.phase_n_ffts)).to(self.device)
-        self.logmag_loss = LogSTFTMagnitudeLoss(tuple(cfg.logmag_n_ffts)).to(self.device)
+        self.logmag_loss = LogSTFTMagnitudeLoss(
+            tuple(cfg.logmag_n_ffts), overshoot=cfg.logmag_overshoot
+        ).to(self.device)
         self.sampler = CropSampler(
             cfg.corpus,
             self.codec_config.sample_rate,

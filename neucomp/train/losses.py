@@ -164,17 +164,30 @@ class LogSTFTMagnitudeLoss(MultiResolutionSTFTLoss):
     as the peaks: what the phase oracle says the frame codec's magnitudes lack (E7).
     The floor, ~70 dB under the harmonics of a signal at NORM_RMS, keeps the loss out
     of what no recording holds (a 1e-5 floor would weigh 130 dB-deep valleys).
+
+    `overshoot` > 1 weighs a bin where the output is louder than the reference that many
+    times more than one where it is quieter, the way PESQ's asymmetric disturbance
+    counts added noise above missing energy (ITU-T P.862 §10.2.2). The two weights are
+    scaled to average 1, so overshoot 1 is the plain L1.
     """
 
-    def __init__(self, n_ffts: tuple[int, ...] = (1280, 2048), floor: float = 1e-2) -> None:
+    def __init__(
+        self, n_ffts: tuple[int, ...] = (1280, 2048), floor: float = 1e-2, overshoot: float = 1.0
+    ) -> None:
         super().__init__(n_ffts)
+        if overshoot <= 0:
+            raise ValueError(f"overshoot must be positive, got {overshoot}")
         self.floor = floor
+        self.overshoot = overshoot
 
     def distance(self, ref: Tensor, out: Tensor) -> Tensor:
-        return F.l1_loss(
-            torch.log10(out.abs().clamp_min(self.floor)),
-            torch.log10(ref.abs().clamp_min(self.floor)),
+        diff = torch.log10(out.abs().clamp_min(self.floor)) - torch.log10(
+            ref.abs().clamp_min(self.floor)
         )
+        if self.overshoot == 1.0:
+            return diff.abs().mean()
+        scale = 2.0 / (1.0 + self.overshoot)
+        return (scale * (self.overshoot * diff.clamp_min(0) - diff.clamp_max(0))).mean()
 
 
 class PhaseDerivativeLoss(MultiResolutionSTFTLoss):

@@ -246,6 +246,23 @@ def test_logmag_loss_sees_the_valleys_between_harmonics() -> None:
     assert float(loss(x, envelope_only)) > 3 * close
 
 
+def test_log_magnitude_overshoot_weighs_added_energy_above_missing_energy() -> None:
+    """With overshoot 3, a haze that fills the valleys between harmonics (nearly all of it
+    overshoot) costs close to 3 · 2 / (1 + 3) = 1.5 times what the plain L1 charges; the
+    reference itself still costs nothing, and the weight must be positive."""
+    torch.manual_seed(0)
+    t = torch.arange(24000) / 24000
+    x = 0.05 * sum(torch.cos(2 * torch.pi * 150 * k * t) / k for k in range(1, 30))
+    x = x.reshape(1, 1, -1)
+    hazed = x + 0.003 * torch.randn_like(x)  # fills the valleys: overshoot there
+    plain, asym = LogSTFTMagnitudeLoss(), LogSTFTMagnitudeLoss(overshoot=3.0)
+    assert float(asym(x, x)) == 0.0
+    cost_plain, cost_asym = float(plain(x, hazed)), float(asym(x, hazed))
+    assert 1.3 * cost_plain < cost_asym < 1.5 * cost_plain + 1e-6
+    with pytest.raises(ValueError):
+        LogSTFTMagnitudeLoss(overshoot=0.0)
+
+
 def test_phase_derivative_loss_sees_drifting_phase_not_level_or_start_phase() -> None:
     """Zero for the reference itself, at any level; small for another starting phase
     of the same harmonic tone; large for a tone whose pitch drifts or is 2 % off (its
