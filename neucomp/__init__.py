@@ -59,16 +59,21 @@ def compress(
     coder: str | None = None,
     lm: bool | None = None,
     model: str | None = None,
+    content: str = "auto",
 ) -> bytes:
     """Compress float audio ``[T]`` or ``[C, T]`` in [-1, 1] to `.ecdc` bytes.
 
     ``coder`` is "plain", "fast" or "lm"; None (the default) is "fast" where the model's
     tables are installed, else "plain". ``lm=True`` / ``lm=False`` still mean "lm" /
     "plain". ``model`` is a name ("neucomp_24khz", the default; "neucomp_48khz" for
-    full-band stereo; or their short names "24khz", "48khz") or a model file's path."""
+    full-band stereo; or their short names "24khz", "48khz") or a model file's path.
+    ``content``: "auto" (each chunk judged speech or not), "speech" or "other"; the
+    decoder postfilters the speech chunks."""
     from neucomp.api import compress as _compress
 
-    return _compress(audio, sample_rate, bandwidth, coder=coder, lm=lm, model=model)
+    return _compress(
+        audio, sample_rate, bandwidth, coder=coder, lm=lm, model=model, content=content
+    )
 
 
 def decompress(
@@ -79,7 +84,8 @@ def decompress(
     postfilter: bool | None = None,
 ) -> tuple[np.ndarray, int]:
     """`.ecdc` bytes → ``(audio [C, T] float32, sample_rate)`` as the original was.
-    ``postfilter``: the decoder's formant postfilter, for speech (None: the default, off)."""
+    ``postfilter``: the decoder's formant postfilter, for speech, on or off everywhere
+    (None: the default, on the chunks the encoder flagged speech)."""
     from neucomp.api import decompress as _decompress
 
     return _decompress(data, salvage=salvage, model=model, postfilter=postfilter)

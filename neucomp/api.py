@@ -82,7 +82,7 @@ def _decompress(
     """Read the header, find the model and coder it needs, and let the engine decode.
 
     ``model`` overrides the installed model named in the header (its hash must match).
-    ``postfilter``: the formant postfilter on or off (None: the stream's default).
+    ``postfilter``: the formant postfilter on or off (None: on the chunks flagged speech).
     ``open_sink`` also gets the totals when a seekable input gives them up front (the
     end record, read first), else None.
     """
@@ -122,9 +122,12 @@ def compress_file(
     force: bool = False,
     chunk_seconds: float | None = None,
     progress: Progress | None = None,
+    content: str = "auto",
 ) -> Result:
     """Compress the audio file ``src`` (or ``"-"``) into ``dst`` (or ``"-"``), atomically.
     ``coder``: "plain", "fast", "lm" or None (the default); ``lm`` is the older flag.
+    ``content``: "auto" judges each chunk speech or not (the flag that turns the
+    decoder's postfilter on), "speech" or "other" says so of all of them.
 
     ``chunk_seconds`` sets the container's chunk length (default 10 s): short chunks are
     the live mode, where each chunk leaves as soon as its audio has come in (and a pipe
@@ -132,6 +135,7 @@ def compress_file(
     check_distinct(src, dst)
     check_ecdc_name(dst)
     coder = coder_name(coder, lm)
+    check_content(content)
     live = chunk_seconds is not None
     with A.open_audio(src, eager=live) as reader:
         check_output(dst, force)
@@ -139,7 +143,14 @@ def compress_file(
         frames = chunk_frames_for(codec, chunk_seconds)
         with atomic_output(dst, force, stream_stdout=True) as out:
             result = compress_stream(
-                reader, out, codec, n_q, chunk_coder, chunk_frames=frames, progress=progress
+                reader,
+                out,
+                codec,
+                n_q,
+                chunk_coder,
+                chunk_frames=frames,
+                progress=progress,
+                content=content,
             )
     if warning:
         result.warnings.insert(0, warning)
@@ -147,6 +158,13 @@ def compress_file(
     result.input_bytes = _file_size(src)
     result.output_bytes = result.ecdc_bytes
     return result
+
+
+def check_content(content: str) -> None:
+    from neucomp.engine import CONTENT_CHOICES
+
+    if content not in CONTENT_CHOICES:
+        raise UsageError(f"unknown content '{content}' (offered: {', '.join(CONTENT_CHOICES)})")
 
 
 def chunk_frames_for(codec: Codec, chunk_seconds: float | None) -> int:
@@ -282,15 +300,18 @@ def compress(
     coder: str | None = None,
     lm: bool | None = None,
     model: str | None = None,
+    content: str = "auto",
 ) -> bytes:
     """Compress float audio ``[T]`` or ``[C, T]`` (values in [-1, 1]) to .ecdc bytes.
     ``coder``: "plain", "fast", "lm" or None (the default: fast where the model's
     tables are installed, else plain); ``lm=True`` / ``lm=False`` are the older way to
-    say "lm" / "plain"."""
+    say "lm" / "plain". ``content``: "auto" (judge each chunk speech or not), "speech"
+    or "other"; the decoder postfilters the speech chunks."""
+    check_content(content)
     reader = A.ArrayReader(audio, sample_rate)
     codec, n_q, chunk_coder, warning = prepare(model, bandwidth, coder_name(coder, lm))
     out = io.BytesIO()
-    result = compress_stream(reader, out, codec, n_q, chunk_coder)
+    result = compress_stream(reader, out, codec, n_q, chunk_coder, content=content)
     if warning:
         result.warnings.insert(0, warning)
     for message in result.warnings:
@@ -318,8 +339,9 @@ def decompress(
     rate, channel count and length. With ``salvage``, damaged chunks become silence (and
     a warning) instead of an error. ``model`` (a name or path) overrides the installed
     model the stream names; its weights must still be the ones that made the stream.
-    ``postfilter`` turns the decoder's formant postfilter on or off (None: the default,
-    off; it helps speech and harms music: neucomp.audio.postfilter)."""
+    ``postfilter`` turns the decoder's formant postfilter on or off for every chunk
+    (None: the default, on the chunks the encoder flagged speech; it helps speech and
+    harms music: neucomp.audio.postfilter)."""
     collect = _Collect()
     result = _decompress(
         io.BytesIO(data), lambda h, known: collect, salvage, model, postfilter=postfilter

@@ -43,6 +43,7 @@ class CompressOptions:
     coder: str | None = None  # "plain", "fast", "lm"; None: the default (api.prepare)
     model: str | None = None
     chunk_seconds: float | None = None  # None: the default chunks of 10 s
+    content: str = "auto"  # the chunks' speech flags (engine.CONTENT_CHOICES)
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,8 @@ class DecompressOptions:
     float_wav: bool = False
     salvage: bool = False
     model: str | None = None
-    postfilter: bool | None = None  # None: the default (engine.default_postfilter: off)
+    # None: on the chunks flagged speech (engine.follows_speech_flags)
+    postfilter: bool | None = None
 
 
 Options = CompressOptions | DecompressOptions

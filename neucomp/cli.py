@@ -325,6 +325,14 @@ LIVE_CHUNK_SECONDS = 0.09  # 7 frames at 75 frames/s: see the README's latency t
     is_flag=True,
     help=f"Live pipes: --chunk-seconds {LIVE_CHUNK_SECONDS:g}, stdin read as it arrives.",
 )
+@click.option(
+    "--content",
+    type=click.Choice(["auto", "speech", "other"]),
+    default="auto",
+    show_default=True,
+    help="What the input is: each chunk judged speech or not (auto), or all speech, or "
+    "none. Decompress postfilters the speech chunks, which helps speech and dulls music.",
+)
 @force_option
 @quiet_option
 @jobs_option
@@ -339,6 +347,7 @@ def compress(
     hq: bool,
     chunk_seconds: float | None,
     live: bool,
+    content: str,
     force: bool,
     quiet: bool,
     jobs: int,
@@ -367,7 +376,11 @@ def compress(
         # the batch checks the options once (in a worker with --jobs, so this process
         # never loads torch) and gives its one warning through `warn`
         options = batch.CompressOptions(
-            bandwidth=bandwidth, coder=coder, model=model, chunk_seconds=chunk_seconds
+            bandwidth=bandwidth,
+            coder=coder,
+            model=model,
+            chunk_seconds=chunk_seconds,
+            content=content,
         )
         summary = batch.run_batch(
             src,
@@ -395,6 +408,7 @@ def compress(
             force=force,
             chunk_seconds=chunk_seconds,
             progress=bar,
+            content=content,
         )
 
     _run_files(plan.pairs, convert, _compress_report, quiet)
@@ -418,7 +432,8 @@ def compress(
     "--postfilter/--no-postfilter",
     default=None,
     help="The decoder's formant postfilter, for speech: it lowers the coding haze between "
-    "formants (+0.12 PESQ-wb at 6 kbps) but dulls music  [default: off].",
+    "formants (+0.12 PESQ-wb at 6 kbps) but dulls music  [default: on the chunks the "
+    "encoder flagged speech (24 kHz model)].",
 )
 @click.option(
     "--format",

@@ -1,17 +1,19 @@
 """Audio ⇄ `.ecdc` streams, chunk by chunk, with bounded memory (the stream engine).
 
 Compress: input blocks → model channels → model rate (streaming soxr) → every 750
-frames' worth (10 s at 24 kHz) levelled to one loudness (neucomp.level) → streaming
-encoder → one container chunk with its gain, its codes turned into a payload by the
-coder it is handed → totals in the end record.
+frames' worth (10 s at 24 kHz) levelled to one loudness (neucomp.level) and judged
+speech or not (neucomp.audio.speech) → streaming encoder → one container chunk with its
+gain and speech flag, its codes turned into a payload by the coder it is handed → totals
+in the end record.
 
 The engine is handed everything it works with (the model, the number of codebooks, a
 :class:`~neucomp.coding.base.ChunkCoder`, an open container reader): it never looks a
 model or a coder up, and never validates options (that is done once, in neucomp.api).
 
 Decompress: container chunks → codes → streaming decoder → each chunk's gain divided out
-→ trimmed to the model-rate length → original rate (streaming soxr) → original channel
-count → exactly the original number of samples. The totals are only known at the end
+→ the formant postfilter on the chunks flagged speech → trimmed to the model-rate length
+→ original rate (streaming soxr) → original channel count → exactly the original number
+of samples. The totals are only known at the end
 of the stream, so the last few samples at each stage are held back until then
 (:class:`_HeldTail`).
 """
@@ -114,6 +116,28 @@ class _FiniteGuard:
 # Frames' worth of audio per encoder call: bounds the encoder's activations likewise.
 ENCODE_FRAMES = 150
 
+#: What `content` may say of the input: judge each chunk, or every chunk is speech, or none.
+CONTENT_CHOICES = ("auto", "speech", "other")
+
+
+class _ChunkJudge:
+    """The speech flag of each chunk, from its audio as it was before levelling."""
+
+    def __init__(self, content: str, sample_rate: int) -> None:
+        from neucomp.audio.speech import SpeechDetector
+
+        if content not in CONTENT_CHOICES:
+            raise ValueError(f"content must be one of {CONTENT_CHOICES}, got {content!r}")
+        self.content = content
+        self.detector = SpeechDetector(sample_rate) if content == "auto" else None
+        self.unleveller = Unleveller(sample_rate)
+
+    def judge(self, levelled: np.ndarray, gain_db: int) -> bool:
+        if self.detector is None:
+            return self.content == "speech"
+        self.unleveller.add_chunk(levelled.shape[1], gain_db)
+        return self.detector.push_chunk(self.unleveller.apply(levelled))
+
 
 def compress_stream(
     reader: A.AudioReader,
@@ -124,9 +148,11 @@ def compress_stream(
     *,
     chunk_frames: int = CHUNK_FRAMES,
     progress: Progress | None = None,
+    content: str = "auto",
 ) -> Result:
     """Encode everything ``reader`` yields into ``out`` (which need not be seekable) with
-    ``n_q`` codebooks, each chunk's codes made a payload by ``coder``.
+    ``n_q`` codebooks, each chunk's codes made a payload by ``coder``. ``content``
+    (CONTENT_CHOICES) sets the chunks' speech flags: judged per chunk, or all alike.
 
     Chunks hold ``chunk_frames`` frames (the last may be shorter); each is flushed to
     ``out`` as soon as it is written, so a pipe downstream gets it at once (the live
@@ -154,6 +180,7 @@ def compress_stream(
     encoder = model.stream_encoder(n_q)
     guard = _FiniteGuard()
     leveller = Leveller(cfg.channels, chunk_frames * cfg.hop_length, cfg.sample_rate)
+    judge = _ChunkJudge(content, cfg.sample_rate)
     model_samples = original_samples = 0
     progress = progress or Progress()
     progress.start(reader.info.duration)
@@ -168,10 +195,10 @@ def compress_stream(
             encoder.push(torch.from_numpy(np.ascontiguousarray(p))[None])[0].numpy() for p in pieces
         ]
 
-    def write(parts: list[np.ndarray], gain_db: int) -> None:
+    def write(parts: list[np.ndarray], gain_db: int, speech: bool) -> None:
         codes = np.concatenate(parts, axis=1) if parts else np.zeros((n_q, 0), np.int64)
         if codes.shape[1]:
-            writer.write_chunk(codes.shape[1], coder.encode(codes), gain_db)
+            writer.write_chunk(codes.shape[1], coder.encode(codes), gain_db, speech)
             out.flush()
             progress.update(
                 min(writer.num_frames * cfg.hop_length, model_samples) / cfg.sample_rate
@@ -188,14 +215,15 @@ def compress_stream(
             original_samples += block.shape[1]
             x = resampler.push(A.to_model_channels(block, cfg.channels))
             for levelled, gain_db in leveller.push(x):
-                write(encode(levelled), gain_db)
+                write(encode(levelled), gain_db, judge.judge(levelled, gain_db))
         tail = resampler.flush()
         if model_samples + leveller.pending + tail.shape[1] == 0:
             tail = np.zeros((cfg.channels, 1), np.float32)  # e.g. 1 sample at 96 kHz
         for levelled, gain_db in leveller.push(tail):
-            write(encode(levelled), gain_db)
+            write(encode(levelled), gain_db, judge.judge(levelled, gain_db))
         levelled, gain_db = leveller.flush()
-        write([*encode(levelled), encoder.flush()[0].numpy()], gain_db)
+        speech = judge.judge(levelled, gain_db)
+        write([*encode(levelled), encoder.flush()[0].numpy()], gain_db, speech)
         writer.finish(Trailer(model_samples, original_samples))
     rate = reader.info.sample_rate
     warning = guard.warning(rate)
@@ -243,13 +271,13 @@ class _HeldTail:
         return rest
 
 
-def default_postfilter(header: Header) -> bool:  # noqa: ARG001  (the hook for a stream flag)
-    """Whether a stream is postfiltered unless asked otherwise: not yet for any. On the
-    45 dev-eval clips at 6 kbps it raises speech PESQ-wb by 0.12 (20 of 20 clips) but
-    lowers music's ViSQOL by 0.25 (docs/EXPERIMENTS.md E14), and the decoder cannot tell
-    speech from music; a per-chunk speech flag set by the encoder is the way to turn it
-    on by itself."""
-    return False
+def follows_speech_flags(header: Header) -> bool:
+    """Whether, unless asked otherwise, the postfilter runs on the chunks the encoder
+    flagged as speech. On the 45 dev-eval clips at 6 kbps it raises speech PESQ-wb by
+    0.12 (20 of 20 clips) but lowers music's ViSQOL by 0.25 (docs/EXPERIMENTS.md E14),
+    hence the flag. Only for mono models: it was measured on the 24 kHz one, and the
+    48 kHz stereo model codes music first. Files before format version 4 have no flags."""
+    return header.model_channels == 1 and header.version >= 4
 
 
 def decompress_stream(
@@ -266,7 +294,8 @@ def decompress_stream(
     """Decode the chunks of an open .ecdc stream (its header read and matched to
     ``model`` and ``coder`` already); ``open_sink(header)`` gives where the audio goes.
     ``postfilter`` runs the decoded audio through the formant postfilter
-    (neucomp.audio.postfilter; None: :func:`default_postfilter` for the stream).
+    (neucomp.audio.postfilter): True on every chunk, False on none, None on the chunks
+    flagged speech where :func:`follows_speech_flags`.
 
     Audio reaches the sink a frame group at a time (:func:`decode_pieces`: a short
     first group, then DECODE_FRAMES) as soon as it is decoded, not a chunk or a file at
@@ -288,17 +317,13 @@ def decompress_stream(
     sink = open_sink(h)
     decoder = model.stream_decoder()
     unleveller = Unleveller(h.model_sample_rate, h.version)
-    if postfilter is None:
-        postfilter = default_postfilter(h)
+    if postfilter is None and not follows_speech_flags(h):
+        postfilter = False
+    shaper = None
+    if postfilter is not False:
+        from neucomp.audio.postfilter import SwitchedPostfilter
 
-    def new_shaper():
-        if not postfilter:
-            return None
-        from neucomp.audio.postfilter import FormantPostfilter
-
-        return FormantPostfilter(h.model_sample_rate, h.model_channels)
-
-    shaper = new_shaper()
+        shaper = SwitchedPostfilter(h.model_sample_rate, h.model_channels)
     progress = progress or Progress()
     progress.start(None if total_samples is None else total_samples / h.original_sample_rate)
     decoded_samples = 0
@@ -330,12 +355,15 @@ def decompress_stream(
                     coder_warnings.append(f"{err}; replaced by silence")
             if pieces is None:  # damaged (salvage mode): silence, fresh decoder state
                 emit(decoded(decoder.flush()))
-                shaper = new_shaper()  # its filter must not ring into the silence
+                if shaper is not None:  # off: its filter must not ring into the silence
+                    shaper.add_chunk(chunk.num_frames * hop, False, fade=False)
                 unleveller.add_chunk(chunk.num_frames * hop, None)
                 emit(decoded(torch.zeros(1, h.model_channels, chunk.num_frames * hop)))
                 decoder = model.stream_decoder()
                 continue
             unleveller.add_chunk(chunk.num_frames * hop, chunk.gain_db)
+            if shaper is not None:
+                shaper.add_chunk(chunk.num_frames * hop, chunk.speech or postfilter is True)
             for part in pieces:
                 emit(decoded(decoder.push(torch.from_numpy(part)[None])))
         emit(decoded(decoder.flush()))  # a look-ahead decoder's last samples

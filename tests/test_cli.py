@@ -97,6 +97,22 @@ def test_decompress_postfilter_switch(run, tmp_path, tiny_model):
     np.testing.assert_allclose(off, want[0], atol=1e-6)
 
 
+def test_compress_content_sets_the_speech_flags_that_info_counts(run, tmp_path, tiny_model):
+    src = write_audio(tmp_path / "a.wav", make_audio(24000 * 12, 24000), 24000)
+    counts = {}
+    for content in ("speech", "other", "auto"):
+        out = tmp_path / f"{content}.ecdc"
+        assert run("compress", "-q", "--content", content, src, out).exit_code == 0
+        fields = json.loads(run("info", "--json", out).stdout)
+        counts[content] = (fields["speech_chunks"], fields["chunks"])
+    assert counts["speech"] == (2, 2) and counts["other"] == (0, 2)
+    assert counts["auto"] == (0, 2)  # tones, not speech
+    assert "speech_chunks" in run("info", tmp_path / "speech.ecdc").stdout
+    bad = run("compress", "-q", "--content", "music", src, tmp_path / "x.ecdc")
+    assert bad.exit_code == 2 and "'music' is not one of" in bad.output
+    assert not (tmp_path / "x.ecdc").exists()
+
+
 @pytest.mark.parametrize("bandwidth", ["1.5", "3", "6", "12", "24"])
 def test_every_bandwidth_gives_its_bitrate(run, tmp_path, bandwidth):
     src = write_audio(tmp_path / "a.wav", make_audio(24000 * 2, 24000), 24000)

@@ -56,11 +56,12 @@ def make_header(**changes) -> Header:
     return Header(**fields)
 
 
-def write_file(header: Header, chunks: list[tuple[int, bytes]], trailer: Trailer) -> bytes:
+def write_file(header: Header, chunks: list[tuple], trailer: Trailer) -> bytes:
+    """Chunks as (num_frames, payload[, gain_db[, speech]])."""
     out = io.BytesIO()
     writer = EcdcWriter(out, header)
-    for num_frames, payload in chunks:
-        writer.write_chunk(num_frames, payload)
+    for chunk in chunks:
+        writer.write_chunk(*chunk)
     writer.finish(trailer)
     assert writer.bytes_written == len(out.getvalue())
     return out.getvalue()
@@ -119,21 +120,23 @@ def test_writer_bytes_match_the_spec_built_by_hand():
     header = make_header(coder=Coder.LM, lm_hash=LM_HASH, num_codebooks=8, model_channels=2)
     payload = b"\x01\x02\x03\x04\x05\x06\x07\x08"  # LM payloads are whole 32-bit words
     big = bytes(range(256)) * 2  # 512 bytes: a CRC-32 chunk
-    data = write_file(header, [(750, payload), (20, big)], Trailer(246_000, 452_025))
+    chunks = [(750, payload), (20, big, -5, True)]
+    data = write_file(header, chunks, Trailer(246_000, 452_025))
 
     name = b"neucomp_24khz"
-    expected = b"NCDC" + bytes([3, 1]) + struct.pack("<H", 93 + len(name))
+    expected = b"NCDC" + bytes([4, 1]) + struct.pack("<H", 93 + len(name))
     expected += struct.pack("<IHBBHIH", 24000, 320, 2, 8, 1024, 44100, 2)
     expected += MODEL_HASH + LM_HASH + bytes([len(name)]) + name
     assert len(expected) == 89 + len(name)
     header_crc = zlib.crc32(expected)
     expected += struct.pack("<I", header_crc)
-    # Version 3: LEB128 frames and size, the gain, then a check chained on the last one:
+    # LEB128 frames and size, the level byte, then a check chained on the last one:
     # CRC-16 (binascii.crc_hqx: XMODEM) for a payload under 256 bytes, else CRC-32.
     head0 = bytes([0xEE, 0x05]) + bytes([8]) + bytes([0])  # 750 = 0x2EE; size 8; gain 0
     check0 = binascii.crc_hqx(head0 + payload, header_crc & 0xFFFF)
     expected += head0 + struct.pack("<H", check0) + payload
-    head1 = bytes([20]) + bytes([0x80, 0x04]) + bytes([0])  # 512 = 4 << 7
+    # 512 = 4 << 7; gain -5 as 7 bits is 0x7B, and the speech flag is the top bit
+    head1 = bytes([20]) + bytes([0x80, 0x04]) + bytes([0xFB])
     check1 = zlib.crc32(head1 + big, check0)
     expected += head1 + struct.pack("<I", check1) + big
     end = struct.pack("<IQQ", 0, 246_000, 452_025)
@@ -157,6 +160,53 @@ def version2_file(header: Header, chunks: list[tuple[int, bytes, int]], trailer:
         raw += head + struct.pack("<I", chain) + payload
     end = struct.pack("<IQQ", 0, trailer.model_samples, trailer.original_samples)
     return bytes(raw + end + struct.pack("<I", zlib.crc32(end, chain)))
+
+
+def version3_file(header: Header, chunks: list[tuple[int, bytes, int]], trailer: Trailer) -> bytes:
+    """A version-3 stream built by hand from docs/FORMAT.md (LEB128 heads whose gain byte
+    is an i8 with no speech flag), as neucomp wrote until version 4."""
+    raw = bytearray(dataclasses.replace(header, version=3).to_bytes())
+    chain = zlib.crc32(bytes(raw[:-4]))
+    for num_frames, payload, gain in chunks:
+        head = leb128(num_frames) + leb128(len(payload)) + struct.pack("<b", gain)
+        check = v3_check(head, payload, chain)
+        chain = int.from_bytes(check, "little")
+        raw += head + check + payload
+    end = struct.pack("<IQQ", 0, trailer.model_samples, trailer.original_samples)
+    return bytes(raw + end + struct.pack("<I", zlib.crc32(end, chain)))
+
+
+def test_version_3_files_still_read_with_their_gains_and_no_speech_flags():
+    """A version 3 gain byte is a whole i8: -7 is 0xF9, whose top bit is no flag."""
+    rng = np.random.default_rng(6)
+    payloads = [pack_codes(rng.integers(0, 1024, size=(2, f))) for f in (3, 2)]
+    chunks = [(3, payloads[0], -7), (2, payloads[1], 12)]
+    data = version3_file(make_header(), chunks, Trailer(1500, 2756))
+    reader, read = read_all(data)
+    assert reader.header.version == 3 and reader.trailer == Trailer(1500, 2756)
+    assert [(c.num_frames, c.payload, c.gain_db, c.speech) for c in read] == [
+        (*c, False) for c in chunks
+    ]
+    assert summarize(io.BytesIO(data))["speech_chunks"] == 0
+
+
+def test_version_4_level_byte_carries_gain_and_speech_flag():
+    chunks = [
+        (3, pack_codes(np.zeros((2, 3), np.int64)), g, sp)
+        for g, sp in [(-60, True), (-1, False), (0, True), (17, False), (60, True)]
+    ]
+    data = write_file(make_header(), chunks, Trailer(4800, 8820))
+    _, read = read_all(data)
+    assert [(c.gain_db, c.speech) for c in read] == [(g, sp) for _, _, g, sp in chunks]
+    assert summarize(io.BytesIO(data))["speech_chunks"] == 3
+    # a 7-bit gain outside -60 … 60 under a valid check is damage, not a level
+    raw = make_header().to_bytes()
+    payload = chunks[0][1]
+    for level in (0x3D, 0xC3):  # 61 dB, and -61 dB with the speech flag
+        head = b"\x03" + leb128(len(payload)) + bytes([level])
+        forged = raw + head + v3_check(head, payload, zlib.crc32(raw[:-4])) + payload
+        with pytest.raises(CorruptDataError, match=r"^chunk 0 at byte 106 declares a gain of"):
+            read_all(forged + bytes(24))
 
 
 def test_version_2_files_still_read():
@@ -433,9 +483,9 @@ def test_bad_magic_and_version():
     with pytest.raises(FormatError, match=r"^not a neucomp \.ecdc file \(bad magic\)$"):
         EcdcReader(io.BytesIO(b"RIFF" + data[4:]))
     with pytest.raises(
-        FormatError, match=r"^unsupported \.ecdc version 4 \(this neucomp reads 1, 2 and 3\)$"
+        FormatError, match=r"^unsupported \.ecdc version 5 \(this neucomp reads 1, 2, 3 and 4\)$"
     ):
-        EcdcReader(io.BytesIO(data[:4] + b"\x04" + data[5:]))
+        EcdcReader(io.BytesIO(data[:4] + b"\x05" + data[5:]))
     with pytest.raises(TruncatedError, match="empty input"):
         EcdcReader(io.BytesIO(b""))
 

@@ -102,11 +102,58 @@ def test_the_postfilter_when_asked_filters_the_decoded_audio(tiny_model):
     x = make_audio(2 * RATE + 100, RATE)
     data = neucomp.compress(x, RATE, 6.0)
     plain, _ = neucomp.decompress(data, postfilter=False)
-    assert np.array_equal(plain, neucomp.decompress(data)[0])  # off by default
+    assert np.array_equal(plain, neucomp.decompress(data)[0])  # tones: not speech, so off
     filtered, _ = neucomp.decompress(data, postfilter=True)
     # at the model's rate it is the postfilter run over what the decoder gave
     np.testing.assert_allclose(filtered, FormantPostfilter(RATE).process(plain), atol=1e-5)
     assert not np.allclose(filtered, plain, atol=1e-3)
+
+
+def _speech_then_chord() -> np.ndarray:
+    """10 s of the sample's speech, then 10 s of a sustained chord, at 24 kHz."""
+    from pathlib import Path
+
+    import soundfile as sf
+    import soxr
+
+    sample = Path(__file__).parent / "data" / "sample.flac"
+    audio, rate = sf.read(sample, dtype="float32", always_2d=True)
+    speech = soxr.resample(audio.mean(axis=1), rate, RATE)[: 10 * RATE]
+    t = np.arange(10 * RATE) / RATE
+    chord = sum(0.05 * np.sin(2 * np.pi * f * t) for f in (220, 277, 330, 440))
+    return np.concatenate([speech, chord]).astype(np.float32)[None]
+
+
+def test_speech_flags_follow_the_content_and_turn_the_postfilter_on(tiny_model):
+    """Each chunk's flag says what the encoder heard (or was told); by default the decoder
+    postfilters the flagged chunks and leaves the others as they were decoded."""
+    x = _speech_then_chord()
+    flags = {}
+    decoded = {}
+    for content in ("auto", "speech", "other"):
+        data = neucomp.compress(x, RATE, 6.0, content=content)
+        flags[content] = [c.speech for c in EcdcReader(io.BytesIO(data)).iter_chunks()]
+        decoded[content] = data
+    assert flags == {"auto": [True, False], "speech": [True, True], "other": [False, False]}
+    plain, _ = neucomp.decompress(decoded["auto"], postfilter=False)
+    forced, _ = neucomp.decompress(decoded["auto"], postfilter=True)
+    default, _ = neucomp.decompress(decoded["auto"])
+    head, fade = slice(0, 10 * RATE), RATE // 100
+    np.testing.assert_allclose(default[:, head], forced[:, head], atol=1e-6)
+    np.testing.assert_array_equal(default[:, 10 * RATE + fade :], plain[:, 10 * RATE + fade :])
+    assert not np.allclose(default[:, head], plain[:, head], atol=1e-3)
+    # content speech / other: the default is the postfilter everywhere / nowhere
+    np.testing.assert_allclose(
+        neucomp.decompress(decoded["speech"])[0],
+        neucomp.decompress(decoded["speech"], postfilter=True)[0],
+        atol=1e-6,
+    )
+    np.testing.assert_array_equal(
+        neucomp.decompress(decoded["other"])[0],
+        neucomp.decompress(decoded["other"], postfilter=False)[0],
+    )
+    with pytest.raises(UsageError, match="unknown content 'music'"):
+        neucomp.compress(x, RATE, 6.0, content="music")
 
 
 def test_long_input_is_split_into_chunks_and_streamed(tiny_model):

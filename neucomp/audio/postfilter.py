@@ -10,7 +10,9 @@ noise is most audible, and a gain control keeps the loudness. neucomp's decoder 
 noise-like haze under the right envelope (docs/EXPERIMENTS.md E1–E13); PESQ punishes
 that added haze more than the energy the postfilter takes out of the valleys: with
 G.729's gamma_num 0.55 and gamma_den 0.7, +0.12 PESQ-wb at 6 kbps on every dev-eval
-speech clip, but −0.25 ViSQOL on music (E14), so the decoder runs it only when asked.
+speech clip, but −0.25 ViSQOL on music (E14), so the decoder runs it only on the chunks
+the encoder flagged as speech (:class:`SwitchedPostfilter`; format version 4), or when
+asked.
 
 It is causal and block-independent: the LPC of every subframe comes from the `window_s`
 of audio before it (no look-ahead, so no added latency), and the input history, the
@@ -89,6 +91,7 @@ class FormantPostfilter:
         self.started = np.zeros(channels, dtype=bool)
         self.energy = np.zeros((channels, 2))  # this subframe so far: input, filter output
         self.position = 0  # samples seen, on the subframe grid
+        self.stale = False  # skip() was called: restart from the history before filtering
 
     def _impulse_response(self, a: np.ndarray) -> np.ndarray:
         """The first `taps` samples of A(z / gamma_num) / A(z / gamma_den)."""
@@ -113,8 +116,38 @@ class FormantPostfilter:
             )
         self.energy[:] = 0.0
 
+    def skip(self, block: np.ndarray) -> None:
+        """Take in a block that is not to be filtered: it only becomes the history that
+        the next process() builds its first filter and gain from."""
+        x = np.asarray(block, dtype=np.float64)
+        keep = self.history.shape[1]
+        if x.shape[1] >= keep:
+            self.history = x[:, -keep:].copy()
+        elif x.shape[1]:
+            self.history = np.concatenate([self.history[:, x.shape[1] :], x], axis=1)
+        self.stale = True
+
+    def _restart(self) -> None:
+        """After skipped audio: a new subframe grid from here, its filter from the
+        history's LPC and its gain from the history's last subframe through that filter
+        (so the first subframe needs no fade-in of the gain). process() then starts that
+        grid's first subframe, which finds the same filter and keeps the gain."""
+        self.stale = False
+        self.position = 0
+        self.energy[:] = 0.0
+        self._new_subframe()
+        keep = self.history.shape[1]
+        for c in range(self.channels):
+            past = self.history[c, keep - self.sub :] if keep >= self.sub else self.history[c]
+            y = np.convolve(self.history[c], self.response[c])[keep - len(past) : keep]
+            e_in, e_out = float(past @ past), float(y @ y)
+            if e_in > 1e-12 and e_out > 1e-12:
+                self.gain[c], self.started[c] = np.sqrt(e_in / e_out), True
+
     def process(self, block: np.ndarray) -> np.ndarray:
         """The postfiltered block, same shape and dtype."""
+        if self.stale:
+            self._restart()
         x = np.asarray(block, dtype=np.float64)
         out = np.empty_like(x)
         i, n = 0, x.shape[1]
@@ -136,3 +169,68 @@ class FormantPostfilter:
             self.position += j - i
             i = j
         return out.astype(block.dtype, copy=False)
+
+
+class SwitchedPostfilter:
+    """The postfilter on the chunks that ask for it: register each chunk (in order, before
+    its samples come out) with whether it is to be filtered, then push the decoded audio.
+
+    Where a chunk switches the filter on or off, the output crossfades between the plain
+    and the filtered signal over `fade_s` from the chunk's first sample, so no switch
+    clicks. The filter runs only where it is heard (a fade's end included), and it
+    restarts from the audio before the switch (FormantPostfilter.skip), so the samples
+    depend on the chunks' flags alone, never on how the stream is split into blocks.
+    """
+
+    def __init__(self, sample_rate: int, channels: int = 1, fade_s: float = 0.01) -> None:
+        self.filter = FormantPostfilter(sample_rate, channels)
+        self.fade = max(1, round(fade_s * sample_rate))
+        self.chunks: list[tuple[int, int, bool, bool]] = []  # start, end, on, fade from off/on
+        self.end = 0
+        self.position = 0
+        self.previous = False
+
+    def add_chunk(self, samples: int, on: bool, fade: bool = True) -> None:
+        """The next `samples` are filtered or not; ``fade=False`` switches at once (a
+        chunk of silence in place of a damaged one, into which nothing may ring)."""
+        self.chunks.append((self.end, self.end + samples, on, self.previous if fade else on))
+        self.end += samples
+        self.previous = on
+
+    def _weights(self, lo: int, hi: int) -> np.ndarray:
+        """The filtered signal's share in the output for samples [lo, hi)."""
+        w = np.zeros(hi - lo)
+        for start, end, on, before in self.chunks:
+            a, b = max(lo, start), min(hi, end)
+            if a >= b:
+                continue
+            i = np.arange(a, b) - start
+            if on == before:
+                w[a - lo : b - lo] = float(on)
+            else:
+                ramp = np.minimum((i + 1) / self.fade, 1.0)
+                w[a - lo : b - lo] = ramp if on else 1.0 - ramp
+        return w
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        n = block.shape[1]
+        lo, hi = self.position, self.position + n
+        self.position = hi
+        w = self._weights(lo, hi)
+        self.chunks = [c for c in self.chunks if c[1] > hi]
+        if not w.any():
+            self.filter.skip(block)
+            return block
+        out = np.array(block, copy=True)
+        # runs of samples that are heard filtered (w > 0) and that are not
+        heard = w > 0
+        edges = np.flatnonzero(np.diff(heard.astype(np.int8))) + 1
+        bounds = [0, *edges.tolist(), n]
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            seg = block[:, a:b]
+            if not heard[a]:
+                self.filter.skip(seg)
+                continue
+            y = self.filter.process(seg)
+            out[:, a:b] = seg + (y - seg) * w[a:b].astype(block.dtype)
+        return out

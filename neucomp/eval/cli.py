@@ -70,7 +70,8 @@ def _note(message: str) -> None:
 @click.option(
     "--postfilter/--no-postfilter",
     default=None,
-    help="neucomp's decoder postfilter, for speech  [default: off].",
+    help="neucomp's decoder postfilter, for speech, on or off for every chunk  "
+    "[default: on the chunks the encoder flagged speech].",
 )
 @click.option(
     "--model",

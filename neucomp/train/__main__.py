@@ -1,5 +1,5 @@
-"""`python -m neucomp.train {codec,lm,export,fork,rebind-lm,rebind-tables,overfit} …`: every
-training job.
+"""`python -m neucomp.train COMMAND …`: every training job (codec, lm, export, fork,
+rebind-lm, rebind-tables, overfit, speech-detector).
 
     python -m neucomp.train codec --config configs/codec24_cpu.json [--set key=value …]
     python -m neucomp.train lm --config configs/lm24.json [--steps N …]
@@ -8,7 +8,8 @@ training job.
 the code LM (neucomp.train.lm); `export` writes an inference model file from a
 checkpoint; `fork` starts a new run folder from one; `rebind-lm` and `rebind-tables`
 re-issue the LM and the fast coder's tables for a new decoder on unchanged codes;
-`overfit` runs the one-clip memorisation test.
+`overfit` runs the one-clip memorisation test; `speech-detector` fits the encoder's
+speech flag (neucomp.train.speech_detector).
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ def main(argv: list[str] | None = None) -> None:
         from neucomp.train.lm import main as train_lm
 
         train_lm(argv[1:])
+        return
+    if argv[:1] == ["speech-detector"]:
+        from neucomp.train.speech_detector import main as train_speech_detector
+
+        train_speech_detector(argv[1:])
         return
     if argv[:1] == ["codec"]:
         argv = argv[1:]

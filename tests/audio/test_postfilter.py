@@ -88,3 +88,40 @@ def test_lpc_solves_the_normal_equations() -> None:
 def test_gammas_outside_the_fir_bound_are_refused() -> None:
     with pytest.raises(ValueError, match="gamma"):
         FormantPostfilter(RATE, gamma_num=0.7, gamma_den=0.99)
+
+
+def switched(x: np.ndarray, flags: list[bool], chunk: int, splits: list[int]) -> np.ndarray:
+    from neucomp.audio.postfilter import SwitchedPostfilter
+
+    pf = SwitchedPostfilter(RATE)
+    for on in flags:
+        pf.add_chunk(chunk, on)
+    bounds = [0, *splits, x.shape[1]]
+    return np.concatenate(
+        [pf.process(x[:, a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)], 1
+    )
+
+
+def test_switched_postfilter_follows_the_chunk_flags_and_fades_between_them() -> None:
+    """Off chunks pass through untouched; an all-on stream is the plain postfilter; on
+    chunks after off ones are filtered (from the history, at the right loudness), and a
+    switch crossfades over 10 ms instead of jumping; any block split, same samples."""
+    x = formant_speech_like(2.0)
+    chunk = 8000  # 1/3 s
+    flags = [False, True, True, False, True, False]
+    whole = switched(x, flags, chunk, [])
+    np.testing.assert_array_equal(whole, switched(x, flags, chunk, [1, 7999, 8001, 12345, 30000]))
+    np.testing.assert_array_equal(whole[:, :chunk], x[:, :chunk])
+    fade = RATE // 100
+    np.testing.assert_array_equal(
+        whole[:, 3 * chunk + fade : 4 * chunk], x[:, 3 * chunk + fade : 4 * chunk]
+    )
+    on = whole[:, chunk + fade : 3 * chunk]
+    assert not np.allclose(on, x[:, chunk + fade : 3 * chunk], atol=1e-3)
+    assert abs(10 * np.log10(np.mean(on**2) / np.mean(x[:, chunk + fade : 3 * chunk] ** 2))) < 1.5
+    all_on = switched(x, [True] * 6, chunk, [5000])
+    np.testing.assert_allclose(all_on, FormantPostfilter(RATE).process(x), atol=1e-6)
+    # no step at a switch: the largest sample-to-sample change stays that of the signal
+    for edge in (chunk, 3 * chunk, 4 * chunk):
+        jump = np.abs(np.diff(whole[0, edge - 50 : edge + 50])).max()
+        assert jump < 1.5 * np.abs(np.diff(x[0])).max()
