@@ -116,6 +116,7 @@ class CropSampler:
     def sample(self) -> np.ndarray:
         aug = self.augment
         idx = int(self.rng.choice(len(self.entries), p=self.probs))
+        self.last_category = str(self.categories[idx])  # of the main crop, before any mix
         main = self._read_crop(idx)
         if _rms_db(main) <= aug.min_rms_db:
             main = self._draw()
@@ -134,8 +135,14 @@ class CropSampler:
         return np.ascontiguousarray(main, dtype=np.float32)
 
     def batch(self, batch_size: int) -> torch.Tensor:
-        """[batch_size, channels, length] float32."""
-        crops = np.stack([self.sample() for _ in range(batch_size)])
+        """[batch_size, channels, length] float32; ``batch_categories`` then holds each
+        crop's category (its main file's: a mix keeps the category it was mixed into)."""
+        crops, categories = [], []
+        for _ in range(batch_size):
+            crops.append(self.sample())
+            categories.append(self.last_category)
+        self.batch_categories = categories
+        crops = np.stack(crops)
         return torch.from_numpy(crops if self.channels > 1 else crops[:, None])
 
     def state_dict(self) -> dict:

@@ -89,6 +89,9 @@ class TrainConfig:
     # How many times a bin the output overshoots counts against one it undershoots
     # (1: symmetric L1; > 1: PESQ's asymmetry, added noise costs more than missing energy).
     logmag_overshoot: float = 1.0
+    # The categories of crop the overshoot weight applies to (empty: every crop); the
+    # others get the plain L1. E16: overshoot everywhere darkens music too.
+    logmag_overshoot_categories: list[str] = field(default_factory=list)
     # A harmonic decoder's oscillator runs at the reference pitch in this share of the
     # steps, at its own predicted pitch in the rest (so it also learns with its errors).
     f0_teacher_prob: float = 1.0
@@ -196,6 +199,7 @@ class Trainer:
         self.logmag_loss = LogSTFTMagnitudeLoss(
             tuple(cfg.logmag_n_ffts), overshoot=cfg.logmag_overshoot
         ).to(self.device)
+        self.logmag_plain = LogSTFTMagnitudeLoss(tuple(cfg.logmag_n_ffts)).to(self.device)
         self.sampler = CropSampler(
             cfg.corpus,
             self.codec_config.sample_rate,
@@ -352,7 +356,7 @@ class Trainer:
         if cfg.weights.get("phase", 0.0):
             losses["phase"] = self.phase_loss(x, y)
         if cfg.weights.get("logmag", 0.0):
-            losses["logmag"] = self.logmag_loss(x, y)
+            losses["logmag"] = self._logmag(x, y)
         # losses the model computed on its own outputs (the harmonic decoder's f0), not on y
         aux = {} if cfg.decoder_only else dict(getattr(self.model, "aux_losses", {}))
         if adversarial:
@@ -424,6 +428,19 @@ class Trainer:
         return y
 
     # -- the loop -----------------------------------------------------------------------
+
+    def _logmag(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The per-bin log-magnitude loss, its overshoot weight on the crops of
+        ``logmag_overshoot_categories`` only (when set); the batch mean either way."""
+        wanted = self.cfg.logmag_overshoot_categories
+        if not wanted:
+            return self.logmag_loss(x, y)
+        chosen = torch.tensor([c in wanted for c in self.sampler.batch_categories])
+        total = x.new_zeros(())
+        for mask, loss in ((chosen, self.logmag_loss), (~chosen, self.logmag_plain)):
+            if mask.any():  # each example is normalised on its own, so subsets add up
+                total = total + loss(x[mask], y[mask]) * (int(mask.sum()) / len(mask))
+        return total
 
     def _steps_that_fit(self, start: float) -> tuple[int, float]:
         """(step count, seconds per step) that end the run at max_wall_s at the rate

@@ -95,6 +95,28 @@ def test_phase_loss_joins_the_sum_when_weighted(config: TrainConfig, monkeypatch
     assert np.mean(phases[-5:]) < np.mean(phases[:5])
 
 
+def test_overshoot_applies_to_the_chosen_categories_only(config: TrainConfig) -> None:
+    """The batch knows each crop's category; with logmag_overshoot_categories the loss is
+    the overshoot-weighted one on those crops and the plain one on the rest."""
+    config.logmag_overshoot = 4.0
+    trainer = Trainer(config)
+    x = trainer.sampler.batch(6)
+    categories = trainer.sampler.batch_categories
+    assert len(categories) == 6 and set(categories) <= {"speech", "music", "sfx"}
+    y = x + 0.01 * torch.randn_like(x)
+    everywhere = float(trainer._logmag(x, y))
+    assert everywhere == pytest.approx(float(trainer.logmag_loss(x, y)))
+    trainer.cfg.logmag_overshoot_categories = ["speech"]
+    chosen = np.array([c == "speech" for c in categories])
+    expected = 0.0
+    for mask, loss in ((chosen, trainer.logmag_loss), (~chosen, trainer.logmag_plain)):
+        if mask.any():
+            expected += float(loss(x[mask], y[mask])) * mask.mean()
+    assert float(trainer._logmag(x, y)) == pytest.approx(expected, rel=1e-5)
+    trainer.cfg.logmag_overshoot_categories = ["nothing"]
+    assert float(trainer._logmag(x, y)) == pytest.approx(float(trainer.logmag_plain(x, y)))
+
+
 def test_resume_gives_the_same_next_step(config: TrainConfig) -> None:
     first = Trainer(config)
     for _ in range(2):
