@@ -188,12 +188,14 @@ class SwitchedPostfilter:
         self.chunks: list[tuple[int, int, bool, bool]] = []  # start, end, on, fade from off/on
         self.end = 0
         self.position = 0
-        self.previous = False
+        self.previous: bool | None = None  # the last chunk's flag (None: no chunk yet)
 
     def add_chunk(self, samples: int, on: bool, fade: bool = True) -> None:
         """The next `samples` are filtered or not; ``fade=False`` switches at once (a
-        chunk of silence in place of a damaged one, into which nothing may ring)."""
-        self.chunks.append((self.end, self.end + samples, on, self.previous if fade else on))
+        chunk of silence in place of a damaged one, into which nothing may ring). The
+        first chunk starts as it means to go on."""
+        before = on if self.previous is None or not fade else self.previous
+        self.chunks.append((self.end, self.end + samples, on, before))
         self.end += samples
         self.previous = on
 
