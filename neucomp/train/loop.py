@@ -435,7 +435,7 @@ class Trainer:
         wanted = self.cfg.logmag_overshoot_categories
         if not wanted:
             return self.logmag_loss(x, y)
-        chosen = torch.tensor([c in wanted for c in self.sampler.batch_categories])
+        chosen = torch.tensor([c in wanted for c in self.sampler.batch_categories], device=x.device)
         total = x.new_zeros(())
         for mask, loss in ((chosen, self.logmag_loss), (~chosen, self.logmag_plain)):
             if mask.any():  # each example is normalised on its own, so subsets add up
