@@ -32,6 +32,7 @@ from neucomp.train.dataset import AugmentConfig, CropSampler
 from neucomp.train.discriminator import CombinedDiscriminator
 from neucomp.train.losses import (
     ComplexSTFTLoss,
+    IntelligibilityLoss,
     LogSTFTMagnitudeLoss,
     PhaseDerivativeLoss,
     feature_matching_loss,
@@ -92,6 +93,9 @@ class TrainConfig:
     # The categories of crop the overshoot weight applies to (empty: every crop); the
     # others get the plain L1. E16: overshoot everywhere darkens music too.
     logmag_overshoot_categories: list[str] = field(default_factory=list)
+    # The categories of crop the intelligibility loss (weights.stoi) is computed on
+    # (empty: every crop); STOI is a speech measure.
+    stoi_categories: list[str] = field(default_factory=list)
     # A harmonic decoder's oscillator runs at the reference pitch in this share of the
     # steps, at its own predicted pitch in the rest (so it also learns with its errors).
     f0_teacher_prob: float = 1.0
@@ -200,6 +204,7 @@ class Trainer:
             tuple(cfg.logmag_n_ffts), overshoot=cfg.logmag_overshoot
         ).to(self.device)
         self.logmag_plain = LogSTFTMagnitudeLoss(tuple(cfg.logmag_n_ffts)).to(self.device)
+        self.stoi_loss = IntelligibilityLoss(self.codec_config.sample_rate).to(self.device)
         self.sampler = CropSampler(
             cfg.corpus,
             self.codec_config.sample_rate,
@@ -357,6 +362,10 @@ class Trainer:
             losses["phase"] = self.phase_loss(x, y)
         if cfg.weights.get("logmag", 0.0):
             losses["logmag"] = self._logmag(x, y)
+        if cfg.weights.get("stoi", 0.0):
+            stoi = self._stoi(x, y)
+            if stoi is not None:
+                losses["stoi"] = stoi
         # losses the model computed on its own outputs (the harmonic decoder's f0), not on y
         aux = {} if cfg.decoder_only else dict(getattr(self.model, "aux_losses", {}))
         if adversarial:
@@ -435,12 +444,24 @@ class Trainer:
         wanted = self.cfg.logmag_overshoot_categories
         if not wanted:
             return self.logmag_loss(x, y)
-        chosen = torch.tensor([c in wanted for c in self.sampler.batch_categories], device=x.device)
+        chosen = self._category_mask(wanted, x.device)
         total = x.new_zeros(())
         for mask, loss in ((chosen, self.logmag_loss), (~chosen, self.logmag_plain)):
             if mask.any():  # each example is normalised on its own, so subsets add up
                 total = total + loss(x[mask], y[mask]) * (int(mask.sum()) / len(mask))
         return total
+
+    def _category_mask(self, wanted: list[str], device: torch.device) -> torch.Tensor:
+        """Which crops of the current batch come from the corpus categories `wanted`."""
+        return torch.tensor([c in wanted for c in self.sampler.batch_categories], device=device)
+
+    def _stoi(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+        """The intelligibility loss on the crops of ``stoi_categories`` (all when empty);
+        None when the batch holds none of them (the balancer then skips the term)."""
+        if not self.cfg.stoi_categories:
+            return self.stoi_loss(x, y)
+        chosen = self._category_mask(self.cfg.stoi_categories, x.device)
+        return self.stoi_loss(x[chosen], y[chosen]) if chosen.any() else None
 
     def _steps_that_fit(self, start: float) -> tuple[int, float]:
         """(step count, seconds per step) that end the run at max_wall_s at the rate
@@ -557,6 +578,7 @@ class Trainer:
             "f0",
             "phase",
             "logmag",
+            "stoi",
         ]
         start = time.time()
         last = start
@@ -600,7 +622,7 @@ class Trainer:
 
 def _format_row(row: dict) -> str:
     parts = [f"step {row['step']}", f"{row['sec_per_step']:.2f}s/it"]
-    for k in ("l1", "mel", "phase", "logmag", "f0", "adv", "feat", "commit", "d_loss"):
+    for k in ("l1", "mel", "phase", "logmag", "stoi", "f0", "adv", "feat", "commit", "d_loss"):
         if k in row and not math.isnan(row[k]):
             parts.append(f"{k} {row[k]:.4f}")
     if "lr" in row:

@@ -18,7 +18,12 @@ from neucomp.model import Codec, CodecConfig
 from neucomp.train.balancer import Balancer
 from neucomp.train.discriminator import MultiScaleSTFTDiscriminator
 from neucomp.train.loop import TrainConfig, Trainer, learning_rate
-from neucomp.train.losses import LogSTFTMagnitudeLoss, MultiScaleMelLoss, PhaseDerivativeLoss
+from neucomp.train.losses import (
+    IntelligibilityLoss,
+    LogSTFTMagnitudeLoss,
+    MultiScaleMelLoss,
+    PhaseDerivativeLoss,
+)
 from neucomp.train.validate import Validator, append_row
 
 
@@ -115,6 +120,27 @@ def test_overshoot_applies_to_the_chosen_categories_only(config: TrainConfig) ->
     assert float(trainer._logmag(x, y)) == pytest.approx(expected, rel=1e-5)
     trainer.cfg.logmag_overshoot_categories = ["nothing"]
     assert float(trainer._logmag(x, y)) == pytest.approx(float(trainer.logmag_plain(x, y)))
+
+
+def test_intelligibility_loss_only_on_the_chosen_categories(config: TrainConfig) -> None:
+    """With stoi_categories the intelligibility loss is computed on those crops alone,
+    and a batch without any of them has no such term (not a zero that the balancer
+    would normalise)."""
+    config.weights = {**config.weights, "stoi": 1.0}
+    config.segment_s = 0.5  # one 384 ms segment and a few more
+    trainer = Trainer(config)
+    x = trainer.sampler.batch(6)
+    y = x + 0.05 * torch.randn_like(x)
+    assert float(trainer._stoi(x, y)) == pytest.approx(float(trainer.stoi_loss(x, y)))
+    trainer.cfg.stoi_categories = ["speech"]
+    chosen = torch.tensor([c == "speech" for c in trainer.sampler.batch_categories])
+    if chosen.any():
+        expected = float(trainer.stoi_loss(x[chosen], y[chosen]))
+        assert float(trainer._stoi(x, y)) == pytest.approx(expected, rel=1e-5)
+    trainer.cfg.stoi_categories = ["nothing"]
+    assert trainer._stoi(x, y) is None
+    stats = trainer.train_step()  # "nothing" is in no batch: the step runs without it
+    assert "stoi" not in stats and np.isfinite(stats["mel"])
 
 
 def test_resume_gives_the_same_next_step(config: TrainConfig) -> None:
@@ -283,6 +309,58 @@ def test_log_magnitude_overshoot_weighs_added_energy_above_missing_energy() -> N
     assert 1.3 * cost_plain < cost_asym < 1.5 * cost_plain + 1e-6
     with pytest.raises(ValueError):
         LogSTFTMagnitudeLoss(overshoot=0.0)
+
+
+def _voiced(seconds: float = 2.0) -> torch.Tensor:
+    """A harmonic tone whose loudness and brightness move like syllables (4 Hz)."""
+    t = torch.arange(int(24000 * seconds)) / 24000
+    syllables = 0.5 * (1 + torch.sin(2 * torch.pi * 4 * t))
+    x = sum(
+        torch.cos(2 * torch.pi * 140 * k * t) / k * (syllables if k % 3 else 1 - syllables)
+        for k in range(1, 25)
+    )
+    return (0.05 * x).reshape(1, 1, -1)
+
+
+def test_intelligibility_loss_follows_envelopes_not_level() -> None:
+    """Zero for the reference at any level; it grows as noise buries the envelopes; a
+    steady output (the envelope gone) costs more than mild noise; its gradient is
+    finite; a crop shorter than one 384 ms segment is refused."""
+    torch.manual_seed(0)
+    x = _voiced()
+    loss = IntelligibilityLoss(24000)
+    assert float(loss(x, x)) == pytest.approx(0.0, abs=1e-5)
+    assert float(loss(x, 0.1 * x)) == pytest.approx(0.0, abs=1e-5)
+    noise = torch.randn_like(x) * x.pow(2).mean().sqrt()
+    costs = [float(loss(x, x + gain * noise)) for gain in (0.1, 0.5, 2.0)]
+    assert 0.0 < costs[0] < costs[1] < costs[2]
+    steady = 0.05 * sum(
+        torch.cos(2 * torch.pi * 140 * k * torch.arange(x.shape[-1]) / 24000) / k
+        for k in range(1, 25)
+    ).reshape(1, 1, -1)
+    assert float(loss(x, steady)) > 2 * costs[0]
+    y = (x + 0.5 * noise).requires_grad_(True)
+    loss(x, y).backward()
+    assert torch.isfinite(y.grad).all() and y.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="shorter"):
+        loss(x[..., :4800], x[..., :4800])
+
+
+def test_intelligibility_loss_tracks_pystoi() -> None:
+    """Against the eval's own STOI (pystoi) on noisy versions of a voiced signal: the
+    same order, and within 0.05 of it."""
+    stoi = pytest.importorskip("pystoi").stoi
+    torch.manual_seed(1)
+    x = _voiced(3.0)
+    noise = torch.randn_like(x) * x.pow(2).mean().sqrt()
+    loss = IntelligibilityLoss(24000)
+    ours, theirs = [], []
+    for gain in (0.2, 1.0, 3.0):
+        y = x + gain * noise
+        ours.append(1 - float(loss(x, y)))
+        theirs.append(stoi(x.flatten().numpy(), y.flatten().numpy(), 24000))
+    assert ours == sorted(ours, reverse=True) and theirs == sorted(theirs, reverse=True)
+    assert np.allclose(ours, theirs, atol=0.05)
 
 
 def test_phase_derivative_loss_sees_drifting_phase_not_level_or_start_phase() -> None:
