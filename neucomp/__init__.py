@@ -82,13 +82,21 @@ def decompress(
     salvage: bool = False,
     model: str | None = None,
     postfilter: bool | None = None,
+    speech_decoder: bool | None = None,
 ) -> tuple[np.ndarray, int]:
     """`.ecdc` bytes → ``(audio [C, T] float32, sample_rate)`` as the original was.
     ``postfilter``: the decoder's formant postfilter, for speech, on or off everywhere
-    (None: the default, on the chunks the encoder flagged speech)."""
+    (None: the default, on the chunks the encoder flagged speech); ``speech_decoder``
+    the same for a model's second decoder, trained for speech, where it has one."""
     from neucomp.api import decompress as _decompress
 
-    return _decompress(data, salvage=salvage, model=model, postfilter=postfilter)
+    return _decompress(
+        data,
+        salvage=salvage,
+        model=model,
+        postfilter=postfilter,
+        speech_decoder=speech_decoder,
+    )
 
 
 def load_model(name: str | None = None) -> Codec:

@@ -78,13 +78,15 @@ def _decompress(
     model: Codec | str | os.PathLike | None,
     progress: Progress | None = None,
     postfilter: bool | None = None,
+    speech_decoder: bool | None = None,
 ) -> Result:
     """Read the header, find the model and coder it needs, and let the engine decode.
 
     ``model`` overrides the installed model named in the header (its hash must match).
-    ``postfilter``: the formant postfilter on or off (None: on the chunks flagged speech).
-    ``open_sink`` also gets the totals when a seekable input gives them up front (the
-    end record, read first), else None.
+    ``postfilter``: the formant postfilter on or off (None: on the chunks flagged speech);
+    ``speech_decoder`` likewise for a model's speech decoder. ``open_sink`` also gets
+    the totals when a seekable input gives them up front (the end record, read first),
+    else None.
     """
     from neucomp.container import EcdcReader
 
@@ -101,6 +103,7 @@ def _decompress(
         progress=progress,
         total_samples=None if known is None else known.original_samples,
         postfilter=postfilter,
+        speech_decoder=speech_decoder,
     )
 
 
@@ -215,6 +218,7 @@ def decompress_file(
     model: str | os.PathLike | None = None,
     progress: Progress | None = None,
     postfilter: bool | None = None,
+    speech_decoder: bool | None = None,
 ) -> Result:
     """Decompress the .ecdc file ``src`` (or ``"-"``) into ``dst`` (.wav/.flac or ``"-"``).
 
@@ -228,7 +232,9 @@ def decompress_file(
         check_output(dst, force)
         if str(dst) == A.STDIO:
             lazy = _LazyWriter(sys.stdout.buffer, fmt, subtype, stream=True)
-            result = _decompress(fp, lazy.open, salvage, model, progress, postfilter)
+            result = _decompress(
+                fp, lazy.open, salvage, model, progress, postfilter, speech_decoder
+            )
             if lazy.writer is not None:
                 lazy.writer.close()
             result.output_bytes = lazy.writer.bytes_written if lazy.writer else 0
@@ -236,7 +242,9 @@ def decompress_file(
             with atomic_output(dst, force) as out:
                 lazy = _LazyWriter(out, fmt, subtype)
                 try:
-                    result = _decompress(fp, lazy.open, salvage, model, progress, postfilter)
+                    result = _decompress(
+                        fp, lazy.open, salvage, model, progress, postfilter, speech_decoder
+                    )
                 finally:
                     if lazy.writer is not None:
                         lazy.writer.close()
@@ -334,6 +342,7 @@ def decompress(
     salvage: bool = False,
     model: str | None = None,
     postfilter: bool | None = None,
+    speech_decoder: bool | None = None,
 ) -> tuple[np.ndarray, int]:
     """Decompress .ecdc bytes to ``(audio [C, T] float32, sample_rate)`` at the original
     rate, channel count and length. With ``salvage``, damaged chunks become silence (and
@@ -341,10 +350,17 @@ def decompress(
     model the stream names; its weights must still be the ones that made the stream.
     ``postfilter`` turns the decoder's formant postfilter on or off for every chunk
     (None: the default, on the chunks the encoder flagged speech; it helps speech and
-    harms music: neucomp.audio.postfilter)."""
+    harms music: neucomp.audio.postfilter). ``speech_decoder``, for a model that has a
+    second decoder for speech, uses it on every chunk (True), on none (False), or on the
+    chunks flagged speech (None, the default)."""
     collect = _Collect()
     result = _decompress(
-        io.BytesIO(data), lambda h, known: collect, salvage, model, postfilter=postfilter
+        io.BytesIO(data),
+        lambda h, known: collect,
+        salvage,
+        model,
+        postfilter=postfilter,
+        speech_decoder=speech_decoder,
     )
     for message in result.warnings:
         warnings.warn(message, stacklevel=2)

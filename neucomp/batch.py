@@ -55,6 +55,8 @@ class DecompressOptions:
     model: str | None = None
     # None: on the chunks flagged speech (engine.follows_speech_flags)
     postfilter: bool | None = None
+    # None: a model's speech decoder on the chunks flagged speech, where it has one
+    speech_decoder: bool | None = None
 
 
 Options = CompressOptions | DecompressOptions

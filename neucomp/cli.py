@@ -436,6 +436,15 @@ def compress(
     "encoder flagged speech (24 kHz model)].",
 )
 @click.option(
+    "--decoder",
+    "decoder_choice",
+    type=click.Choice(["auto", "speech", "general"]),
+    default="auto",
+    help="For a model with a second decoder trained for speech: that one on every chunk "
+    "(speech), on none (general), or on the chunks the encoder flagged speech  "
+    "[default: auto].",
+)
+@click.option(
     "--format",
     "fmt",
     type=click.Choice(["wav", "flac"]),
@@ -454,6 +463,7 @@ def decompress(
     salvage: bool,
     model: str | None,
     postfilter: bool | None,
+    decoder_choice: str,
     fmt: str | None,
     force: bool,
     quiet: bool,
@@ -464,12 +474,17 @@ def decompress(
     from neucomp import api, batch, names, registry
 
     registry.set_threads(threads)
+    speech_decoder = {"auto": None, "speech": True, "general": False}[decoder_choice]
     plan = names.plan(list(paths), "decompress", fmt)
     if plan.folders is not None:
         src, dst = plan.folders
         _folder_output(dst)
         options = batch.DecompressOptions(
-            float_wav=float_wav, salvage=salvage, model=model, postfilter=postfilter
+            float_wav=float_wav,
+            salvage=salvage,
+            model=model,
+            postfilter=postfilter,
+            speech_decoder=speech_decoder,
         )
         summary = batch.run_batch(
             src,
@@ -503,6 +518,7 @@ def decompress(
             model=model,
             progress=bar,
             postfilter=postfilter,
+            speech_decoder=speech_decoder,
         )
 
     _run_files(plan.pairs, convert, _decompress_report, quiet)

@@ -47,6 +47,9 @@ DECODE_FRAMES = 150
 # ~7 ms a frame to decode, and the first audio of a file (or of a live chunk) waits for
 # its whole first piece. 30 frames (0.4 s at 75 frames/s) bring that to ~0.2 s.
 FIRST_DECODE_FRAMES = 30
+# Where a model's speech and general decoders take over from each other (chunk flags),
+# the output crossfades over this long: the postfilter's switch fade.
+SWITCH_FADE_S = 0.01
 
 
 def decode_pieces(num_frames: int) -> list[int]:
@@ -290,12 +293,16 @@ def decompress_stream(
     progress: Progress | None = None,
     total_samples: int | None = None,
     postfilter: bool | None = None,
+    speech_decoder: bool | None = None,
 ) -> Result:
     """Decode the chunks of an open .ecdc stream (its header read and matched to
     ``model`` and ``coder`` already); ``open_sink(header)`` gives where the audio goes.
     ``postfilter`` runs the decoded audio through the formant postfilter
     (neucomp.audio.postfilter): True on every chunk, False on none, None on the chunks
-    flagged speech where :func:`follows_speech_flags`.
+    flagged speech where :func:`follows_speech_flags`. ``speech_decoder`` chooses, for a
+    model that has one, between its speech and its general decoder the same way: None
+    follows the flags (:class:`neucomp.model.SwitchedDecoder`), True or False uses one
+    decoder throughout; a ModelError when True and the model has none.
 
     Audio reaches the sink a frame group at a time (:func:`decode_pieces`: a short
     first group, then DECODE_FRAMES) as soon as it is decoded, not a chunk or a file at
@@ -304,6 +311,8 @@ def decompress_stream(
     known, is its total.
     """
     import torch
+
+    from neucomp.model import SwitchedDecoder
 
     h = reader.header
     hop, k = h.hop_length, h.num_codebooks
@@ -315,9 +324,16 @@ def decompress_stream(
     ratio = h.original_sample_rate / h.model_sample_rate
     out_tail = _HeldTail(2 * math.ceil(ratio) + 8, h.original_channels)
     sink = open_sink(h)
-    decoder = model.stream_decoder()
+    flags = follows_speech_flags(h)
+
+    def new_decoder():
+        if speech_decoder is None and flags and model.speech_decoder is not None:
+            return SwitchedDecoder(model, fade=round(SWITCH_FADE_S * h.model_sample_rate))
+        return model.stream_decoder(speech=bool(speech_decoder))
+
+    decoder = new_decoder()
     unleveller = Unleveller(h.model_sample_rate, h.version)
-    if postfilter is None and not follows_speech_flags(h):
+    if postfilter is None and not flags:
         postfilter = False
     shaper = None
     if postfilter is not False:
@@ -359,11 +375,13 @@ def decompress_stream(
                     shaper.add_chunk(chunk.num_frames * hop, False, fade=False)
                 unleveller.add_chunk(chunk.num_frames * hop, None)
                 emit(decoded(torch.zeros(1, h.model_channels, chunk.num_frames * hop)))
-                decoder = model.stream_decoder()
+                decoder = new_decoder()
                 continue
             unleveller.add_chunk(chunk.num_frames * hop, chunk.gain_db)
             if shaper is not None:
                 shaper.add_chunk(chunk.num_frames * hop, chunk.speech or postfilter is True)
+            if isinstance(decoder, SwitchedDecoder):
+                decoder.start_chunk(chunk.speech)
             for part in pieces:
                 emit(decoded(decoder.push(torch.from_numpy(part)[None])))
         emit(decoded(decoder.flush()))  # a look-ahead decoder's last samples

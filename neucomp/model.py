@@ -48,6 +48,9 @@ class CodecConfig:
     # "seanet": strided convs at the sample rate; "frame": causal STFT + ConvNeXt.
     encoder: str = "seanet"
     frame_encoder: dict = field(default_factory=dict)  # FrameEncoderConfig fields
+    # A second decoder of the same type, for the chunks the encoder flagged as speech
+    # (container version 4); the general decoder serves the rest (docs/EXPERIMENTS.md E17).
+    speech_decoder: bool = False
 
     @property
     def channels(self) -> int:
@@ -94,7 +97,11 @@ class CodecConfig:
         return n_codebooks * self.frame_rate * self.bits_per_codebook / 1000
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not d["speech_decoder"]:
+            # models without one keep the config (and so the weights hash) they always had
+            del d["speech_decoder"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> CodecConfig:
@@ -139,6 +146,13 @@ class Codec(nn.Module):
         self.config = config
         self.encoder = make_encoder(config)
         self.decoder = make_decoder(config)
+        self.speech_decoder: nn.Module | None = None
+        if config.speech_decoder:
+            if config.decoder != "seanet":
+                # switching warms the incoming decoder up on past codes, discarding its
+                # output: only a decoder that holds no samples back can be switched so
+                raise ModelError("a speech decoder needs the SEANet decoder type")
+            self.speech_decoder = make_decoder(config)
         self.quantizer = ResidualVectorQuantizer(
             config.seanet.latent_dim, config.n_codebooks, config.codebook_size
         )
@@ -199,8 +213,14 @@ class Codec(nn.Module):
     def stream_encoder(self, n_q: int) -> StreamingEncoder:
         return StreamingEncoder(self, n_q)
 
-    def stream_decoder(self) -> StreamingDecoder:
-        return StreamingDecoder(self)
+    def stream_decoder(self, speech: bool = False) -> StreamingDecoder:
+        """A streaming decoder: the general one, or with ``speech`` the speech decoder
+        (ModelError if the model has none)."""
+        if not speech:
+            return StreamingDecoder(self)
+        if self.speech_decoder is None:
+            raise ModelError(f"model '{self.config.name}' has no speech decoder")
+        return StreamingDecoder(self, self.speech_decoder)
 
 
 class StreamingEncoder:
@@ -246,10 +266,11 @@ class StreamingDecoder:
     Over a whole stream, the pushes plus the flush give exactly `frames * hop` samples.
     """
 
-    def __init__(self, codec: Codec) -> None:
+    def __init__(self, codec: Codec, decoder: nn.Module | None = None) -> None:
         self.codec = codec
+        self.decoder = codec.decoder if decoder is None else decoder
         self.state = None
-        self.streams = hasattr(codec.decoder, "stream")
+        self.streams = hasattr(self.decoder, "stream")
 
     @torch.no_grad()
     def push(self, codes: Tensor) -> Tensor:
@@ -258,9 +279,9 @@ class StreamingDecoder:
             return torch.zeros(codes.shape[0], self.codec.config.channels, 0)
         latent = self.codec.quantizer.decode(codes)
         if self.streams:
-            y, self.state = self.codec.decoder.stream(latent, self.state)
+            y, self.state = self.decoder.stream(latent, self.state)
         else:
-            y, self.state = self.codec.decoder(latent, self.state)
+            y, self.state = self.decoder(latent, self.state)
         return y
 
     @torch.no_grad()
@@ -268,9 +289,70 @@ class StreamingDecoder:
         """The samples held back so far; the decoder then starts a new stream."""
         if not self.streams:
             return torch.zeros(batch, self.codec.config.channels, 0)
-        y = self.codec.decoder.stream_flush(self.state, batch)
+        y = self.decoder.stream_flush(self.state, batch)
         self.state = None
         return y
+
+
+class SwitchedDecoder:
+    """A model's general and speech decoders over one code stream, chunk by chunk.
+
+    Register each chunk with :meth:`start_chunk` before pushing its codes. A chunk is
+    decoded by the decoder its flag asks for; a decoder out of its turn does not run, so
+    steady speech or steady music costs one decoder. At a switch the incoming decoder
+    first runs, its output discarded, over the last ``warmup_frames`` frames of codes
+    (a fresh state would start the chunk with a transient), and the output crossfades
+    from the outgoing decoder to it over the chunk's first ``fade`` samples. The samples
+    depend on the chunks' flags alone, not on how the pushes split the stream.
+    """
+
+    def __init__(self, codec: Codec, fade: int, warmup_frames: int = 75) -> None:
+        self.decoders = {False: codec.stream_decoder(), True: codec.stream_decoder(speech=True)}
+        self.fade = max(1, fade)
+        self.warmup_frames = warmup_frames
+        self.active: bool | None = None  # the decoder of the current chunk (speech or not)
+        self.outgoing: bool | None = None  # the one fading out, if a fade is under way
+        self.faded = 0  # samples of that fade done
+        self.recent: Tensor | None = None  # the last warmup_frames frames of codes
+
+    def start_chunk(self, speech: bool) -> None:
+        if self.active is None or speech == self.active:
+            self.active = speech  # a stream's first chunk starts as it means to go on
+            return
+        if self.outgoing is not None:  # a chunk shorter than the fade: that fade ends here
+            self.decoders[self.outgoing].state = None
+        incoming = self.decoders[speech]
+        incoming.state = None
+        if self.recent is not None:
+            incoming.push(self.recent)
+        self.outgoing, self.active, self.faded = self.active, speech, 0
+
+    @torch.no_grad()
+    def push(self, codes: Tensor) -> Tensor:
+        """codes [B, K, f] → wav [B, C, f * hop]."""
+        if self.active is None:
+            raise RuntimeError("start_chunk() before the first push")
+        y = self.decoders[self.active].push(codes)
+        if self.outgoing is not None and y.shape[-1]:
+            old = self.decoders[self.outgoing].push(codes)
+            i = torch.arange(self.faded, self.faded + y.shape[-1], dtype=y.dtype)
+            y = old + (y - old) * ((i + 1) / self.fade).clamp(max=1.0)
+            self.faded += y.shape[-1]
+            if self.faded >= self.fade:
+                self.decoders[self.outgoing].state = None
+                self.outgoing = None
+        if codes.shape[-1]:
+            both = codes if self.recent is None else torch.cat([self.recent, codes], dim=-1)
+            self.recent = both[..., -self.warmup_frames :]
+        return y
+
+    @torch.no_grad()
+    def flush(self, batch: int = 1) -> Tensor:
+        """Nothing is held back (both are SEANet decoders); the stream starts anew."""
+        for decoder in self.decoders.values():
+            decoder.state = None
+        self.active = self.outgoing = self.recent = None
+        return torch.zeros(batch, self.decoders[False].codec.config.channels, 0)
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """`python -m neucomp.train COMMAND …`: every training job (codec, lm, export, fork,
-rebind-lm, rebind-tables, overfit, speech-detector).
+rebind-lm, rebind-tables, graft-speech-decoder, overfit, speech-detector).
 
     python -m neucomp.train codec --config configs/codec24_cpu.json [--set key=value …]
     python -m neucomp.train lm --config configs/lm24.json [--steps N …]
@@ -8,6 +8,7 @@ rebind-lm, rebind-tables, overfit, speech-detector).
 the code LM (neucomp.train.lm); `export` writes an inference model file from a
 checkpoint; `fork` starts a new run folder from one; `rebind-lm` and `rebind-tables`
 re-issue the LM and the fast coder's tables for a new decoder on unchanged codes;
+`graft-speech-decoder` gives a model a second decoder for the chunks flagged speech;
 `overfit` runs the one-clip memorisation test; `speech-detector` fits the encoder's
 speech flag (neucomp.train.speech_detector).
 """
@@ -65,6 +66,13 @@ def main(argv: list[str] | None = None) -> None:
     rbt.add_argument("old_codec")
     rbt.add_argument("new_codec")
     rbt.add_argument("out")
+    gft = sub.add_parser(
+        "graft-speech-decoder",
+        help="a model with BASE's coding and decoder, and SPEECH's decoder for speech chunks",
+    )
+    gft.add_argument("base")
+    gft.add_argument("speech")
+    gft.add_argument("out")
     fork = sub.add_parser(
         "fork", help="start a new run folder from a checkpoint (e.g. a GAN phase branch)"
     )
@@ -102,6 +110,12 @@ def main(argv: list[str] | None = None) -> None:
             Path(args.tables), Path(args.old_codec), Path(args.new_codec), Path(args.out)
         )
         print(f"wrote {args.out} (tables hash {digest.hex()[:16]}…)")
+        return
+    if args.command == "graft-speech-decoder":
+        from neucomp.train.export import graft_speech_decoder
+
+        digest = graft_speech_decoder(Path(args.base), Path(args.speech), Path(args.out))
+        print(f"wrote {args.out} (sha256 {digest[:16]}…)")
         return
     if args.command == "fork":
         from neucomp.train.export import fork_checkpoint

@@ -76,6 +76,21 @@ def rebind_tables(tables_path: Path, old_codec: Path, new_codec: Path, out: Path
     return rebound.save(out)
 
 
+def graft_speech_decoder(base: Path, speech: Path, out: Path) -> str:
+    """A model file with `base`'s encoder, RVQ and decoder, and `speech`'s decoder as its
+    speech decoder (the one for chunks the encoder flags as speech). The two must give
+    the same codes (ValueError otherwise); a speech decoder `base` has already is
+    replaced. Re-issue the LM and the tables for the new hash (`rebind_lm`)."""
+    old, new = _same_code_pair(base, speech, "the speech decoder")
+    config = CodecConfig.from_dict(old.config.to_dict())
+    config.speech_decoder = True
+    codec = Codec(config)
+    state = {k: v for k, v in old.state_dict().items() if not k.startswith("speech_decoder.")}
+    state.update({f"speech_decoder.{k}": v for k, v in new.decoder.state_dict().items()})
+    codec.load_state_dict(state)
+    return save_model(codec, out)
+
+
 def fork_checkpoint(checkpoint: Path, run_dir: Path, fresh_disc: bool = False) -> Path:
     """Copy a training checkpoint into a new run folder, where `python -m neucomp.train
     --set run_dir=…` resumes it; `fresh_disc` drops the discriminator and its optimiser
