@@ -51,6 +51,11 @@ class CodecConfig:
     # A second decoder of the same type, for the chunks the encoder flagged as speech
     # (container version 4); the general decoder serves the rest (docs/EXPERIMENTS.md E17).
     speech_decoder: bool = False
+    # The weights hashes of earlier models whose streams this one decodes: the same
+    # encoder and RVQ, and their general decoder as its own, so what that decoder serves
+    # comes out as before (a grafted speech decoder, neucomp.train.export). Their LM and
+    # table files stay valid for it too.
+    predecessors: list[str] = field(default_factory=list)
 
     @property
     def channels(self) -> int:
@@ -98,9 +103,10 @@ class CodecConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        if not d["speech_decoder"]:
-            # models without one keep the config (and so the weights hash) they always had
-            del d["speech_decoder"]
+        for key in ("speech_decoder", "predecessors"):
+            if not d[key]:
+                # models without these keep the config (so the weights hash) they always had
+                del d[key]
         return d
 
     @classmethod
@@ -161,6 +167,12 @@ class Codec(nn.Module):
     @property
     def hop_length(self) -> int:
         return self.config.hop_length
+
+    @property
+    def code_hashes(self) -> tuple[str, ...]:
+        """The weights hashes whose streams (and LM and table files) this model takes:
+        its own, then its predecessors'."""
+        return (self.weights_hash, *self.config.predecessors)
 
     def pad_to_frames(self, wav: Tensor) -> Tensor:
         """Zero-pad the end of wav [B, C, T] to a whole number of frames."""

@@ -355,6 +355,13 @@ def _check_recorded(what: str, name: str, want_hash: bytes | None, have: bytes) 
         )
 
 
+def _bound_hash(model: Codec, bound: str) -> str:
+    """The codec hash a coder file must name to serve ``model``: the one it names when
+    that is the model's own or a predecessor's (same codes), else the model's own (so
+    the refusal names it)."""
+    return bound if bound in model.code_hashes else model.weights_hash
+
+
 def lm_coder(model: Codec, want_hash: bytes | None = None) -> LMCoder:
     """The LM range coder of ``model`` (``<models>/<name>.lm``), cached, checked against
     the codec weights and, when decoding, against the LM hash the stream records."""
@@ -370,7 +377,7 @@ def lm_coder(model: Codec, want_hash: bytes | None = None) -> LMCoder:
         _LMS[key] = read_lm(path)
     coder = _LMS[key]
     try:
-        coder.check_codec(model.weights_hash)
+        coder.check_codec(_bound_hash(model, coder.codec_hash))
     except ModelError as err:
         raise ModelError(f"{path}: {err}") from None
     _check_recorded("a different LM", name, want_hash, coder.hash)
@@ -393,7 +400,7 @@ def fast_coder(model: Codec, want_hash: bytes | None = None) -> FastCoder:
         _TABLES[key] = ((stat.st_size, stat.st_mtime_ns), FastCoder(Tables.load(path)))
     coder = _TABLES[key][1]
     try:
-        coder.tables.check_codec(model.weights_hash)
+        coder.tables.check_codec(_bound_hash(model, coder.tables.codec_hash.hex()))
     except ModelError as err:
         raise ModelError(f"{path}: {err}") from None
     if coder.max_codebooks < model.config.n_codebooks:
@@ -467,7 +474,7 @@ def model_for(header: Header, model: Codec | str | os.PathLike | None) -> Codec:
                 "which is not installed"
             ) from None
         model = load_model(path)
-    if model.weights_hash != want:
+    if want not in model.code_hashes:
         raise ModelError(
             f"this file was made by different weights of model '{header.model_name}' "
             f"(hash {want[:12]}…; installed: {model.weights_hash[:12]}…)"

@@ -40,7 +40,8 @@ def test_lm_belongs_to_the_shipped_codec(path: Path) -> None:
     assert path.with_name(path.name + ".md").is_file(), "an LM ships with its card"
     coder = read_lm(path)  # verifies its own hash
     codec = load_model(path.with_suffix(".pt"))
-    assert coder.codec_hash == codec.weights_hash, "retrained codec: run `make train-lm`"
+    # its own hash, or a predecessor's with the same codes (a grafted speech decoder)
+    assert coder.codec_hash in codec.code_hashes, "retrained codec: run `make train-lm`"
 
 
 @pytest.mark.skipif(not LMS, reason="no LM shipped")

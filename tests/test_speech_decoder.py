@@ -180,3 +180,50 @@ def test_decompress_decoder_option(tmp_path: Path, cli_env: dict[str, str]) -> N
     )
     assert r.exit_code != 0 and "no speech decoder" in r.output
     assert "Traceback" not in r.output and not (tmp_path / "s.wav").exists()
+
+
+def test_a_grafted_model_decodes_its_predecessors_streams_with_their_lm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Installed in place of its base, a grafted model decodes the base's streams, plain
+    and LM-coded, as the base did where its general decoder serves (no flags here), with
+    the base's LM unchanged; its own streams name it, and use that LM too. Streams of
+    weights with other codes stay refused."""
+    pytest.importorskip("neucomp.coding.range")
+    from neucomp import registry
+    from neucomp.nn.lm import CodesLM, LMConfig
+    from neucomp.train.quantize import quantize_lm
+
+    base, speech = _models_on_one_code(tmp_path)
+    grafted = tmp_path / "grafted.pt"
+    graft_speech_decoder(base, speech, grafted)
+    installed = tmp_path / "installed"
+    installed.mkdir()
+    monkeypatch.setenv("NEUCOMP_MODEL_DIR", str(installed))
+    (installed / "neucomp_24khz.pt").write_bytes(base.read_bytes())
+    base_model = registry.load_model(cached=False)
+    torch.manual_seed(0)
+    lm = CodesLM(LMConfig(dim=16, layers=1, heads=2, ff=32, window=8))
+    calibration = [torch.randint(0, 1024, (2, 8, 16))]
+    registry.save_lm(
+        quantize_lm(lm, calibration), registry.lm_path("neucomp_24khz"), base_model.weights_hash
+    )
+    t = np.arange(3 * RATE) / RATE
+    x = (0.1 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)[None]
+    old = {c: neucomp.compress(x, RATE, 6.0, coder=c) for c in ("plain", "lm")}
+    before = {c: neucomp.decompress(d)[0] for c, d in old.items()}
+
+    (installed / "neucomp_24khz.pt").write_bytes(grafted.read_bytes())
+    registry._MODELS.clear()
+    model = registry.load_model()
+    assert model.code_hashes == (model.weights_hash, base_model.weights_hash)
+    for c, data in old.items():
+        np.testing.assert_array_equal(neucomp.decompress(data)[0], before[c])
+    new = neucomp.compress(x, RATE, 6.0, coder="lm")
+    assert EcdcReader(io.BytesIO(new)).header.model_hash.hex() == model.weights_hash
+    np.testing.assert_allclose(neucomp.decompress(new)[0], before["lm"], atol=1e-6)
+
+    stranger = build_model_file(tmp_path, seed=9)
+    data = neucomp.compress(x, RATE, 6.0, coder="plain", model=str(stranger))
+    with pytest.raises(ModelError, match="different weights"):
+        neucomp.decompress(data)

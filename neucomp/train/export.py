@@ -80,10 +80,14 @@ def graft_speech_decoder(base: Path, speech: Path, out: Path) -> str:
     """A model file with `base`'s encoder, RVQ and decoder, and `speech`'s decoder as its
     speech decoder (the one for chunks the encoder flags as speech). The two must give
     the same codes (ValueError otherwise); a speech decoder `base` has already is
-    replaced. Re-issue the LM and the tables for the new hash (`rebind_lm`)."""
+    replaced. `base` and its predecessors become the new model's predecessors: it
+    decodes their streams (the chunks its general decoder serves exactly as before, the
+    flagged ones with the new speech decoder), and their LM and table files serve it
+    unchanged."""
     old, new = _same_code_pair(base, speech, "the speech decoder")
     config = CodecConfig.from_dict(old.config.to_dict())
     config.speech_decoder = True
+    config.predecessors = list(dict.fromkeys([old.weights_hash, *old.config.predecessors]))
     codec = Codec(config)
     state = {k: v for k, v in old.state_dict().items() if not k.startswith("speech_decoder.")}
     state.update({f"speech_decoder.{k}": v for k, v in new.decoder.state_dict().items()})
