@@ -90,6 +90,10 @@ class TrainConfig:
     # How many times a bin the output overshoots counts against one it undershoots
     # (1: symmetric L1; > 1: PESQ's asymmetry, added noise costs more than missing energy).
     logmag_overshoot: float = 1.0
+    # The log-magnitude loss's floor (level-normalised amplitude): 1e-2 is ~70 dB under a
+    # voice's harmonics; LSD's floor is 100 dB under the peak, so haze the default floor
+    # ignores still costs LSD (E17).
+    logmag_floor: float = 1e-2
     # The categories of crop the overshoot weight applies to (empty: every crop); the
     # others get the plain L1. E16: overshoot everywhere darkens music too.
     logmag_overshoot_categories: list[str] = field(default_factory=list)
@@ -201,9 +205,11 @@ class Trainer:
         self.stft_loss = ComplexSTFTLoss().to(self.device)
         self.phase_loss = PhaseDerivativeLoss(tuple(cfg.phase_n_ffts)).to(self.device)
         self.logmag_loss = LogSTFTMagnitudeLoss(
-            tuple(cfg.logmag_n_ffts), overshoot=cfg.logmag_overshoot
+            tuple(cfg.logmag_n_ffts), floor=cfg.logmag_floor, overshoot=cfg.logmag_overshoot
         ).to(self.device)
-        self.logmag_plain = LogSTFTMagnitudeLoss(tuple(cfg.logmag_n_ffts)).to(self.device)
+        self.logmag_plain = LogSTFTMagnitudeLoss(
+            tuple(cfg.logmag_n_ffts), floor=cfg.logmag_floor
+        ).to(self.device)
         self.stoi_loss = IntelligibilityLoss(self.codec_config.sample_rate).to(self.device)
         self.sampler = CropSampler(
             cfg.corpus,

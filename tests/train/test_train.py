@@ -122,6 +122,19 @@ def test_overshoot_applies_to_the_chosen_categories_only(config: TrainConfig) ->
     assert float(trainer._logmag(x, y)) == pytest.approx(float(trainer.logmag_plain(x, y)))
 
 
+def test_log_magnitude_floor_is_set_from_the_config(config: TrainConfig) -> None:
+    """A lower floor lets haze under the default one count (E17): both the overshoot and
+    the plain loss take it, and it raises the cost of quiet haze on a silent reference."""
+    config.logmag_floor = 1e-4
+    trainer = Trainer(config)
+    assert trainer.logmag_loss.floor == trainer.logmag_plain.floor == 1e-4
+    x = torch.zeros(2, 1, 4800)
+    x[..., :2400] = 0.1 * torch.randn(2, 1, 2400)
+    y = x.clone()
+    y[..., 2400:] = 1e-3 * torch.randn(2, 1, 2400)  # quiet haze where the reference is silent
+    assert float(trainer.logmag_plain(x, y)) > float(LogSTFTMagnitudeLoss()(x, y))
+
+
 def test_intelligibility_loss_only_on_the_chosen_categories(config: TrainConfig) -> None:
     """With stoi_categories the intelligibility loss is computed on those crops alone,
     and a batch without any of them has no such term (not a zero that the balancer
