@@ -299,10 +299,13 @@ def decompress_stream(
     ``model`` and ``coder`` already); ``open_sink(header)`` gives where the audio goes.
     ``postfilter`` runs the decoded audio through the formant postfilter
     (neucomp.audio.postfilter): True on every chunk, False on none, None on the chunks
-    flagged speech where :func:`follows_speech_flags`. ``speech_decoder`` chooses, for a
-    model that has one, between its speech and its general decoder the same way: None
-    follows the flags (:class:`neucomp.model.SwitchedDecoder`), True or False uses one
-    decoder throughout; a ModelError when True and the model has none.
+    flagged speech where :func:`follows_speech_flags`, unless a speech decoder takes
+    those chunks. ``speech_decoder`` chooses, for a model that has one, between its
+    speech and its general decoder the same way: None follows the flags
+    (:class:`neucomp.model.SwitchedDecoder`), True or False uses one decoder
+    throughout; a ModelError when True and the model has none. A speech decoder is
+    trained to take the haze out itself, and the postfilter on top of it lowers STOI
+    and raises LSD (docs/EXPERIMENTS.md E17), so by default it is not postfiltered.
 
     Audio reaches the sink a frame group at a time (:func:`decode_pieces`: a short
     first group, then DECODE_FRAMES) as soon as it is decoded, not a chunk or a file at
@@ -333,7 +336,8 @@ def decompress_stream(
 
     decoder = new_decoder()
     unleveller = Unleveller(h.model_sample_rate, h.version)
-    if postfilter is None and not flags:
+    by_speech_decoder = model.speech_decoder is not None and speech_decoder is not False
+    if postfilter is None and (not flags or by_speech_decoder):
         postfilter = False
     shaper = None
     if postfilter is not False:

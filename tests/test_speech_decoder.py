@@ -160,6 +160,11 @@ def test_graft_builds_the_model_and_the_engine_follows_the_flags(tmp_path: Path)
     to_general = np.abs(default[:, tail] - forced_general[:, tail]).mean()
     to_speech = np.abs(default[:, tail] - forced_speech[:, tail]).mean()
     assert to_general < 0.1 * to_speech
+    # the speech decoder takes the postfilter's place: by default nothing is postfiltered,
+    # unless the general decoder is asked to serve the flagged chunks
+    np.testing.assert_array_equal(neucomp.decompress(data, model=str(grafted))[0], default)
+    general_default, _ = neucomp.decompress(data, model=str(grafted), speech_decoder=False)
+    assert not np.allclose(general_default[:, head], forced_general[:, head], atol=1e-3)
 
 
 def test_decompress_decoder_option(tmp_path: Path, cli_env: dict[str, str]) -> None:
