@@ -433,7 +433,7 @@ def compress(
     default=None,
     help="The decoder's formant postfilter, for speech: it lowers the coding haze between "
     "formants (+0.12 PESQ-wb at 6 kbps) but dulls music  [default: on the chunks the "
-    "encoder flagged speech (24 kHz model)].",
+    "encoder flagged speech (24 kHz model), unless a speech decoder takes them].",
 )
 @click.option(
     "--decoder",
