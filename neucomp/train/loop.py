@@ -94,6 +94,8 @@ class TrainConfig:
     # voice's harmonics; LSD's floor is 100 dB under the peak, so haze the default floor
     # ignores still costs LSD (E17).
     logmag_floor: float = 1e-2
+    # The overshoot weight below this frequency only (None: every bin), the plain L1 above.
+    logmag_overshoot_below_hz: float | None = None
     # The categories of crop the overshoot weight applies to (empty: every crop); the
     # others get the plain L1. E16: overshoot everywhere darkens music too.
     logmag_overshoot_categories: list[str] = field(default_factory=list)
@@ -205,7 +207,11 @@ class Trainer:
         self.stft_loss = ComplexSTFTLoss().to(self.device)
         self.phase_loss = PhaseDerivativeLoss(tuple(cfg.phase_n_ffts)).to(self.device)
         self.logmag_loss = LogSTFTMagnitudeLoss(
-            tuple(cfg.logmag_n_ffts), floor=cfg.logmag_floor, overshoot=cfg.logmag_overshoot
+            tuple(cfg.logmag_n_ffts),
+            floor=cfg.logmag_floor,
+            overshoot=cfg.logmag_overshoot,
+            overshoot_below_hz=cfg.logmag_overshoot_below_hz,
+            sample_rate=self.codec_config.sample_rate,
         ).to(self.device)
         self.logmag_plain = LogSTFTMagnitudeLoss(
             tuple(cfg.logmag_n_ffts), floor=cfg.logmag_floor

@@ -122,6 +122,23 @@ def test_overshoot_applies_to_the_chosen_categories_only(config: TrainConfig) ->
     assert float(trainer._logmag(x, y)) == pytest.approx(float(trainer.logmag_plain(x, y)))
 
 
+def test_log_magnitude_overshoot_can_stop_at_a_frequency() -> None:
+    """An output that leaves out everything above 8 kHz undershoots there: cheap under
+    the overshoot weight everywhere, the plain L1's price when the weight stops at 8 kHz."""
+    import scipy.signal as ss
+
+    torch.manual_seed(0)
+    t = torch.arange(24000) / 24000
+    x = 0.05 * sum(torch.cos(2 * torch.pi * 150 * k * t) / k for k in range(1, 30))
+    x = (x + 0.01 * torch.randn_like(x)).reshape(1, 1, -1)
+    lowpass = ss.butter(8, 8000, fs=24000)
+    y = torch.from_numpy(ss.lfilter(*lowpass, x.numpy()).astype(np.float32))
+    everywhere = float(LogSTFTMagnitudeLoss(overshoot=4.0)(x, y))
+    below = float(LogSTFTMagnitudeLoss(overshoot=4.0, overshoot_below_hz=8000)(x, y))
+    plain = float(LogSTFTMagnitudeLoss()(x, y))
+    assert everywhere < 0.6 * below and below == pytest.approx(plain, rel=0.02)
+
+
 def test_log_magnitude_floor_is_set_from_the_config(config: TrainConfig) -> None:
     """A lower floor lets haze under the default one count (E17): both the overshoot and
     the plain loss take it, and it raises the cost of quiet haze on a silent reference."""
