@@ -1,4 +1,5 @@
-"""`python -m neucomp.eval {quality,levels,lmsize,bench,phase-oracle,latent-dims,spectrogram,pair}
+"""`python -m neucomp.eval {quality,levels,lmsize,bench,phase-oracle,latent-dims,spectrogram,pair,
+probe}
 …`: every evaluation job.
 
     python -m neucomp.eval quality data/deveval --json bench/eval.json   # = neucomp eval
@@ -9,6 +10,7 @@
     python -m neucomp.eval latent-dims data/deveval MODEL  # how many latent dims are used
     python -m neucomp.eval spectrogram data/deveval MODEL … --out X.png  # models side by side
     python -m neucomp.eval pair shipped.json candidate.json  # clip by clip: does it ship?
+    python -m neucomp.eval probe data/corpus24 data/deveval  # do the codes carry the spectrum?
 
 Each subcommand takes the options of its module (`python -m neucomp.eval levels -h`).
 """
@@ -25,6 +27,7 @@ TOOLS = {
     "latent-dims": "neucomp.eval.latent",
     "spectrogram": "neucomp.eval.compare",
     "pair": "neucomp.eval.pair",
+    "probe": "neucomp.eval.probe",
 }
 
 
