@@ -17,6 +17,13 @@ from torch.nn.utils import parametrize
 
 from neucomp import BANDWIDTHS, DEFAULT_MODEL
 from neucomp.errors import ModelError, UsageError
+from neucomp.nn.envelope import (
+    EnvelopeCoder,
+    EnvelopeEqualiser,
+    envelope_slots,
+    interleave,
+    split,
+)
 from neucomp.nn.framedecoder import (
     FrameDecoder,
     FrameDecoderConfig,
@@ -56,6 +63,18 @@ class CodecConfig:
     # comes out as before (a grafted speech decoder, neucomp.train.export). Their LM and
     # table files stay valid for it too.
     predecessors: list[str] = field(default_factory=list)
+    # A coded spectral envelope (neucomp.nn.envelope, EXPERIMENTS E18): with this many
+    # log-mel bands (0: none), every other codebook of a stream (0, 2, 4, …) codes the
+    # causal envelope (its own RVQ of `envelope_codebooks` stages, on n_fft-sample
+    # windows), and the decoder's output is equalised to it (`envelope_equalise`).
+    envelope_bands: int = 0
+    envelope_codebooks: int = 16
+    envelope_n_fft: int = 640
+    envelope_equalise: bool = True
+    # The weights hashes of models whose streams are this model's networks without the
+    # envelope (the model `add-envelope` started from): all codebooks learned, nothing
+    # equalised. This model decodes them as that model did (Codec.without_envelope).
+    plain_predecessors: list[str] = field(default_factory=list)
 
     @property
     def channels(self) -> int:
@@ -88,6 +107,14 @@ class CodecConfig:
     def check(self) -> None:
         """ModelError unless every offered bandwidth is a whole number of codebooks (at
         this frame rate and codebook size) that the quantizer has."""
+        if self.envelope_bands and self.envelope_codebooks < (self.n_codebooks + 1) // 2:
+            raise ModelError(
+                f"model '{self.name}': {self.n_codebooks} codebooks need "
+                f"{(self.n_codebooks + 1) // 2} envelope codebooks, it has "
+                f"{self.envelope_codebooks}"
+            )
+        if self.envelope_bands and self.speech_decoder:
+            raise ModelError(f"model '{self.name}': an envelope and a speech decoder")
         per_codebook = self.frame_rate * self.bits_per_codebook / 1000
         for bw in self.bandwidths:
             k = bw / per_codebook
@@ -103,9 +130,12 @@ class CodecConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for key in ("speech_decoder", "predecessors"):
+        for key in ("speech_decoder", "predecessors", "envelope_bands", "plain_predecessors"):
             if not d[key]:
                 # models without these keep the config (so the weights hash) they always had
+                del d[key]
+        if "envelope_bands" not in d:
+            for key in ("envelope_codebooks", "envelope_n_fft", "envelope_equalise"):
                 del d[key]
         return d
 
@@ -162,6 +192,17 @@ class Codec(nn.Module):
         self.quantizer = ResidualVectorQuantizer(
             config.seanet.latent_dim, config.n_codebooks, config.codebook_size
         )
+        self.envelope: EnvelopeCoder | None = None
+        if config.envelope_bands:
+            self.envelope = EnvelopeCoder(
+                config.sample_rate,
+                config.hop_length,
+                config.seanet.latent_dim,
+                config.envelope_bands,
+                config.envelope_codebooks,
+                config.codebook_size,
+                config.envelope_n_fft,
+            )
         self.weights_hash: str = ""
 
     @property
@@ -171,8 +212,31 @@ class Codec(nn.Module):
     @property
     def code_hashes(self) -> tuple[str, ...]:
         """The weights hashes whose streams (and LM and table files) this model takes:
-        its own, then its predecessors'."""
+        its own, then its predecessors', then those it decodes without its envelope."""
+        return (self.weights_hash, *self.config.predecessors, *self.config.plain_predecessors)
+
+    @property
+    def coder_hashes(self) -> tuple[str, ...]:
+        """The weights hashes an LM or table file may name to code this model's streams:
+        those with this model's codes (its own and its predecessors'). The streams of
+        its plain predecessors are another layout, read with their own files."""
         return (self.weights_hash, *self.config.predecessors)
+
+    def without_envelope(self, weights_hash: str) -> Codec:
+        """This model's networks as the model ``weights_hash`` (one of its
+        plain_predecessors) was: no envelope, every codebook learned, no equaliser. The
+        networks are shared, not copied."""
+        if weights_hash not in self.config.plain_predecessors:
+            raise ModelError(f"model '{self.config.name}' was not made from {weights_hash[:12]}…")
+        config = CodecConfig.from_dict(self.config.to_dict())
+        config.envelope_bands, config.plain_predecessors = 0, []
+        view = Codec.__new__(Codec)
+        nn.Module.__init__(view)
+        view.config = config
+        view.encoder, view.decoder, view.quantizer = self.encoder, self.decoder, self.quantizer
+        view.speech_decoder, view.envelope = self.speech_decoder, None
+        view.weights_hash = weights_hash
+        return view.eval()
 
     def pad_to_frames(self, wav: Tensor) -> Tensor:
         """Zero-pad the end of wav [B, C, T] to a whole number of frames."""
@@ -189,7 +253,17 @@ class Codec(nn.Module):
         loss in `self.aux_losses`."""
         wav = self.pad_to_frames(wav)
         z, _ = self.encoder(wav)
-        q, codes, commit = self.quantizer(z, n_q)
+        if self.envelope is not None:  # every other codebook is the (fixed) envelope's
+            n_env, n_learned = envelope_slots(n_q)
+            env_codes = self.envelope.encode(self.envelope.analysis(wav)[0], n_env)
+            q = self.envelope.latent(env_codes)
+            if n_learned:
+                learned, codes, commit = self.quantizer(z, n_learned)
+                q, codes = q + learned, interleave(env_codes, codes)
+            else:
+                codes, commit = env_codes, z.new_zeros(())
+        else:
+            q, codes, commit = self.quantizer(z, n_q)
         self.aux_losses: dict[str, Tensor] = {}
         if getattr(getattr(self.decoder, "cfg", None), "harmonic", False):
             f0, voiced = self._reference_pitch(wav)
@@ -213,14 +287,50 @@ class Codec(nn.Module):
     @torch.no_grad()
     def encode(self, wav: Tensor, n_q: int) -> Tensor:
         """wav [B, C, T] → codes [B, n_q, ceil(T / hop)]."""
-        z, _ = self.encoder(self.pad_to_frames(wav))
-        return self.quantizer.encode(z, n_q)
+        wav = self.pad_to_frames(wav)
+        z, _ = self.encoder(wav)
+        return self.codes_of(z, n_q, wav)[0]
+
+    def codes_of(
+        self, z: Tensor, n_q: int, wav: Tensor, envelope_past: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """The encoder output z (and, with an envelope, the audio it came from) → codes
+        [B, n_q, F], and the envelope's history for the next piece of a stream."""
+        if self.envelope is None:
+            return self.quantizer.encode(z, n_q), None
+        env, past = self.envelope.analysis(wav, envelope_past)
+        n_env, n_learned = envelope_slots(n_q)
+        codes = self.envelope.encode(env, n_env)
+        if n_learned:
+            codes = interleave(codes, self.quantizer.encode(z, n_learned))
+        return codes, past
+
+    def decoder_input(self, codes: Tensor) -> Tensor:
+        """codes [B, K, F] → the decoder's input latent [B, D, F] (differentiable in the
+        envelope's projection, which decoder-only training learns)."""
+        if self.envelope is None:
+            return self.quantizer.decode(codes)
+        env_codes, learned = split(codes)
+        latent = self.envelope.latent(env_codes)
+        if learned.shape[1]:
+            latent = latent + self.quantizer.decode(learned)
+        return latent
+
+    def equaliser(self) -> EnvelopeEqualiser | None:
+        """A fresh equaliser for one stream of decoder output (None: the model has none)."""
+        if self.envelope is None or not self.config.envelope_equalise:
+            return None
+        return EnvelopeEqualiser(self.envelope.analysis, self.config.channels)
 
     @torch.no_grad()
     def decode(self, codes: Tensor) -> Tensor:
         """codes [B, K, F] → wav [B, C, F * hop]."""
-        y, _ = self.decoder(self.quantizer.decode(codes))
-        return y
+        y, _ = self.decoder(self.decoder_input(codes))
+        equaliser = self.equaliser()
+        if equaliser is None:
+            return y
+        env = self.envelope.decode(split(codes)[0])
+        return torch.cat([equaliser.push(y, env), equaliser.flush(y.shape[0])], dim=-1)
 
     def stream_encoder(self, n_q: int) -> StreamingEncoder:
         return StreamingEncoder(self, n_q)
@@ -242,6 +352,7 @@ class StreamingEncoder:
         self.codec = codec
         self.n_q = n_q
         self.state = None
+        self.envelope_past: Tensor | None = None
         self.pending: Tensor | None = None
 
     @torch.no_grad()
@@ -267,7 +378,8 @@ class StreamingEncoder:
         if wav.shape[-1] == 0:
             return torch.zeros(wav.shape[0], self.n_q, 0, dtype=torch.long)
         z, self.state = self.codec.encoder(wav, self.state)
-        return self.codec.quantizer.encode(z, self.n_q)
+        codes, self.envelope_past = self.codec.codes_of(z, self.n_q, wav, self.envelope_past)
+        return codes
 
 
 class StreamingDecoder:
@@ -283,22 +395,28 @@ class StreamingDecoder:
         self.decoder = codec.decoder if decoder is None else decoder
         self.state = None
         self.streams = hasattr(self.decoder, "stream")
+        self.equaliser = codec.equaliser()  # holds back a frame, like a look-ahead decoder
 
     @torch.no_grad()
     def push(self, codes: Tensor) -> Tensor:
         """codes [B, K, f] → wav [B, C, ≤ f * hop] (what is final so far)."""
         if codes.shape[-1] == 0:
             return torch.zeros(codes.shape[0], self.codec.config.channels, 0)
-        latent = self.codec.quantizer.decode(codes)
+        latent = self.codec.decoder_input(codes)
         if self.streams:
             y, self.state = self.decoder.stream(latent, self.state)
         else:
             y, self.state = self.decoder(latent, self.state)
+        if self.equaliser is not None:
+            y = self.equaliser.push(y, self.codec.envelope.decode(split(codes)[0]))
         return y
 
     @torch.no_grad()
     def flush(self, batch: int = 1) -> Tensor:
         """The samples held back so far; the decoder then starts a new stream."""
+        if self.equaliser is not None:
+            self.state = None
+            return self.equaliser.flush(batch)
         if not self.streams:
             return torch.zeros(batch, self.codec.config.channels, 0)
         y = self.decoder.stream_flush(self.state, batch)

@@ -125,6 +125,19 @@ def tables_path(codec_name: str) -> Path:
     return models_dir() / f"{codec_name}.fct"
 
 
+def legacy_path(codec_name: str, weights_hash: str, suffix: str) -> Path:
+    """Where a coder file of an earlier model of that name is kept, for the streams it
+    made: <models_dir>/legacy/<codec_name>-<first 12 hex of its weights hash><suffix>."""
+    return models_dir() / "legacy" / f"{codec_name}-{weights_hash[:12]}{suffix}"
+
+
+def _coder_file(model: Codec, installed: Path) -> Path:
+    """The installed coder file, or, for a model that stands in for an earlier one
+    (Codec.without_envelope), that model's kept file when there is one."""
+    kept = legacy_path(model.config.name, model.weights_hash, installed.suffix)
+    return kept if kept.is_file() else installed
+
+
 # --------------------------------------------------------------------------- model files
 
 
@@ -359,7 +372,7 @@ def _bound_hash(model: Codec, bound: str) -> str:
     """The codec hash a coder file must name to serve ``model``: the one it names when
     that is the model's own or a predecessor's (same codes), else the model's own (so
     the refusal names it)."""
-    return bound if bound in model.code_hashes else model.weights_hash
+    return bound if bound in model.coder_hashes else model.weights_hash
 
 
 def lm_coder(model: Codec, want_hash: bytes | None = None) -> LMCoder:
@@ -370,7 +383,7 @@ def lm_coder(model: Codec, want_hash: bytes | None = None) -> LMCoder:
     except ImportError:
         raise UsageError("the LM coder is not available in this installation") from None
     name = model.config.name
-    path = lm_path(name)
+    path = _coder_file(model, lm_path(name))
     _require_file(path, "LM", name, want_hash)
     key = str(path.resolve())
     if key not in _LMS:
@@ -391,7 +404,7 @@ def fast_coder(model: Codec, want_hash: bytes | None = None) -> FastCoder:
     from neucomp.coding.tables import FastCoder, Tables
 
     name = model.config.name
-    path = tables_path(name)
+    path = _coder_file(model, tables_path(name))
     _require_file(path, "fast-coder tables", name, want_hash, verb="are")
     key = str(path.resolve())
     stat = path.stat()
@@ -479,6 +492,8 @@ def model_for(header: Header, model: Codec | str | os.PathLike | None) -> Codec:
             f"this file was made by different weights of model '{header.model_name}' "
             f"(hash {want[:12]}…; installed: {model.weights_hash[:12]}…)"
         )
+    if want in model.config.plain_predecessors:  # made before the model had its envelope
+        model = model.without_envelope(want)  # a view: nothing is copied
     cfg = model.config
     mismatch = [
         label

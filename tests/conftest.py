@@ -251,10 +251,10 @@ def shipped_or_skip(header, *, made_by: bool = False) -> None:
 def fixture_codes(reader) -> tuple[np.ndarray, list[int]]:
     """A fixture stream's codes [K, frames], decoded with the installed model's coder
     that its header names (plain packing, the LM or the tables), and its chunks' gains."""
-    from neucomp.registry import coder_for, load_model
+    from neucomp.registry import coder_for, model_for
 
     h = reader.header
-    coder = coder_for(h, load_model())
+    coder = coder_for(h, model_for(h, None))  # the model that made it, or one standing in
     parts, gains = [], []
     for chunk in reader.iter_chunks():
         parts.append(np.asarray(coder.decode(chunk.payload, h.num_codebooks, chunk.num_frames)))

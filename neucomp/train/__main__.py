@@ -1,5 +1,5 @@
 """`python -m neucomp.train COMMAND …`: every training job (codec, lm, export, fork,
-rebind-lm, rebind-tables, graft-speech-decoder, overfit, speech-detector).
+rebind-lm, rebind-tables, graft-speech-decoder, add-envelope, overfit, speech-detector).
 
     python -m neucomp.train codec --config configs/codec24_cpu.json [--set key=value …]
     python -m neucomp.train lm --config configs/lm24.json [--steps N …]
@@ -73,6 +73,16 @@ def main(argv: list[str] | None = None) -> None:
     gft.add_argument("base")
     gft.add_argument("speech")
     gft.add_argument("out")
+    env = sub.add_parser(
+        "add-envelope", help="a model with BASE's networks and a coded spectral envelope"
+    )
+    env.add_argument("base")
+    env.add_argument("out")
+    env.add_argument("--corpus", default="data/corpus24")
+    env.add_argument("--bands", type=int, default=20)
+    env.add_argument("--n-fft", type=int, default=640)
+    env.add_argument("--batches", type=int, default=200, help="batches of 8 crops to fit on")
+    env.add_argument("--seed", type=int, default=0)
     fork = sub.add_parser(
         "fork", help="start a new run folder from a checkpoint (e.g. a GAN phase branch)"
     )
@@ -110,6 +120,20 @@ def main(argv: list[str] | None = None) -> None:
             Path(args.tables), Path(args.old_codec), Path(args.new_codec), Path(args.out)
         )
         print(f"wrote {args.out} (tables hash {digest.hex()[:16]}…)")
+        return
+    if args.command == "add-envelope":
+        from neucomp.train.envelope import add_envelope
+
+        digest = add_envelope(
+            Path(args.base),
+            Path(args.out),
+            Path(args.corpus),
+            bands=args.bands,
+            n_fft=args.n_fft,
+            batches=args.batches,
+            seed=args.seed,
+        )
+        print(f"wrote {args.out} (weights {digest[:12]}…)")
         return
     if args.command == "graft-speech-decoder":
         from neucomp.train.export import graft_speech_decoder

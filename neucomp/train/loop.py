@@ -30,6 +30,7 @@ from neucomp.train.balancer import Balancer
 from neucomp.train.common import lr_schedule, warm_start
 from neucomp.train.dataset import AugmentConfig, CropSampler
 from neucomp.train.discriminator import CombinedDiscriminator
+from neucomp.train.envelope import fit_envelope
 from neucomp.train.losses import (
     ComplexSTFTLoss,
     IntelligibilityLoss,
@@ -96,6 +97,10 @@ class TrainConfig:
     logmag_floor: float = 1e-2
     # The overshoot weight below this frequency only (None: every bin), the plain L1 above.
     logmag_overshoot_below_hz: float | None = None
+    # A lower floor from logmag_high_floor_hz up (None: logmag_floor everywhere): half of
+    # full-band speech's 8–12 kHz bins lie under the 1e-2 floor (E18).
+    logmag_high_floor: float | None = None
+    logmag_high_floor_hz: float = 8000.0
     # The categories of crop the overshoot weight applies to (empty: every crop); the
     # others get the plain L1. E16: overshoot everywhere darkens music too.
     logmag_overshoot_categories: list[str] = field(default_factory=list)
@@ -142,6 +147,11 @@ class TrainConfig:
     fit_steps_to_wall: bool = False
     fit_decay_from: float = 0.5
     fit_window: tuple[int, int] = (50, 200)  # the steps whose rate sets the budget
+    # A model with a coded envelope (model.envelope_bands): its codebooks are fitted by
+    # k-means on this many batches of crops at the start, and its projection into the
+    # latent learns this many times faster than the rest.
+    envelope_fit_batches: int = 200
+    new_input_lr_scale: float = 10.0
     autocast_bf16: bool = True  # on CUDA: bf16 autocast for the generator and discriminator
 
     @classmethod
@@ -200,7 +210,19 @@ class Trainer:
             self.model.encoder.requires_grad_(False)
             self.model.quantizer.requires_grad_(False)
         self.gen_params = [p for p in self.model.parameters() if p.requires_grad]
-        self.opt_g = torch.optim.Adam(self.gen_params, lr=cfg.lr, betas=tuple(cfg.betas))
+        # A new input path (the envelope's projection, from zero) may learn faster than
+        # the warm-started body: Adam moves each weight by about lr a step (E6).
+        fast = {id(p) for p in self._new_input_params()}
+        groups = [
+            {"params": [p for p in self.gen_params if id(p) not in fast], "lr_scale": 1.0},
+            {
+                "params": [p for p in self.gen_params if id(p) in fast],
+                "lr_scale": cfg.new_input_lr_scale,
+            },
+        ]
+        self.opt_g = torch.optim.Adam(
+            [g for g in groups if g["params"]], lr=cfg.lr, betas=tuple(cfg.betas)
+        )
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         self.balancer = Balancer(cfg.weights)
         self.mel_loss = make_mel_loss(cfg.mel_loss, self.codec_config.sample_rate).to(self.device)
@@ -212,9 +234,15 @@ class Trainer:
             overshoot=cfg.logmag_overshoot,
             overshoot_below_hz=cfg.logmag_overshoot_below_hz,
             sample_rate=self.codec_config.sample_rate,
+            high_floor=cfg.logmag_high_floor,
+            high_floor_hz=cfg.logmag_high_floor_hz,
         ).to(self.device)
         self.logmag_plain = LogSTFTMagnitudeLoss(
-            tuple(cfg.logmag_n_ffts), floor=cfg.logmag_floor
+            tuple(cfg.logmag_n_ffts),
+            floor=cfg.logmag_floor,
+            sample_rate=self.codec_config.sample_rate,
+            high_floor=cfg.logmag_high_floor,
+            high_floor_hz=cfg.logmag_high_floor_hz,
         ).to(self.device)
         self.stoi_loss = IntelligibilityLoss(self.codec_config.sample_rate).to(self.device)
         self.sampler = CropSampler(
@@ -350,7 +378,7 @@ class Trainer:
         disc_lr = lr * cfg.disc_lr / cfg.lr if cfg.disc_lr else lr
         for opt, value in ((self.opt_g, lr), (self.opt_d, disc_lr)):
             for group in opt.param_groups:
-                group["lr"] = value
+                group["lr"] = value * group.get("lr_scale", 1.0)
         autocast = torch.autocast(
             "cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda" and cfg.autocast_bf16
         )
@@ -444,9 +472,27 @@ class Trainer:
         """Decoder-only training: codes from the frozen encoder + RVQ, decoded with grad."""
         with torch.no_grad():
             codes = self.model.encode(x, n_q)
-            latent = self.model.quantizer.decode(codes)
-        y, _ = self.model.decoder(latent)
+        y, _ = self.model.decoder(self.model.decoder_input(codes))
         return y
+
+    def _new_input_params(self) -> list[torch.nn.Parameter]:
+        envelope = getattr(self.model, "envelope", None)
+        return [] if envelope is None else list(envelope.to_latent.parameters())
+
+    def fit_envelope_codebooks(self, batches: int) -> None:
+        """k-means the envelope's codebooks on the envelopes of `batches` batches of
+        training crops (a fresh envelope only; its codes are then fixed). The crops are
+        drawn from a sampler of their own, so the training crops stay as seeded."""
+        fit_envelope(
+            self.model,
+            self.cfg.corpus,
+            batches=batches,
+            batch_size=self.cfg.batch_size,
+            segment_s=self.cfg.segment_s,
+            seed=self.cfg.seed * 1000 + 999,
+            augment=self.cfg.augment,
+            shares=self.cfg.category_shares,
+        )
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -554,7 +600,12 @@ class Trainer:
         cfg = self.cfg
         resumed = self.try_resume()
         if not resumed and cfg.init_from:
-            warm_start(self.model, cfg.init_from)
+            fresh = warm_start(self.model, cfg.init_from)
+        else:
+            fresh = [k for k in self.model.state_dict() if k.startswith("envelope.")]
+        if not resumed and any(k.startswith("envelope.quantizer.") for k in fresh):
+            self.fit_envelope_codebooks(cfg.envelope_fit_batches)
+        if not resumed:
             self._broadcast_from_rank0()
         self._install_signal_handlers()
         is_main = self.rank == 0

@@ -171,6 +171,11 @@ class LogSTFTMagnitudeLoss(MultiResolutionSTFTLoss):
     scaled to average 1, so overshoot 1 is the plain L1. With `overshoot_below_hz` the
     weight applies below that frequency only (PESQ-wb hears nothing above 8 kHz, where a
     decoder taught to fear overshoot leaves out the sibilants: E17), the plain L1 above.
+
+    `high_floor` replaces the floor from `high_floor_hz` up. Level-normalised full-band
+    speech has half of its 8–12 kHz bins (the sibilants) under the 1e-2 floor, so the
+    default floor neither asks for them nor punishes haze there (E18); a lower floor up
+    there only leaves the valleys PESQ hears as they were.
     """
 
     def __init__(
@@ -180,27 +185,39 @@ class LogSTFTMagnitudeLoss(MultiResolutionSTFTLoss):
         overshoot: float = 1.0,
         overshoot_below_hz: float | None = None,
         sample_rate: int = 24000,
+        high_floor: float | None = None,
+        high_floor_hz: float = 8000.0,
     ) -> None:
         super().__init__(n_ffts)
         if overshoot <= 0:
             raise ValueError(f"overshoot must be positive, got {overshoot}")
+        if high_floor is not None and high_floor <= 0:
+            raise ValueError(f"high_floor must be positive, got {high_floor}")
         self.floor = floor
+        self.high_floor = high_floor
+        self.high_floor_hz = high_floor_hz
         self.overshoot = overshoot
         self.overshoot_below_hz = overshoot_below_hz
         self.sample_rate = sample_rate
 
+    def _freqs(self, spec: Tensor) -> Tensor:
+        n_fft = 2 * (spec.shape[1] - 1)
+        return torch.arange(spec.shape[1], device=spec.device) * self.sample_rate / n_fft
+
     def distance(self, ref: Tensor, out: Tensor) -> Tensor:
-        diff = torch.log10(out.abs().clamp_min(self.floor)) - torch.log10(
-            ref.abs().clamp_min(self.floor)
+        floor: Tensor | float = self.floor
+        if self.high_floor is not None:
+            high = (self._freqs(ref) >= self.high_floor_hz)[:, None]
+            floor = torch.where(high, self.high_floor, self.floor).to(ref.real.dtype)
+        diff = torch.log10(torch.maximum(out.abs(), torch.as_tensor(floor))) - torch.log10(
+            torch.maximum(ref.abs(), torch.as_tensor(floor))
         )
         if self.overshoot == 1.0:
             return diff.abs().mean()
         scale = 2.0 / (1.0 + self.overshoot)
         weighted = scale * (self.overshoot * diff.clamp_min(0) - diff.clamp_max(0))
         if self.overshoot_below_hz is not None:
-            n_fft = 2 * (diff.shape[1] - 1)
-            freqs = torch.arange(diff.shape[1], device=diff.device) * self.sample_rate / n_fft
-            low = (freqs < self.overshoot_below_hz)[:, None]
+            low = (self._freqs(diff) < self.overshoot_below_hz)[:, None]
             weighted = torch.where(low, weighted, diff.abs())
         return weighted.mean()
 

@@ -152,6 +152,35 @@ def test_log_magnitude_floor_is_set_from_the_config(config: TrainConfig) -> None
     assert float(trainer.logmag_plain(x, y)) > float(LogSTFTMagnitudeLoss()(x, y))
 
 
+def test_log_magnitude_high_floor_sees_quiet_sibilants_and_leaves_the_low_band(
+    config: TrainConfig,
+) -> None:
+    """A lower floor above 8 kHz makes a decoder that drops quiet 8–12 kHz noise (under
+    the default floor) pay, while an error below 8 kHz costs what it did."""
+    import scipy.signal as ss
+
+    torch.manual_seed(0)
+    t = torch.arange(24000) / 24000
+    voice = (0.05 * sum(torch.cos(2 * torch.pi * 150 * k * t) / k for k in range(1, 30))).reshape(
+        1, 1, -1
+    )
+
+    def band_noise(low: float, high: float, level: float) -> torch.Tensor:
+        sos = ss.butter(8, [low, high], "bandpass", fs=24000, output="sos")
+        noise = ss.sosfilt(sos, torch.randn(24000).numpy()).astype(np.float32)
+        return level * torch.from_numpy(noise).reshape(1, 1, -1)
+
+    default, high = LogSTFTMagnitudeLoss(), LogSTFTMagnitudeLoss(high_floor=1e-4)
+    sibilants = voice + band_noise(8500, 11500, 2e-4)  # the output leaves them out
+    assert float(default(sibilants, voice)) < 0.2 * float(high(sibilants, voice))
+    murmur = voice + band_noise(1000, 3000, 2e-3)  # an error below 8 kHz only
+    assert float(high(murmur, voice)) == pytest.approx(float(default(murmur, voice)), rel=0.05)
+    config.logmag_high_floor = 1e-4
+    trainer = Trainer(config)
+    for loss in (trainer.logmag_loss, trainer.logmag_plain):
+        assert loss.high_floor == 1e-4 and loss.high_floor_hz == 8000.0
+
+
 def test_intelligibility_loss_only_on_the_chosen_categories(config: TrainConfig) -> None:
     """With stoi_categories the intelligibility loss is computed on those crops alone,
     and a batch without any of them has no such term (not a zero that the balancer
