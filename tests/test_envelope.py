@@ -221,6 +221,16 @@ def test_the_trainer_fits_the_envelope_and_gives_its_projection_a_faster_rate(
     assert envelope.to_latent.weight.abs().sum() > 0  # the zero projection has started
     assert out["lr"] == pytest.approx(1e-3)
     assert fast[0]["lr"] == pytest.approx(1e-2)
+    # through_equaliser: the losses see the equalised output, what inference gives
+    x = trainer.model.pad_to_frames(trainer.sampler.batch(2))
+    trainer.model.eval()
+    with torch.no_grad():
+        raw = trainer._decode_frozen(x, 8)
+        trainer.cfg.through_equaliser = True
+        heard = trainer._decode_frozen(x, 8)
+        inference = trainer.model.decode(trainer.model.encode(x, 8))
+    assert torch.allclose(heard, inference, atol=1e-5)
+    assert not torch.allclose(raw, heard, atol=1e-4)
 
 
 def test_a_model_with_an_envelope_decodes_the_streams_of_the_model_it_was_made_from(

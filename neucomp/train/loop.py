@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from neucomp.audio.writers import atomic_write
 from neucomp.model import Codec, CodecConfig
+from neucomp.nn.envelope import split
 from neucomp.registry import save_model
 from neucomp.train.balancer import Balancer
 from neucomp.train.common import lr_schedule, warm_start
@@ -152,6 +153,9 @@ class TrainConfig:
     # latent learns this many times faster than the rest.
     envelope_fit_batches: int = 200
     new_input_lr_scale: float = 10.0
+    # Decoder-only runs of such a model: the losses compare the equalised output (the
+    # equaliser is differentiable), so the decoder learns what the envelope cannot give.
+    through_equaliser: bool = False
     autocast_bf16: bool = True  # on CUDA: bf16 autocast for the generator and discriminator
 
     @classmethod
@@ -473,6 +477,10 @@ class Trainer:
         with torch.no_grad():
             codes = self.model.encode(x, n_q)
         y, _ = self.model.decoder(self.model.decoder_input(codes))
+        equaliser = self.model.equaliser() if self.cfg.through_equaliser else None
+        if equaliser is not None:  # the losses see what a listener hears
+            env = self.model.envelope.decode(split(codes)[0])
+            y = torch.cat([equaliser.push(y, env), equaliser.flush(y.shape[0])], dim=-1)
         return y
 
     def _new_input_params(self) -> list[torch.nn.Parameter]:
