@@ -41,7 +41,32 @@ def test_lm_belongs_to_the_shipped_codec(path: Path) -> None:
     coder = read_lm(path)  # verifies its own hash
     codec = load_model(path.with_suffix(".pt"))
     # its own hash, or a predecessor's with the same codes (a grafted speech decoder)
-    assert coder.codec_hash in codec.code_hashes, "retrained codec: run `make train-lm`"
+    assert coder.codec_hash in codec.coder_hashes, "retrained codec: run `make train-lm`"
+
+
+LEGACY = sorted((MODELS / "legacy").glob("*")) if (MODELS / "legacy").is_dir() else []
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in LEGACY if p.suffix in (".lm", ".fct")], ids=lambda p: p.name
+)
+def test_kept_coder_files_serve_streams_the_installed_model_still_decodes(path: Path) -> None:
+    """models/legacy/ holds the LM and tables of earlier weights whose streams the
+    installed model decodes (Codec.without_envelope): each file is sound, is named after
+    the weights it serves, and those weights are among the installed model's plain
+    predecessors."""
+    from neucomp.coding.tables import Tables
+    from neucomp.registry import legacy_path, load_model, read_lm
+
+    name = path.name.split("-")[0]
+    codec = load_model(MODELS / f"{name}.pt")
+    served = (
+        read_lm(path).codec_hash if path.suffix == ".lm" else Tables.load(path).codec_hash.hex()
+    )
+    assert served in codec.config.plain_predecessors
+    assert legacy_path(name, served, path.suffix) == path
+    if path.suffix == ".lm":
+        assert path.with_name(path.name + ".md").is_file(), "an LM ships with its card"
 
 
 @pytest.mark.skipif(not LMS, reason="no LM shipped")
