@@ -184,9 +184,13 @@ class EnvelopeEqualiser:
         covered = torch.nonzero(cover > 1e-6).flatten()
         nearest = covered[(torch.arange(cover.numel())[:, None] - covered).abs().argmin(1)]
         self.spread = spread[:, nearest]
+        self._reset()
+
+    def _reset(self) -> None:
+        """A new stream."""
         self.past: Tensor | None = None  # the last hop of output, [B, C, hop]
         self.pending: Tensor | None = None  # the overlap-add tail still open, [B, C, hop]
-        self.last_gain: Tensor | None = None  # [B, 1, bins, 1]
+        self.last_gain: Tensor | None = None  # the last frame's gains, [B, 1, 1, bins]
 
     def _gains(self, frames: Tensor, env: Tensor) -> tuple[Tensor, Tensor]:
         """Windowed frames [B, C, F, n_fft] and the sent envelope [B, bands, F] → their
@@ -212,8 +216,8 @@ class EnvelopeEqualiser:
 
     def push(self, y: Tensor, env: Tensor) -> Tensor:
         """Decoder output [B, C, F * hop] and the decoded envelope [B, bands, F] → the
-        equalised output of the frames before the last one [B, C, (F - 1) * hop] (the
-        first push of a stream: its frame 0 window holds the zero history)."""
+        equalised samples now final: F hops, from the frame before this push's first
+        (F - 1 on a stream's first push, whose frame 0 window holds the zero history)."""
         hop = self.analysis.hop
         b, c, n = y.shape
         if n == 0:
@@ -234,12 +238,12 @@ class EnvelopeEqualiser:
         """The last frame's samples: its window's second half, equalised with the last
         gains against a virtual next window over it and the silence after the stream."""
         if self.pending is None or self.past is None or self.last_gain is None:
-            self.__init__(self.analysis, self.channels)
+            self._reset()
             return torch.zeros(batch, self.channels, 0)
         hop = self.analysis.hop
         x = torch.cat([self.past, torch.zeros_like(self.past)], dim=-1)[:, :, None]
         spec = torch.fft.rfft(x * self.analysis.window, dim=-1)
         piece = torch.fft.irfft(spec * self.last_gain, n=self.analysis.n_fft, dim=-1)
         out = self.pending + piece[:, :, 0, :hop]
-        self.__init__(self.analysis, self.channels)
+        self._reset()
         return out
