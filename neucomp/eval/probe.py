@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     bin_hz = rate / N_FFT
     bins = int(MAX_HZ / bin_hz)
     fb = mel_filterbank(rate, N_FFT, 64, area_norm=False)[:, :bins]
+    fb = fb[fb.sum(1) > 0]  # the bands above MAX_HZ would count as zero error
 
     env_fb = mel_filterbank(rate, N_FFT, max(args.mel_bands, 1), area_norm=False)
 
