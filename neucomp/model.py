@@ -71,10 +71,20 @@ class CodecConfig:
     envelope_codebooks: int = 16
     envelope_n_fft: int = 640
     envelope_equalise: bool = True
+    # Closed-loop DPCM of the envelope (neucomp.nn.envelope, E19): each frame predicted
+    # from the last decoded one with this factor (0: each frame coded on its own).
+    envelope_prediction: float = 0.0
+    # Which stream codebooks are the envelope's ("e") and which are learned ("l"), one
+    # letter each ("": they alternate, the envelope's first).
+    envelope_layout: str = ""
     # The weights hashes of models whose streams are this model's networks without the
     # envelope (the model `add-envelope` started from): all codebooks learned, nothing
     # equalised. This model decodes them as that model did (Codec.without_envelope).
     plain_predecessors: list[str] = field(default_factory=list)
+    # The weights hashes of models with these networks and another envelope coder (its
+    # envelope_* settings here; its codebooks in the model's `past_envelopes`), whose
+    # streams this model decodes as they did (Codec.predecessor_view).
+    envelope_predecessors: dict[str, dict] = field(default_factory=dict)
 
     @property
     def channels(self) -> int:
@@ -107,12 +117,19 @@ class CodecConfig:
     def check(self) -> None:
         """ModelError unless every offered bandwidth is a whole number of codebooks (at
         this frame rate and codebook size) that the quantizer has."""
-        if self.envelope_bands and self.envelope_codebooks < (self.n_codebooks + 1) // 2:
-            raise ModelError(
-                f"model '{self.name}': {self.n_codebooks} codebooks need "
-                f"{(self.n_codebooks + 1) // 2} envelope codebooks, it has "
-                f"{self.envelope_codebooks}"
-            )
+        if self.envelope_bands:
+            layout = self.envelope_layout
+            if layout and (len(layout) != self.n_codebooks or set(layout) - set("el")):
+                raise ModelError(
+                    f"model '{self.name}': the codebook layout '{layout}' is not "
+                    f"{self.n_codebooks} letters e or l"
+                )
+            need = envelope_slots(self.n_codebooks, layout)[0]
+            if self.envelope_codebooks < need:
+                raise ModelError(
+                    f"model '{self.name}': {self.n_codebooks} codebooks need {need} "
+                    f"envelope codebooks, it has {self.envelope_codebooks}"
+                )
         if self.envelope_bands and self.speech_decoder:
             raise ModelError(f"model '{self.name}': an envelope and a speech decoder")
         per_codebook = self.frame_rate * self.bits_per_codebook / 1000
@@ -130,7 +147,15 @@ class CodecConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for key in ("speech_decoder", "predecessors", "envelope_bands", "plain_predecessors"):
+        for key in (
+            "speech_decoder",
+            "predecessors",
+            "envelope_bands",
+            "plain_predecessors",
+            "envelope_prediction",
+            "envelope_layout",
+            "envelope_predecessors",
+        ):
             if not d[key]:
                 # models without these keep the config (so the weights hash) they always had
                 del d[key]
@@ -144,6 +169,29 @@ class CodecConfig:
         d = dict(d)
         d["seanet"] = SEANetConfig(**d.get("seanet", {}))
         return cls(**d)
+
+
+def _envelope_coder(config: CodecConfig) -> EnvelopeCoder:
+    return EnvelopeCoder(
+        config.sample_rate,
+        config.hop_length,
+        config.seanet.latent_dim,
+        config.envelope_bands,
+        config.envelope_codebooks,
+        config.codebook_size,
+        config.envelope_n_fft,
+        config.envelope_prediction,
+    )
+
+
+def _predecessor_config(config: CodecConfig, weights_hash: str) -> CodecConfig:
+    """The config of an envelope_predecessor: this one with its envelope settings."""
+    out = CodecConfig.from_dict(config.to_dict())
+    out.envelope_prediction, out.envelope_layout = 0.0, ""
+    for key, value in config.envelope_predecessors[weights_hash].items():
+        setattr(out, key, value)
+    out.envelope_predecessors, out.plain_predecessors, out.predecessors = {}, [], []
+    return out
 
 
 def _frame_config(config: CodecConfig, cls: type, fields: dict):
@@ -194,15 +242,14 @@ class Codec(nn.Module):
         )
         self.envelope: EnvelopeCoder | None = None
         if config.envelope_bands:
-            self.envelope = EnvelopeCoder(
-                config.sample_rate,
-                config.hop_length,
-                config.seanet.latent_dim,
-                config.envelope_bands,
-                config.envelope_codebooks,
-                config.codebook_size,
-                config.envelope_n_fft,
-            )
+            self.envelope = _envelope_coder(config)
+        # the envelope coders of envelope_predecessors, by the first 16 hex of their hash
+        self.past_envelopes = nn.ModuleDict(
+            {
+                h[:16]: _envelope_coder(_predecessor_config(config, h))
+                for h in config.envelope_predecessors
+            }
+        )
         self.weights_hash: str = ""
 
     @property
@@ -213,7 +260,12 @@ class Codec(nn.Module):
     def code_hashes(self) -> tuple[str, ...]:
         """The weights hashes whose streams (and LM and table files) this model takes:
         its own, then its predecessors', then those it decodes without its envelope."""
-        return (self.weights_hash, *self.config.predecessors, *self.config.plain_predecessors)
+        return (
+            self.weights_hash,
+            *self.config.predecessors,
+            *self.config.plain_predecessors,
+            *self.config.envelope_predecessors,
+        )
 
     @property
     def coder_hashes(self) -> tuple[str, ...]:
@@ -230,11 +282,32 @@ class Codec(nn.Module):
             raise ModelError(f"model '{self.config.name}' was not made from {weights_hash[:12]}…")
         config = CodecConfig.from_dict(self.config.to_dict())
         config.envelope_bands, config.plain_predecessors = 0, []
+        config.envelope_prediction, config.envelope_layout = 0.0, ""
+        config.envelope_predecessors = {}
         view = Codec.__new__(Codec)
         nn.Module.__init__(view)
         view.config = config
         view.encoder, view.decoder, view.quantizer = self.encoder, self.decoder, self.quantizer
         view.speech_decoder, view.envelope = self.speech_decoder, None
+        view.past_envelopes = nn.ModuleDict()
+        view.weights_hash = weights_hash
+        return view.eval()
+
+    def predecessor_view(self, weights_hash: str) -> Codec:
+        """This model as the model ``weights_hash`` was: the same networks and another
+        envelope coder (an envelope_predecessor's, or none for a plain_predecessor)."""
+        if weights_hash in self.config.plain_predecessors:
+            return self.without_envelope(weights_hash)
+        if weights_hash not in self.config.envelope_predecessors:
+            raise ModelError(f"model '{self.config.name}' was not made from {weights_hash[:12]}…")
+        config = _predecessor_config(self.config, weights_hash)
+        view = Codec.__new__(Codec)
+        nn.Module.__init__(view)
+        view.config = config
+        view.encoder, view.decoder, view.quantizer = self.encoder, self.decoder, self.quantizer
+        view.speech_decoder = self.speech_decoder
+        view.envelope = self.past_envelopes[weights_hash[:16]]
+        view.past_envelopes = nn.ModuleDict()
         view.weights_hash = weights_hash
         return view.eval()
 
@@ -253,13 +326,14 @@ class Codec(nn.Module):
         loss in `self.aux_losses`."""
         wav = self.pad_to_frames(wav)
         z, _ = self.encoder(wav)
-        if self.envelope is not None:  # every other codebook is the (fixed) envelope's
-            n_env, n_learned = envelope_slots(n_q)
-            env_codes = self.envelope.encode(self.envelope.analysis(wav)[0], n_env)
-            q = self.envelope.latent(env_codes)
+        if self.envelope is not None:  # some codebooks are the (fixed) envelope's
+            layout = self.config.envelope_layout
+            n_env, n_learned = envelope_slots(n_q, layout)
+            env_codes, _ = self.envelope.encode(self.envelope.analysis(wav)[0], n_env)
+            q = self.envelope.latent(self.envelope.decode(env_codes)[0])
             if n_learned:
                 learned, codes, commit = self.quantizer(z, n_learned)
-                q, codes = q + learned, interleave(env_codes, codes)
+                q, codes = q + learned, interleave(env_codes, codes, layout)
             else:
                 codes, commit = env_codes, z.new_zeros(())
         else:
@@ -292,26 +366,44 @@ class Codec(nn.Module):
         return self.codes_of(z, n_q, wav)[0]
 
     def codes_of(
-        self, z: Tensor, n_q: int, wav: Tensor, envelope_past: Tensor | None = None
-    ) -> tuple[Tensor, Tensor | None]:
+        self, z: Tensor, n_q: int, wav: Tensor, envelope_past: tuple | None = None
+    ) -> tuple[Tensor, tuple | None]:
         """The encoder output z (and, with an envelope, the audio it came from) → codes
-        [B, n_q, F], and the envelope's history for the next piece of a stream."""
+        [B, n_q, F], and the envelope's state for the next piece of a stream (the
+        analysis's sample history and the envelope coder's state)."""
         if self.envelope is None:
             return self.quantizer.encode(z, n_q), None
-        env, past = self.envelope.analysis(wav, envelope_past)
-        n_env, n_learned = envelope_slots(n_q)
-        codes = self.envelope.encode(env, n_env)
+        history, coder_state = (None, None) if envelope_past is None else envelope_past
+        env, history = self.envelope.analysis(wav, history)
+        layout = self.config.envelope_layout
+        n_env, n_learned = envelope_slots(n_q, layout)
+        codes, coder_state = self.envelope.encode(env, n_env, coder_state)
         if n_learned:
-            codes = interleave(codes, self.quantizer.encode(z, n_learned))
-        return codes, past
+            codes = interleave(codes, self.quantizer.encode(z, n_learned), layout)
+        return codes, (history, coder_state)
 
-    def decoder_input(self, codes: Tensor) -> Tensor:
-        """codes [B, K, F] → the decoder's input latent [B, D, F] (differentiable in the
-        envelope's projection, which decoder-only training learns)."""
+    def split_codes(self, codes: Tensor) -> tuple[Tensor, Tensor]:
+        """A stream's codes → (envelope codes, learned codes), by this model's layout."""
+        return split(codes, self.config.envelope_layout)
+
+    def decode_envelope(
+        self, codes: Tensor, state: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """A stream's codes [B, K, F] → (the decoded envelope [B, bands, F], the state
+        for the stream's next piece)."""
+        assert self.envelope is not None
+        return self.envelope.decode(self.split_codes(codes)[0], state)
+
+    def decoder_input(self, codes: Tensor, env: Tensor | None = None) -> Tensor:
+        """codes [B, K, F] (and, with an envelope, its decoding if already known) → the
+        decoder's input latent [B, D, F] (differentiable in the envelope's projection,
+        which decoder-only training learns)."""
         if self.envelope is None:
             return self.quantizer.decode(codes)
-        env_codes, learned = split(codes)
-        latent = self.envelope.latent(env_codes)
+        learned = self.split_codes(codes)[1]
+        if env is None:
+            env = self.decode_envelope(codes)[0]
+        latent = self.envelope.latent(env)
         if learned.shape[1]:
             latent = latent + self.quantizer.decode(learned)
         return latent
@@ -325,11 +417,13 @@ class Codec(nn.Module):
     @torch.no_grad()
     def decode(self, codes: Tensor) -> Tensor:
         """codes [B, K, F] → wav [B, C, F * hop]."""
-        y, _ = self.decoder(self.decoder_input(codes))
+        if self.envelope is None:
+            return self.decoder(self.decoder_input(codes))[0]
+        env = self.decode_envelope(codes)[0]
+        y, _ = self.decoder(self.decoder_input(codes, env))
         equaliser = self.equaliser()
         if equaliser is None:
             return y
-        env = self.envelope.decode(split(codes)[0])
         return torch.cat([equaliser.push(y, env), equaliser.flush(y.shape[0])], dim=-1)
 
     def stream_encoder(self, n_q: int) -> StreamingEncoder:
@@ -352,7 +446,7 @@ class StreamingEncoder:
         self.codec = codec
         self.n_q = n_q
         self.state = None
-        self.envelope_past: Tensor | None = None
+        self.envelope_past: tuple | None = None
         self.pending: Tensor | None = None
 
     @torch.no_grad()
@@ -396,24 +490,29 @@ class StreamingDecoder:
         self.state = None
         self.streams = hasattr(self.decoder, "stream")
         self.equaliser = codec.equaliser()  # holds back a frame, like a look-ahead decoder
+        self.envelope_state: Tensor | None = None  # a predictive envelope's last frame
 
     @torch.no_grad()
     def push(self, codes: Tensor) -> Tensor:
         """codes [B, K, f] → wav [B, C, ≤ f * hop] (what is final so far)."""
         if codes.shape[-1] == 0:
             return torch.zeros(codes.shape[0], self.codec.config.channels, 0)
-        latent = self.codec.decoder_input(codes)
+        env = None
+        if self.codec.envelope is not None:
+            env, self.envelope_state = self.codec.decode_envelope(codes, self.envelope_state)
+        latent = self.codec.decoder_input(codes, env)
         if self.streams:
             y, self.state = self.decoder.stream(latent, self.state)
         else:
             y, self.state = self.decoder(latent, self.state)
         if self.equaliser is not None:
-            y = self.equaliser.push(y, self.codec.envelope.decode(split(codes)[0]))
+            y = self.equaliser.push(y, env)
         return y
 
     @torch.no_grad()
     def flush(self, batch: int = 1) -> Tensor:
         """The samples held back so far; the decoder then starts a new stream."""
+        self.envelope_state = None
         if self.equaliser is not None:
             self.state = None
             return self.equaliser.flush(batch)

@@ -492,8 +492,9 @@ def model_for(header: Header, model: Codec | str | os.PathLike | None) -> Codec:
             f"this file was made by different weights of model '{header.model_name}' "
             f"(hash {want[:12]}…; installed: {model.weights_hash[:12]}…)"
         )
-    if want in model.config.plain_predecessors:  # made before the model had its envelope
-        model = model.without_envelope(want)  # a view: nothing is copied
+    if want in model.config.plain_predecessors or want in model.config.envelope_predecessors:
+        # made before the model had its envelope, or this envelope coder
+        model = model.predecessor_view(want)  # a view: nothing is copied
     cfg = model.config
     mismatch = [
         label

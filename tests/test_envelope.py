@@ -103,7 +103,7 @@ def test_envelope_and_learned_codebooks_alternate_in_every_prefix() -> None:
     codes = codec.encode(wav, 8)
     assert codes.shape == (1, 8, 40)
     env, _ = codec.envelope.analysis(wav)
-    assert torch.equal(codes[:, 0::2], codec.envelope.encode(env, 4))
+    assert torch.equal(codes[:, 0::2], codec.envelope.encode(env, 4)[0])
     z, _ = codec.encoder(wav)
     assert torch.equal(codes[:, 1::2], codec.quantizer.encode(z, 4))
     # every bandwidth is a prefix: 6 codebooks are the first 6 of the 8

@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     gft.add_argument("speech")
     gft.add_argument("out")
     env = sub.add_parser(
-        "add-envelope", help="a model with BASE's networks and a coded spectral envelope"
+        "add-envelope",
+        help="a model with BASE's networks and a (new) coded spectral envelope",
     )
     env.add_argument("base")
     env.add_argument("out")
@@ -83,6 +84,18 @@ def main(argv: list[str] | None = None) -> None:
     env.add_argument("--n-fft", type=int, default=640)
     env.add_argument("--batches", type=int, default=200, help="batches of 8 crops to fit on")
     env.add_argument("--seed", type=int, default=0)
+    env.add_argument(
+        "--prediction",
+        type=float,
+        default=0.0,
+        help="code the envelope by closed-loop DPCM with this factor (E19; 0: plain RVQ)",
+    )
+    env.add_argument(
+        "--layout",
+        default="",
+        help="which stream codebooks are the envelope's: one letter e or l per codebook "
+        "('': alternate, the envelope's first)",
+    )
     fork = sub.add_parser(
         "fork", help="start a new run folder from a checkpoint (e.g. a GAN phase branch)"
     )
@@ -132,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
             n_fft=args.n_fft,
             batches=args.batches,
             seed=args.seed,
+            prediction=args.prediction,
+            layout=args.layout,
         )
         print(f"wrote {args.out} (weights {digest[:12]}…)")
         return

@@ -4,8 +4,11 @@
 
 BASE's encoder, RVQ and decoder are kept; the envelope's codebooks are fitted by
 k-means on the envelopes of random training crops (every category, with the training
-gains and mixes), stage by stage on the residuals. The new model alternates envelope
-and learned codebooks, so it has its own codes (and needs its own LM and tables).
+gains and mixes), stage by stage on the residuals (with ``--prediction``, on what a
+closed-loop DPCM leaves, E19). The new model interleaves envelope and learned codebooks
+(``--layout``), so it has its own codes (and needs its own LM and tables). A BASE that
+already has an envelope keeps decoding its streams: its envelope coder is stored in the
+new model as an envelope predecessor.
 """
 
 from __future__ import annotations
@@ -44,13 +47,14 @@ def fit_envelope(
         channels=model.config.channels,
         shares=shares or None,
     )
-    frames = []
+    sequences = []
     for _ in range(batches):
         env, _ = model.envelope.analysis(model.pad_to_frames(sampler.batch(batch_size)))
-        frames.append(env.transpose(1, 2).reshape(-1, env.shape[1]))
-    data = torch.cat(frames)
+        # the first frames of a crop see its zero history: not what a stream meets
+        sequences.append(env[:, :, model.envelope.analysis.n_fft // model.hop_length :])
+    data = torch.cat(sequences)
     model.envelope.fit(data, iters=iters)
-    return data.shape[0]
+    return data.shape[0] * data.shape[2]
 
 
 def add_envelope(
@@ -62,24 +66,56 @@ def add_envelope(
     n_fft: int = 640,
     batches: int = 200,
     seed: int = 0,
+    prediction: float = 0.0,
+    layout: str = "",
 ) -> str:
     """A model file with ``base``'s networks and a fitted envelope; returns its hash."""
+    from neucomp.nn.envelope import envelope_slots
     from neucomp.registry import load_model, save_model
 
     old = load_model(base, cached=False)
     config = CodecConfig.from_dict(old.config.to_dict())
     config.envelope_bands, config.envelope_n_fft = bands, n_fft
-    config.envelope_codebooks = (config.n_codebooks + 1) // 2
-    # it decodes the streams of the model it starts from (and of that one's predecessors)
-    # as that model did; their LM and table files go to models/legacy/ (README there)
-    config.plain_predecessors = list(
-        dict.fromkeys([old.weights_hash, *old.config.predecessors, *old.config.plain_predecessors])
-    )
+    config.envelope_prediction, config.envelope_layout = prediction, layout
+    config.envelope_codebooks = envelope_slots(config.n_codebooks, layout)[0]
+    # It decodes the streams of the model it starts from (and of that one's predecessors)
+    # as that model did; their LM and table files go to models/legacy/ (README there).
+    # A base without an envelope is a plain predecessor; one with an envelope keeps its
+    # envelope coder here, and its own plain and envelope predecessors stay so.
+    if old.envelope is None:
+        plain = [old.weights_hash, *old.config.predecessors]
+        enveloped = {}
+    else:
+        plain = []
+        enveloped = {
+            h: {
+                "envelope_codebooks": old.config.envelope_codebooks,
+                "envelope_n_fft": old.config.envelope_n_fft,
+                "envelope_bands": old.config.envelope_bands,
+                "envelope_prediction": old.config.envelope_prediction,
+                "envelope_layout": old.config.envelope_layout,
+            }
+            for h in (old.weights_hash, *old.config.predecessors)
+        }
+        enveloped.update(old.config.envelope_predecessors)
+    config.plain_predecessors = list(dict.fromkeys([*plain, *old.config.plain_predecessors]))
+    config.envelope_predecessors = enveloped
     config.predecessors = []
     torch.manual_seed(seed)
     codec = Codec(config)
-    missing, unexpected = codec.load_state_dict(old.state_dict(), strict=False)
-    if unexpected or any(not k.startswith("envelope.") for k in missing):
+    state = dict(old.state_dict())
+    if old.envelope is not None:  # the old envelope coder becomes a past one
+        for key, value in old.envelope.state_dict().items():
+            for h in (old.weights_hash, *old.config.predecessors):
+                state[f"past_envelopes.{h[:16]}.{key}"] = value
+            state[f"envelope.{key}"] = value  # the analysis and projection carry over
+        for key in [k for k in state if k.startswith("envelope.quantizer.")]:
+            del state[key]  # refitted below
+        state.pop("envelope.mean", None)
+    missing, unexpected = codec.load_state_dict(state, strict=False)
+    # what is fitted below (and, from a plain base, the new projection)
+    allowed = ("envelope.",) if old.envelope is None else ("envelope.quantizer.", "envelope.mean")
+    if unexpected or any(not k.startswith(allowed) for k in missing):
         raise ValueError(f"{base} does not fit the new model: {unexpected or missing}")
     frames = fit_envelope(codec, corpus, batches=batches, seed=seed)
     print(f"envelope codebooks fitted on {frames} frames", flush=True)

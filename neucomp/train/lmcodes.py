@@ -16,6 +16,7 @@ import torch
 from neucomp.audio.signal import to_model_channels
 from neucomp.audio.writers import atomic_write
 from neucomp.data.manifest import load_manifest, sampling_weights
+from neucomp.level import chunk_gain_db
 
 
 def log(msg: str) -> None:
@@ -32,10 +33,10 @@ def _read_crop(path: Path, length: int, rng: np.random.Generator, channels: int 
     audio = to_model_channels(np.ascontiguousarray(audio.T), channels)
     out = np.zeros((channels, length), dtype=np.float32)
     out[:, : audio.shape[1]] = audio
-    rms_db = 10 * np.log10(np.mean(out.astype(np.float64) ** 2) + 1e-12)
-    if rms_db > -60:  # random loudness, as real inputs have
-        out *= 10 ** ((rng.uniform(-30.0, -16.0) - rms_db) / 20)
-    return np.clip(out, -0.99, 0.99)
+    # At the level the container codes every chunk at (neucomp.level), not at a random
+    # one: the envelope's codes carry the level, and an LM that learned random levels
+    # spends bits on levels the streams never have (E18, E19).
+    return np.clip(out * 10 ** (chunk_gain_db(out) / 20), -0.99, 0.99)
 
 
 def _is_val(rel_path: str) -> bool:

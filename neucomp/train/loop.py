@@ -25,7 +25,6 @@ import torch.nn.functional as F
 
 from neucomp.audio.writers import atomic_write
 from neucomp.model import Codec, CodecConfig
-from neucomp.nn.envelope import split
 from neucomp.registry import save_model
 from neucomp.train.balancer import Balancer
 from neucomp.train.common import lr_schedule, warm_start
@@ -476,10 +475,10 @@ class Trainer:
         """Decoder-only training: codes from the frozen encoder + RVQ, decoded with grad."""
         with torch.no_grad():
             codes = self.model.encode(x, n_q)
-        y, _ = self.model.decoder(self.model.decoder_input(codes))
+        env = None if self.model.envelope is None else self.model.decode_envelope(codes)[0]
+        y, _ = self.model.decoder(self.model.decoder_input(codes, env))
         equaliser = self.model.equaliser() if self.cfg.through_equaliser else None
         if equaliser is not None:  # the losses see what a listener hears
-            env = self.model.envelope.decode(split(codes)[0])
             y = torch.cat([equaliser.push(y, env), equaliser.flush(y.shape[0])], dim=-1)
         return y
 

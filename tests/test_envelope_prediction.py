@@ -1,0 +1,202 @@
+"""The predictive (DPCM) envelope coder and the codebook layout (EXPERIMENTS E19): it
+codes closer than a plain RVQ at equal stages, encoder and decoder agree on every frame,
+streams cut anywhere give the same codes and samples, the layout puts each codebook in
+its slot, and a model refitted from an envelope model still decodes that model's streams
+bit for bit."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_audio, tiny_config
+
+import neucomp
+from neucomp.errors import ModelError
+from neucomp.model import Codec
+from neucomp.nn.envelope import EnvelopeCoder, envelope_slots, interleave, split
+
+LAYOUT = "elelelllellellelellellelellellel"  # 1+1, 2+2, 3+5, 6+10, 12+20
+
+
+def _smooth_sequences(n: int = 400, frames: int = 40, bands: int = 12, seed: int = 0):
+    """Envelope-like sequences [n, bands, frames]: a level per sequence plus a slowly
+    moving shape (an AR(1) process, as half-overlapping windows give)."""
+    g = torch.Generator().manual_seed(seed)
+    level = 3 * torch.randn(n, 1, 1, generator=g)
+    x = torch.zeros(n, bands, frames)
+    state = torch.randn(n, bands, generator=g)
+    for t in range(frames):
+        state = 0.95 * state + 0.3 * torch.randn(n, bands, generator=g)
+        x[:, :, t] = state
+    return level + x - 2.0
+
+
+def _error(coder: EnvelopeCoder, seqs: torch.Tensor, k: int) -> float:
+    codes, _ = coder.encode(seqs, k)
+    decoded, _ = coder.decode(codes)
+    return float((decoded - seqs).pow(2).mean())
+
+
+def test_prediction_codes_the_envelope_closer_than_plain_stages() -> None:
+    seqs = _smooth_sequences()
+    plain = EnvelopeCoder(24000, 320, 8, bands=12, codebooks=3, size=64)
+    dpcm = EnvelopeCoder(24000, 320, 8, bands=12, codebooks=3, size=64, prediction=0.9)
+    torch.manual_seed(0)
+    plain.fit(seqs, iters=8)
+    torch.manual_seed(0)
+    dpcm.fit(seqs, iters=8, closed_loop_stages=2)
+    held_out = _smooth_sequences(100, seed=1)
+    for k in (1, 2, 3):
+        assert _error(dpcm, held_out, k) < 0.7 * _error(plain, held_out, k)
+    assert torch.allclose(dpcm.mean, seqs.mean((0, 2)), atol=1e-4)
+    with pytest.raises(ValueError, match="prediction"):
+        EnvelopeCoder(24000, 320, 8, bands=12, codebooks=3, size=64, prediction=1.0)
+
+
+def test_the_predictive_coder_streams_and_its_decoder_tracks_its_encoder() -> None:
+    seqs = _smooth_sequences(6, frames=50)
+    coder = EnvelopeCoder(24000, 320, 8, bands=12, codebooks=3, size=64, prediction=0.9)
+    coder.fit(_smooth_sequences(), iters=5)
+    codes, end = coder.encode(seqs, 2)
+    assert codes.shape == (6, 2, 50) and codes.dtype == torch.long
+    decoded, decoder_end = coder.decode(codes)
+    # the decoder's last frame is the encoder's own reconstruction, bit for bit
+    assert torch.equal(decoder_end, end)
+    # cut anywhere, with the state carried: the same codes and the same frames
+    pieces, state = [], None
+    for a, b in ((0, 1), (1, 17), (17, 17), (17, 50)):
+        c, state = coder.encode(seqs[..., a:b], 2, state)
+        pieces.append(c)
+    assert torch.equal(torch.cat(pieces, -1), codes)
+    out, state = [], None
+    for a, b in ((0, 9), (9, 10), (10, 50)):
+        d, state = coder.decode(codes[..., a:b], state)
+        out.append(d)
+    assert torch.equal(torch.cat(out, -1), decoded)
+    # an error in one frame's codes fades away (the prediction decays, ρ < 1)
+    hit = codes.clone()
+    hit[:, 0, 5] = (hit[:, 0, 5] + 1) % 64
+    diff = (coder.decode(hit)[0] - decoded).abs().amax((0, 1))
+    assert diff[:5].max() == 0 and diff[5] > 0 and diff[-1] < 0.05 * diff[5]
+
+
+def test_the_layout_puts_each_codebook_in_its_slot() -> None:
+    assert [envelope_slots(k, LAYOUT) for k in (2, 4, 8, 16, 32)] == [
+        (1, 1),
+        (2, 2),
+        (3, 5),
+        (6, 10),
+        (12, 20),
+    ]
+    env = torch.arange(3)[None, :, None].expand(1, 3, 2)
+    learned = 10 + torch.arange(5)[None, :, None].expand(1, 5, 2)
+    codes = interleave(env, learned, LAYOUT)
+    assert codes[0, :, 0].tolist() == [0, 10, 1, 11, 2, 12, 13, 14]
+    e, l_ = split(codes, LAYOUT)
+    assert torch.equal(e, env) and torch.equal(l_, learned)
+    with pytest.raises(ValueError, match="do not fit"):
+        interleave(env[:, :2], learned, LAYOUT)
+    config = tiny_config()
+    config.envelope_bands, config.envelope_layout = 12, "el" * 15 + "ex"
+    with pytest.raises(ModelError, match="layout"):
+        Codec(config)
+    config.envelope_layout, config.envelope_codebooks = LAYOUT, 11
+    with pytest.raises(ModelError, match="12 envelope codebooks"):
+        Codec(config)
+
+
+def _dpcm_codec(seed: int = 0) -> Codec:
+    torch.manual_seed(seed)
+    config = tiny_config()
+    config.envelope_bands, config.envelope_codebooks = 12, 12
+    config.envelope_prediction, config.envelope_layout = 0.9, LAYOUT
+    codec = Codec(config).eval()
+    audio = torch.from_numpy(make_audio(24000 * 3, seed=seed))[None]
+    env, _ = codec.envelope.analysis(codec.pad_to_frames(audio))
+    codec.envelope.fit(env, iters=5)
+    with torch.no_grad():
+        codec.envelope.to_latent.weight.normal_(std=0.1)
+    return codec
+
+
+def test_a_predictive_model_streams_exactly_as_it_codes_whole_files() -> None:
+    codec = _dpcm_codec()
+    d = codec.config.to_dict()
+    assert d["envelope_prediction"] == 0.9 and d["envelope_layout"] == LAYOUT
+    wav = torch.from_numpy(make_audio(320 * 50 + 77))[None]
+    whole = codec.encode(wav, 8)
+    assert whole.shape == (1, 8, 51)
+    env, _ = codec.envelope.analysis(codec.pad_to_frames(wav))
+    assert torch.equal(split(whole, LAYOUT)[0], codec.envelope.encode(env, 3)[0])
+    assert torch.equal(codec.encode(wav, 4), whole[:, :4])  # bandwidths are prefixes
+    enc = codec.stream_encoder(8)
+    cuts = ((0, 1000), (1000, 7777), (7777, wav.shape[-1]))
+    streamed = torch.cat([*(enc.push(wav[..., a:b]) for a, b in cuts), enc.flush()], -1)
+    assert torch.equal(streamed, whole)
+    decoded = codec.decode(whole)
+    dec = codec.stream_decoder()
+    pushed = [dec.push(whole[..., :1]), dec.push(whole[..., 1:7]), dec.push(whole[..., 7:])]
+    assert torch.allclose(torch.cat([*pushed, dec.flush()], -1), decoded, atol=1e-5)
+    # a new stream starts from the mean again: the same codes decode to the same samples
+    again = torch.cat([dec.push(whole), dec.flush()], -1)
+    assert torch.allclose(again, decoded, atol=1e-5)
+
+
+def test_a_refitted_envelope_model_decodes_the_streams_of_the_one_it_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`add-envelope` on a model that has an envelope: the new model codes with its own
+    (predictive) envelope, and the old model's streams (and its plain predecessor's)
+    still decode as they did, by the old envelope coder kept inside the new model."""
+    from conftest import build_model_file
+    from train.test_train import _tiny_corpus
+
+    from neucomp import registry
+    from neucomp.container import EcdcReader
+    from neucomp.train.envelope import add_envelope
+
+    installed = tmp_path / "installed"
+    installed.mkdir()
+    base = build_model_file(installed)
+    monkeypatch.setenv("NEUCOMP_MODEL_DIR", str(installed))
+    corpus = _tiny_corpus(tmp_path / "corpus")
+    x = make_audio(2 * 24000)[:1]
+
+    def install(path: Path) -> Codec:
+        base.write_bytes(path.read_bytes())
+        registry._MODELS.clear()
+        return registry.load_model()
+
+    plain = registry.load_model(cached=False)
+    plain_stream = neucomp.compress(x, 24000, 6.0, coder="plain")
+    plain_out = neucomp.decompress(plain_stream)[0]
+    first = tmp_path / "first.pt"
+    add_envelope(base, first, corpus, bands=12, batches=2)
+    old = install(first)
+    old_stream = neucomp.compress(x, 24000, 6.0, coder="plain")
+    old_out = neucomp.decompress(old_stream)[0]
+
+    second = tmp_path / "second.pt"
+    add_envelope(base, second, corpus, bands=12, batches=3, prediction=0.9, layout=LAYOUT)
+    new = install(second)
+    assert new.config.envelope_prediction == 0.9 and new.config.envelope_layout == LAYOUT
+    assert list(new.config.envelope_predecessors) == [old.weights_hash]
+    assert new.config.plain_predecessors == [plain.weights_hash]
+    assert set(new.code_hashes) == {new.weights_hash, old.weights_hash, plain.weights_hash}
+    view = new.predecessor_view(old.weights_hash)
+    for ours, theirs in zip(
+        view.envelope.quantizer.layers, old.envelope.quantizer.layers, strict=True
+    ):
+        assert torch.equal(ours.embed, theirs.embed)
+    np.testing.assert_array_equal(neucomp.decompress(old_stream)[0], old_out)
+    np.testing.assert_array_equal(neucomp.decompress(plain_stream)[0], plain_out)
+    new_stream = neucomp.compress(x, 24000, 6.0, coder="plain")
+    assert EcdcReader(io.BytesIO(new_stream)).header.model_hash.hex() == new.weights_hash
+    out, _ = neucomp.decompress(new_stream)
+    assert out.shape == x.shape and np.isfinite(out).all()
+    with pytest.raises(ModelError, match="was not made from"):
+        new.predecessor_view("ab" * 32)
