@@ -77,6 +77,9 @@ class CodecConfig:
     # Which stream codebooks are the envelope's ("e") and which are learned ("l"), one
     # letter each ("": they alternate, the envelope's first).
     envelope_layout: str = ""
+    # The equaliser spreads band gains over the bins in the log domain (E19; False: as a
+    # mean of the linear gains, as the session-15 weights do).
+    envelope_log_spread: bool = False
     # The weights hashes of models whose streams are this model's networks without the
     # envelope (the model `add-envelope` started from): all codebooks learned, nothing
     # equalised. This model decodes them as that model did (Codec.without_envelope).
@@ -155,6 +158,7 @@ class CodecConfig:
             "envelope_prediction",
             "envelope_layout",
             "envelope_predecessors",
+            "envelope_log_spread",
         ):
             if not d[key]:
                 # models without these keep the config (so the weights hash) they always had
@@ -188,6 +192,7 @@ def _predecessor_config(config: CodecConfig, weights_hash: str) -> CodecConfig:
     """The config of an envelope_predecessor: this one with its envelope settings."""
     out = CodecConfig.from_dict(config.to_dict())
     out.envelope_prediction, out.envelope_layout = 0.0, ""
+    out.envelope_log_spread = False
     for key, value in config.envelope_predecessors[weights_hash].items():
         setattr(out, key, value)
     out.envelope_predecessors, out.plain_predecessors, out.predecessors = {}, [], []
@@ -283,6 +288,7 @@ class Codec(nn.Module):
         config = CodecConfig.from_dict(self.config.to_dict())
         config.envelope_bands, config.plain_predecessors = 0, []
         config.envelope_prediction, config.envelope_layout = 0.0, ""
+        config.envelope_log_spread = False
         config.envelope_predecessors = {}
         view = Codec.__new__(Codec)
         nn.Module.__init__(view)
@@ -412,7 +418,9 @@ class Codec(nn.Module):
         """A fresh equaliser for one stream of decoder output (None: the model has none)."""
         if self.envelope is None or not self.config.envelope_equalise:
             return None
-        return EnvelopeEqualiser(self.envelope.analysis, self.config.channels)
+        return EnvelopeEqualiser(
+            self.envelope.analysis, self.config.channels, self.config.envelope_log_spread
+        )
 
     @torch.no_grad()
     def decode(self, codes: Tensor) -> Tensor:

@@ -200,3 +200,24 @@ def test_a_refitted_envelope_model_decodes_the_streams_of_the_one_it_came_from(
     assert out.shape == x.shape and np.isfinite(out).all()
     with pytest.raises(ModelError, match="was not made from"):
         new.predecessor_view("ab" * 32)
+
+
+def test_the_log_spread_equaliser_corrects_levels_and_means_gains_in_db() -> None:
+    from neucomp.nn.envelope import EnvelopeEqualiser, SpectralEnvelope
+
+    analysis = SpectralEnvelope(24000, 320, bands=20)
+    x = torch.from_numpy(make_audio(320 * 30, seed=4))[None]
+    env, _ = analysis(x)
+    for log_spread in (False, True):
+        eq = EnvelopeEqualiser(analysis, 1, log_spread=log_spread)
+        fixed = torch.cat([eq.push(0.1 * x, env), eq.flush()], -1)
+        assert torch.allclose(fixed, x, atol=1e-3)  # one gain everywhere: both the same
+    # bands asking for +20 and -20 dB alternately: between them the linear mean of the
+    # gains leans to the louder one, the log mean lies in between
+    frames = x.unfold(-1, 640, 320) * analysis.window
+    tilt = env.clone()
+    tilt[:, 0::2] += 1.0
+    tilt[:, 1::2] -= 1.0
+    linear = EnvelopeEqualiser(analysis, 1)._gains(frames, tilt[..., 1:])[1]
+    geometric = EnvelopeEqualiser(analysis, 1, log_spread=True)._gains(frames, tilt[..., 1:])[1]
+    assert float(torch.log10(linear).mean()) > float(torch.log10(geometric).mean()) + 0.3

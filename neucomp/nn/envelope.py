@@ -285,11 +285,15 @@ class EnvelopeEqualiser:
 
     MAX_LOG_GAIN = 1.5  # ±30 dB: a band the decoder left silent is not blown up to noise
 
-    def __init__(self, analysis: SpectralEnvelope, channels: int) -> None:
+    def __init__(self, analysis: SpectralEnvelope, channels: int, log_spread: bool = False) -> None:
         if analysis.n_fft != 2 * analysis.hop:
             raise ValueError("the equaliser overlap-adds Hann windows of two hops")
         self.analysis = analysis
         self.channels = channels
+        # Spread the band gains over the bins as a weighted mean of their logs (a
+        # geometric mean) rather than of the gains: between two bands that disagree the
+        # linear mean follows the louder gain, the log mean runs straight in dB (E19).
+        self.log_spread = log_spread
         # Each bin's gain: the mean of its bands' gains, weighted by the triangles; the
         # bins no triangle reaches (0 Hz, Nyquist) take their nearest covered bin's.
         cover = analysis.fb.sum(0)
@@ -312,7 +316,10 @@ class EnvelopeEqualiser:
         mono = spec.abs().mean(dim=1)  # the envelope is one for all channels
         own = torch.log10((mono @ self.analysis.fb.T).clamp_min(self.analysis.floor))
         log_gain = (env.transpose(1, 2) - own).clamp(-self.MAX_LOG_GAIN, self.MAX_LOG_GAIN)
-        gain = (10.0**log_gain) @ self.spread  # [B, F, bins]
+        if self.log_spread:
+            gain = 10.0 ** (log_gain @ self.spread)  # [B, F, bins]
+        else:
+            gain = (10.0**log_gain) @ self.spread
         return spec, gain[:, None]
 
     def _overlap_add(self, spec: Tensor, gain: Tensor) -> Tensor:

@@ -96,6 +96,11 @@ def main(argv: list[str] | None = None) -> None:
         help="which stream codebooks are the envelope's: one letter e or l per codebook "
         "('': alternate, the envelope's first)",
     )
+    env.add_argument(
+        "--log-spread",
+        action="store_true",
+        help="the equaliser spreads band gains over the bins in the log domain (E19)",
+    )
     fork = sub.add_parser(
         "fork", help="start a new run folder from a checkpoint (e.g. a GAN phase branch)"
     )
@@ -147,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
             seed=args.seed,
             prediction=args.prediction,
             layout=args.layout,
+            log_spread=args.log_spread,
         )
         print(f"wrote {args.out} (weights {digest[:12]}…)")
         return

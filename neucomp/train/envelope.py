@@ -68,6 +68,7 @@ def add_envelope(
     seed: int = 0,
     prediction: float = 0.0,
     layout: str = "",
+    log_spread: bool = False,
 ) -> str:
     """A model file with ``base``'s networks and a fitted envelope; returns its hash."""
     from neucomp.nn.envelope import envelope_slots
@@ -77,6 +78,7 @@ def add_envelope(
     config = CodecConfig.from_dict(old.config.to_dict())
     config.envelope_bands, config.envelope_n_fft = bands, n_fft
     config.envelope_prediction, config.envelope_layout = prediction, layout
+    config.envelope_log_spread = log_spread
     config.envelope_codebooks = envelope_slots(config.n_codebooks, layout)[0]
     # It decodes the streams of the model it starts from (and of that one's predecessors)
     # as that model did; their LM and table files go to models/legacy/ (README there).
@@ -94,6 +96,7 @@ def add_envelope(
                 "envelope_bands": old.config.envelope_bands,
                 "envelope_prediction": old.config.envelope_prediction,
                 "envelope_layout": old.config.envelope_layout,
+                "envelope_log_spread": old.config.envelope_log_spread,
             }
             for h in (old.weights_hash, *old.config.predecessors)
         }
