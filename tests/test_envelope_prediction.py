@@ -221,3 +221,38 @@ def test_the_log_spread_equaliser_corrects_levels_and_means_gains_in_db() -> Non
     linear = EnvelopeEqualiser(analysis, 1)._gains(frames, tilt[..., 1:])[1]
     geometric = EnvelopeEqualiser(analysis, 1, log_spread=True)._gains(frames, tilt[..., 1:])[1]
     assert float(torch.log10(linear).mean()) > float(torch.log10(geometric).mean()) + 0.3
+
+
+def test_a_stereo_48khz_model_takes_the_predictive_envelope(tmp_path: Path) -> None:
+    """The design carries over to the 48 kHz stereo model (issue 15): one envelope of
+    the channels' magnitudes per frame, windows of two 640-sample hops, both channels
+    equalised by the same gains; stereo in, stereo out, and streams cut anywhere give the
+    same codes."""
+    from conftest import tiny_hq_config
+
+    from neucomp.registry import save_model
+
+    torch.manual_seed(0)
+    config = tiny_hq_config()
+    config.envelope_bands, config.envelope_n_fft = 16, 2 * config.hop_length
+    config.envelope_prediction = 0.9
+    codec = Codec(config).eval()
+    rng = np.random.default_rng(0)
+    left = np.sin(np.linspace(0, 2000, 48000 + 77)).astype(np.float32)
+    stereo = np.stack([0.3 * left, 0.05 * rng.standard_normal(left.size).astype(np.float32)])
+    # fitted on this signal at the level the container codes it at (-23 dBFS)
+    levelled = torch.from_numpy(stereo * 10 ** (-23 / 20) / np.sqrt(np.mean(stereo**2)))[None]
+    env, _ = codec.envelope.analysis(codec.pad_to_frames(levelled))
+    assert env.shape[1:] == (16, 76)
+    codec.envelope.fit(env, iters=3)
+    path = tmp_path / "neucomp_48khz.pt"
+    save_model(codec, path)
+    data = neucomp.compress(stereo, 48000, 6.0, model=str(path), coder="plain")
+    out, rate = neucomp.decompress(data, model=str(path))
+    assert rate == 48000 and out.shape == stereo.shape and np.isfinite(out).all()
+    assert not np.allclose(out[0], out[1])  # two channels, not one copied
+    x = torch.from_numpy(stereo)[None]
+    whole = codec.encode(x, 8)
+    enc = codec.stream_encoder(8)
+    pieces = [enc.push(x[..., a:b]) for a, b in ((0, 5000), (5000, 30001), (30001, x.shape[-1]))]
+    assert torch.equal(torch.cat([*pieces, enc.flush()], -1), whole)

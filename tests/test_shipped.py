@@ -52,9 +52,9 @@ LEGACY = sorted((MODELS / "legacy").glob("*")) if (MODELS / "legacy").is_dir() e
 )
 def test_kept_coder_files_serve_streams_the_installed_model_still_decodes(path: Path) -> None:
     """models/legacy/ holds the LM and tables of earlier weights whose streams the
-    installed model decodes (Codec.without_envelope): each file is sound, is named after
-    the weights it serves, and those weights are among the installed model's plain
-    predecessors."""
+    installed model decodes (Codec.predecessor_view): each file is sound, is named after
+    the weights it serves, and those weights are among the installed model's plain or
+    envelope predecessors."""
     from neucomp.coding.tables import Tables
     from neucomp.registry import legacy_path, load_model, read_lm
 
@@ -63,7 +63,7 @@ def test_kept_coder_files_serve_streams_the_installed_model_still_decodes(path: 
     served = (
         read_lm(path).codec_hash if path.suffix == ".lm" else Tables.load(path).codec_hash.hex()
     )
-    assert served in codec.config.plain_predecessors
+    assert served in [*codec.config.plain_predecessors, *codec.config.envelope_predecessors]
     assert legacy_path(name, served, path.suffix) == path
     if path.suffix == ".lm":
         assert path.with_name(path.name + ".md").is_file(), "an LM ships with its card"

@@ -52,9 +52,11 @@ def _mel_triangles(sample_rate: int, n_fft: int, bands: int) -> Tensor:
 class SpectralEnvelope(nn.Module):
     """Audio [B, C, T] (T a whole number of frames) → log10 mel envelope [B, bands, T/hop].
 
-    The channels are averaged (one envelope per frame for the model); each frame is the
-    Hann-windowed ``n_fft`` samples that end at the frame's last sample, so the first
-    frames see the zero history of a fresh stream.
+    One envelope per frame for all channels: the mean of the channels' magnitude spectra
+    (not the spectrum of their mix, which cancels what is out of phase between them; the
+    equaliser measures its output the same way). Each frame is the Hann-windowed
+    ``n_fft`` samples that end at the frame's last sample, so the first frames see the
+    zero history of a fresh stream.
     """
 
     def __init__(
@@ -70,18 +72,17 @@ class SpectralEnvelope(nn.Module):
         self.register_buffer("fb", _mel_triangles(sample_rate, n_fft, bands), persistent=False)
 
     def forward(self, wav: Tensor, past: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """→ (envelope [B, bands, frames], the last ``n_fft - hop`` samples of the mono mix,
-        the ``past`` of the next call)."""
-        mono = wav.mean(dim=1)
+        """→ (envelope [B, bands, frames], the last ``n_fft - hop`` samples of every
+        channel, the ``past`` of the next call)."""
         if past is None:
-            past = mono.new_zeros(mono.shape[0], self.history)
-        x = torch.cat([past, mono], dim=-1)
+            past = wav.new_zeros(*wav.shape[:2], self.history)
+        x = torch.cat([past, wav], dim=-1)
         # In float64, so that how a stream is cut into pushes (which changes the FFT's
         # batch and so its float32 rounding) cannot flip a code at a near tie.
-        frames = x.double().unfold(-1, self.n_fft, self.hop)  # [B, F, n_fft]
-        mag = torch.fft.rfft(frames * self.window.double(), dim=-1).abs()
+        frames = x.double().unfold(-1, self.n_fft, self.hop)  # [B, C, F, n_fft]
+        mag = torch.fft.rfft(frames * self.window.double(), dim=-1).abs().mean(dim=1)
         env = torch.log10((mag @ self.fb.double().T).clamp_min(self.floor)).to(wav.dtype)
-        return env.transpose(1, 2), x[:, x.shape[-1] - self.history :]
+        return env.transpose(1, 2), x[..., x.shape[-1] - self.history :]
 
 
 class EnvelopeCoder(nn.Module):

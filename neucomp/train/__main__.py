@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     env.add_argument("out")
     env.add_argument("--corpus", default="data/corpus24")
     env.add_argument("--bands", type=int, default=20)
-    env.add_argument("--n-fft", type=int, default=640)
+    env.add_argument(
+        "--n-fft", type=int, default=None, help="envelope window (default: two hops, 640 at 24 kHz)"
+    )
     env.add_argument("--batches", type=int, default=200, help="batches of 8 crops to fit on")
     env.add_argument("--seed", type=int, default=0)
     env.add_argument(

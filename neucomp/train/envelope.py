@@ -63,7 +63,7 @@ def add_envelope(
     corpus: Path,
     *,
     bands: int = 20,
-    n_fft: int = 640,
+    n_fft: int | None = None,
     batches: int = 200,
     seed: int = 0,
     prediction: float = 0.0,
@@ -76,7 +76,8 @@ def add_envelope(
 
     old = load_model(base, cached=False)
     config = CodecConfig.from_dict(old.config.to_dict())
-    config.envelope_bands, config.envelope_n_fft = bands, n_fft
+    # two hops by default: the equaliser overlap-adds windows of two hops
+    config.envelope_bands, config.envelope_n_fft = bands, n_fft or 2 * config.hop_length
     config.envelope_prediction, config.envelope_layout = prediction, layout
     config.envelope_log_spread = log_spread
     config.envelope_codebooks = envelope_slots(config.n_codebooks, layout)[0]
@@ -111,13 +112,18 @@ def add_envelope(
         for key, value in old.envelope.state_dict().items():
             for h in (old.weights_hash, *old.config.predecessors):
                 state[f"past_envelopes.{h[:16]}.{key}"] = value
-            state[f"envelope.{key}"] = value  # the analysis and projection carry over
-        for key in [k for k in state if k.startswith("envelope.quantizer.")]:
-            del state[key]  # refitted below
-        state.pop("envelope.mean", None)
+        # the new coder is fitted below; the projection carries over if the bands do
+        own = codec.state_dict()
+        for key in [k for k in state if k.startswith("envelope.")]:
+            if key.startswith(("envelope.quantizer.", "envelope.mean")) or (
+                state[key].shape != own[key].shape
+            ):
+                del state[key]
     missing, unexpected = codec.load_state_dict(state, strict=False)
-    # what is fitted below (and, from a plain base, the new projection)
-    allowed = ("envelope.",) if old.envelope is None else ("envelope.quantizer.", "envelope.mean")
+    # what is fitted below, and a projection that starts afresh (at zero)
+    allowed = ("envelope.quantizer.", "envelope.mean", "envelope.to_latent.")
+    if old.envelope is None:
+        allowed = ("envelope.",)
     if unexpected or any(not k.startswith(allowed) for k in missing):
         raise ValueError(f"{base} does not fit the new model: {unexpected or missing}")
     frames = fit_envelope(codec, corpus, batches=batches, seed=seed)
