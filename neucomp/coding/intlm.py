@@ -132,11 +132,16 @@ class _Norm:
 
     ONE_BITS = 38  # reciprocal precision: |x| * 2^38 / isqrt(sum x²) ≤ 2^38
 
-    def __init__(self, mult: Tensor) -> None:
+    def __init__(self, mult: Tensor, shift: Tensor | None = None) -> None:
         self.mult = mult.long()
         if self.mult.abs().max() >= 1 << 24:  # keeps |x * inv * mult| < 2^62
             raise ValueError("norm multiplier too large")
-        self.shift = self.ONE_BITS + NORM_SHIFT
+        # NORM_SHIFT fixed-point bits, or fewer where a norm's file says so (a norm with a
+        # gain too large for 24 bits at NORM_SHIFT; files without it are as before)
+        norm_shift = NORM_SHIFT if shift is None else int(shift)
+        if not 0 <= norm_shift <= NORM_SHIFT:
+            raise ValueError("norm shift out of range")
+        self.shift = self.ONE_BITS + norm_shift
         self.half = torch.tensor(1 << (self.shift - 1))
 
     def __call__(self, x: Tensor) -> Tensor:
@@ -162,14 +167,14 @@ class _Layer:
 
     def __init__(self, a: dict[str, Tensor], i: int, config: LMConfig) -> None:
         p = f"l{i}."
-        self.norm1 = _Norm(a[p + "norm1_mult"])
+        self.norm1 = _Norm(a[p + "norm1_mult"], a.get(p + "norm1_shift"))
         self.qkv = _Linear(a, p + "qkv")
         self.att_mult = a[p + "att_mult"].long()
         self.att_shift = int(a[p + "att_shift"])
         self.alibi = a[p + "alibi"].long()  # [H, window]: penalty by distance
         self.alibi_step = self.alibi.flip(-1)[:, None, :]  # [H, 1, window], oldest first
         self.proj = _Linear(a, p + "proj")
-        self.norm2 = _Norm(a[p + "norm2_mult"])
+        self.norm2 = _Norm(a[p + "norm2_mult"], a.get(p + "norm2_shift"))
         self.fc1 = _Linear(a, p + "fc1")
         self.gelu = a[p + "gelu"].long()
         self.fc2 = _Linear(a, p + "fc2")
@@ -185,7 +190,7 @@ class IntLM:
         if (c.dim // c.heads) * Q8 * Q8 >= ACC_LIMIT or ATT_ONE * Q8 >= ACC_LIMIT:
             raise ValueError("attention shape breaks the exactness bounds")
         self.layers = [_Layer(a, i, c) for i in range(c.layers)]
-        self.norm_f = _Norm(a["norm_f_mult"])
+        self.norm_f = _Norm(a["norm_f_mult"], a.get("norm_f_shift"))
         self.head = _Linear(a, "head")  # [dim, Kmax * card]
         self.head_bias = a["head_bias"].long()
         self.emb = a["emb"].to(torch.int8)  # [Kmax * card, dim], row scales in emb_mult
@@ -198,7 +203,7 @@ class IntLM:
         if c.intra:
             # context c_k: sum of emb * emb_mult (< 32 * 127 * 2^31 < 2^43), rounded to the
             # residual scale as _embed does, clamped as the residual is, RMS-normed to int8
-            self.intra_norm = _Norm(a["intra_norm_mult"])
+            self.intra_norm = _Norm(a["intra_norm_mult"], a.get("intra_norm_shift"))
             self.intra = _Linear(a, "intra")  # W [dim, dim]; mult: its accumulator's share
             self.intra_hmult = a["intra_hmult"].long()  # h's share, same shift
             if self.intra_hmult.abs().max() >= 1 << 31:

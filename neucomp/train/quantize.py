@@ -85,8 +85,16 @@ def quantize_lm(model: CodesLM, calibration: list[Tensor]) -> IntLM:
     def norm(name: str, weight: Tensor, acts: list[Tensor]) -> Tensor:
         """Integer RMSNorm multipliers; returns the per-channel scale of its int8 output."""
         scale = _channel_scale(acts)
-        a[name] = torch.round(2.0**NORM_SHIFT * weight.double() * math.sqrt(c.dim) / scale)
-        a[name] = a[name].long()
+        real = 2.0**NORM_SHIFT * weight.double() * math.sqrt(c.dim) / scale
+        # A channel the residual stream all but lost, with a norm gain grown to make up
+        # for it, can need a multiplier past the integer norm's 2^24 (its products must
+        # stay under 2^62): that norm then keeps fewer fixed-point bits (stored beside it).
+        extra = max(0, math.ceil(math.log2(float(real.abs().max()) / (2**24 - 1))))
+        if extra > NORM_SHIFT:
+            raise ValueError(f"{name}: a norm gain too large for the integer LM")
+        if extra:
+            a[name.replace("_mult", "_shift")] = torch.tensor(NORM_SHIFT - extra)
+        a[name] = torch.round(real / 2.0**extra).long()
         return scale
 
     def linear(name: str, w_in_out: Tensor, in_scale: Tensor, out_scale: Tensor) -> None:
@@ -204,20 +212,21 @@ def dequantize_lm(lm: IntLM) -> CodesLM:
         w = a[name + "_w"].double()
         return w * (a[name + "_mult"].double() / 2.0 ** int(a[name + "_shift"]))
 
-    def norm_weight(mult: Tensor) -> Tensor:
-        return mult.double() / (2.0**NORM_SHIFT * root)
+    def norm_weight(mult_key: str) -> Tensor:
+        shift = int(a.get(mult_key.replace("_mult", "_shift"), NORM_SHIFT))
+        return a[mult_key].double() / (2.0**shift * root)
 
     hd = c.dim // c.heads
     for i, block in enumerate(model.blocks):
         p = f"l{i}."
-        block.norm1.weight.copy_(norm_weight(a[p + "norm1_mult"]))
+        block.norm1.weight.copy_(norm_weight(p + "norm1_mult"))
         qkv = real(p + "qkv")  # [dim, 3 dim] → q, k, v in their int8 units
         att = float(a[p + "att_mult"]) / 2.0 ** int(a[p + "att_shift"])
         qk = math.sqrt(att * LOGIT_STEP * math.sqrt(hd))  # q·k/sqrt(hd) in nats
         qkv[:, : 2 * c.dim] *= qk
         block.qkv.weight.copy_(qkv.t())
         block.proj.weight.copy_((real(p + "proj") * s_x).t())
-        block.norm2.weight.copy_(norm_weight(a[p + "norm2_mult"]))
+        block.norm2.weight.copy_(norm_weight(p + "norm2_mult"))
         step = _gelu_step(a[p + "gelu"])
         g = F.gelu(torch.arange(-GELU_HALF, GELU_HALF + 1, dtype=torch.float64) * step)
         s_g = float(g.abs().max()) / Q8
@@ -227,11 +236,11 @@ def dequantize_lm(lm: IntLM) -> CodesLM:
     model.emb.weight.copy_(emb * s_x)
     model.start.copy_(a["start"].double() * s_x)
     model.k_emb.weight.copy_(a["k_emb"].double() * s_x)
-    norm_f = norm_weight(a["norm_f_mult"])
+    norm_f = norm_weight("norm_f_mult")
     if c.intra:
         shift = 2.0 ** int(a["intra_shift"])
         norm_f = norm_f * a["intra_hmult"].double() / shift  # h in the units of head input
-        model.intra_norm.weight.copy_(norm_weight(a["intra_norm_mult"]))
+        model.intra_norm.weight.copy_(norm_weight("intra_norm_mult"))
         w = a["intra_w"].double() * a["intra_mult"].double() / shift
         model.intra_proj.weight.copy_(w.t())
     model.norm.weight.copy_(norm_f)

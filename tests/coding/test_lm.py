@@ -241,3 +241,32 @@ def test_dequantized_model_computes_what_the_integer_one_does(config, tmp_path):
     assert warm_start(fresh, tmp_path / "x.lm") == []
     with torch.no_grad():
         assert torch.allclose(fresh.eval()(held_out[None]), back, atol=1e-5)
+
+
+def test_a_norm_with_fewer_fixed_point_bits_computes_the_same():
+    """A norm whose gain would need a multiplier past 2^24 keeps fewer fixed-point bits
+    (its `_shift` array); the integer arithmetic is otherwise the same."""
+    x = torch.randint(-(1 << 20), 1 << 20, (5, 32))
+    mult = torch.randint(-(1 << 20), 1 << 20, (32,)) * 4
+    assert torch.equal(intlm._Norm(mult)(x), intlm._Norm(mult // 4, torch.tensor(6))(x))
+    with pytest.raises(ValueError, match="shift"):
+        intlm._Norm(mult, torch.tensor(intlm.NORM_SHIFT + 1))
+
+
+def test_quantizing_a_model_with_a_huge_norm_gain_stores_its_shift(tmp_path):
+    from neucomp import registry
+
+    codes = torch.from_numpy(np.stack([structured_codes(4, 48, seed=s) for s in range(4)]))
+    model = _train_tiny(codes, TINY, steps=5)
+    with torch.no_grad():  # a channel the residual stream all but lost, its gain grown
+        for table in (model.emb, model.k_emb):
+            table.weight[:, 3] *= 1e-6
+        model.start[3] *= 1e-6
+        model.blocks[0].norm1.weight[3] = 10.0
+    lm = quantize_lm(model, [codes[:2]])
+    assert "l0.norm1_shift" in lm.arrays and "l1.norm1_shift" not in lm.arrays
+    assert int(lm.arrays["l0.norm1_shift"]) < intlm.NORM_SHIFT
+    registry.save_lm(lm, tmp_path / "x.lm", "00" * 32)
+    again = registry.read_lm(tmp_path / "x.lm").lm
+    held_out = torch.from_numpy(structured_codes(4, 48, seed=99))
+    assert torch.equal(lm.forward(held_out), again.forward(held_out))
