@@ -306,7 +306,10 @@ def save_lm(lm: IntLM, path: str | Path, codec_hash: str, card: dict | None = No
         "card": card or {},
     }
     buf = io.BytesIO()
-    np.savez(buf, **arrays, **{_META: np.frombuffer(json.dumps(meta).encode(), np.uint8)})
+    # compressed: the int8 tables shrink by ~19 % (np.load reads either kind)
+    np.savez_compressed(
+        buf, **arrays, **{_META: np.frombuffer(json.dumps(meta).encode(), np.uint8)}
+    )
     with atomic_write(path) as fp:
         fp.write(buf.getvalue())
     return digest
