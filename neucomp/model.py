@@ -189,11 +189,12 @@ def _envelope_coder(config: CodecConfig) -> EnvelopeCoder:
 
 
 def _predecessor_config(config: CodecConfig, weights_hash: str) -> CodecConfig:
-    """The config of an envelope_predecessor: this one with its envelope settings."""
+    """The config of a predecessor: this one with the envelope settings it had (session
+    15's defaults, then what envelope_predecessors stored for it)."""
     out = CodecConfig.from_dict(config.to_dict())
     out.envelope_prediction, out.envelope_layout = 0.0, ""
     out.envelope_log_spread = False
-    for key, value in config.envelope_predecessors[weights_hash].items():
+    for key, value in config.envelope_predecessors.get(weights_hash, {}).items():
         setattr(out, key, value)
     out.envelope_predecessors, out.plain_predecessors, out.predecessors = {}, [], []
     return out
@@ -285,19 +286,9 @@ class Codec(nn.Module):
         networks are shared, not copied."""
         if weights_hash not in self.config.plain_predecessors:
             raise ModelError(f"model '{self.config.name}' was not made from {weights_hash[:12]}…")
-        config = CodecConfig.from_dict(self.config.to_dict())
-        config.envelope_bands, config.plain_predecessors = 0, []
-        config.envelope_prediction, config.envelope_layout = 0.0, ""
-        config.envelope_log_spread = False
-        config.envelope_predecessors = {}
-        view = Codec.__new__(Codec)
-        nn.Module.__init__(view)
-        view.config = config
-        view.encoder, view.decoder, view.quantizer = self.encoder, self.decoder, self.quantizer
-        view.speech_decoder, view.envelope = self.speech_decoder, None
-        view.past_envelopes = nn.ModuleDict()
-        view.weights_hash = weights_hash
-        return view.eval()
+        config = _predecessor_config(self.config, weights_hash)
+        config.envelope_bands = 0
+        return self._view(config, None, weights_hash)
 
     def predecessor_view(self, weights_hash: str) -> Codec:
         """This model as the model ``weights_hash`` was: the same networks and another
@@ -307,12 +298,17 @@ class Codec(nn.Module):
         if weights_hash not in self.config.envelope_predecessors:
             raise ModelError(f"model '{self.config.name}' was not made from {weights_hash[:12]}…")
         config = _predecessor_config(self.config, weights_hash)
+        return self._view(config, self.past_envelopes[weights_hash[:16]], weights_hash)
+
+    def _view(
+        self, config: CodecConfig, envelope: EnvelopeCoder | None, weights_hash: str
+    ) -> Codec:
+        """A model sharing this one's networks, with ``config`` and ``envelope``."""
         view = Codec.__new__(Codec)
         nn.Module.__init__(view)
         view.config = config
         view.encoder, view.decoder, view.quantizer = self.encoder, self.decoder, self.quantizer
-        view.speech_decoder = self.speech_decoder
-        view.envelope = self.past_envelopes[weights_hash[:16]]
+        view.speech_decoder, view.envelope = self.speech_decoder, envelope
         view.past_envelopes = nn.ModuleDict()
         view.weights_hash = weights_hash
         return view.eval()
