@@ -38,6 +38,17 @@ from neucomp.nn.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
 TRAINING_STATE = ("cluster_size", "embed_sum", "initialized")
 
 
+# The encoder's default beams (Codec.envelope_beam / learned_beam; docs/EXPERIMENTS.md
+# E20), chosen for what they buy on speech at 6 kbps against what they cost in encode
+# time. The learned RVQ's search costs its beam times its stages, so its beam shrinks
+# at the higher bandwidths to keep that product within LEARNED_SEARCH_BUDGET (8 at
+# 3 and 6 kbps, 4 at 12, 2 at 24). The envelope's search runs frame by frame (each
+# frame is predicted from the last decoded one), so even a small beam costs more there.
+ENVELOPE_BEAM = 1
+LEARNED_BEAM = 8
+LEARNED_SEARCH_BUDGET = 32
+
+
 @dataclass
 class CodecConfig:
     """Everything needed to rebuild a Codec; stored as JSON in the model file."""
@@ -257,6 +268,11 @@ class Codec(nn.Module):
             }
         )
         self.weights_hash: str = ""
+        # The encoder's search (neucomp.nn.search): how many partial codings the beam
+        # over the stages keeps, for the envelope's codes and for the learned RVQ's.
+        # Encoder-side only (any beam's streams decode alike), so not in the config.
+        self.envelope_beam = ENVELOPE_BEAM
+        self.learned_beam = LEARNED_BEAM
 
     @property
     def hop_length(self) -> int:
@@ -374,15 +390,20 @@ class Codec(nn.Module):
         [B, n_q, F], and the envelope's state for the next piece of a stream (the
         analysis's sample history and the envelope coder's state)."""
         if self.envelope is None:
-            return self.quantizer.encode(z, n_q), None
+            return self.quantizer.encode(z, n_q, self.learned_beam_for(n_q)), None
         history, coder_state = (None, None) if envelope_past is None else envelope_past
         env, history = self.envelope.analysis(wav, history)
         layout = self.config.envelope_layout
         n_env, n_learned = envelope_slots(n_q, layout)
-        codes, coder_state = self.envelope.encode(env, n_env, coder_state)
+        codes, coder_state = self.envelope.encode(env, n_env, coder_state, self.envelope_beam)
         if n_learned:
-            codes = interleave(codes, self.quantizer.encode(z, n_learned), layout)
+            learned = self.quantizer.encode(z, n_learned, self.learned_beam_for(n_learned))
+            codes = interleave(codes, learned, layout)
         return codes, (history, coder_state)
+
+    def learned_beam_for(self, n_learned: int) -> int:
+        """The learned RVQ's beam for a search over `n_learned` stages."""
+        return max(1, min(self.learned_beam, LEARNED_SEARCH_BUDGET // max(1, n_learned)))
 
     def split_codes(self, codes: Tensor) -> tuple[Tensor, Tensor]:
         """A stream's codes → (envelope codes, learned codes), by this model's layout."""

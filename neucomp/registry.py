@@ -49,6 +49,7 @@ _MODELS: dict[str, Codec] = {}  # loaded models by resolved path, one load per p
 _LMS: dict[str, LMCoder] = {}  # LM coders likewise
 _TABLES: dict[str, tuple[tuple[int, int], FastCoder]] = {}  # fast coders, by path and (size, mtime)
 _threads: int | None = None  # torch threads asked for by the CLI, applied when torch loads
+_blas_limit: object = None  # the BLAS thread limit in force (threadpoolctl), kept alive
 
 
 def set_threads(threads: int) -> None:
@@ -57,10 +58,16 @@ def set_threads(threads: int) -> None:
     torch is only imported once there is work to do, so that errors about bad inputs
     come back instantly; the setting is applied then.
     """
-    global _threads
+    global _threads, _blas_limit
     _threads = threads
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
+        # numpy's BLAS too: the envelope's search and the postfilter run small matrix
+        # products, which OpenBLAS would spread over all cores; with another job on the
+        # second core that made them ~25x slower (docs/EXPERIMENTS.md E20).
+        from threadpoolctl import threadpool_limits
+
+        _blas_limit = threadpool_limits(limits=threads, user_api="blas")
 
 
 # ------------------------------------------------------------------------ where they are

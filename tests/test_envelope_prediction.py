@@ -16,7 +16,7 @@ from conftest import make_audio, tiny_config
 
 import neucomp
 from neucomp.errors import ModelError
-from neucomp.model import Codec
+from neucomp.model import ENVELOPE_BEAM, LEARNED_BEAM, Codec
 from neucomp.nn.envelope import EnvelopeCoder, envelope_slots, interleave, split
 
 LAYOUT = "elelelllellellelellellelellellel"  # 1+1, 2+2, 3+5, 6+10, 12+20
@@ -84,6 +84,82 @@ def test_the_predictive_coder_streams_and_its_decoder_tracks_its_encoder() -> No
     assert diff[:5].max() == 0 and diff[5] > 0 and diff[-1] < 0.05 * diff[5]
 
 
+def test_the_beam_search_finds_the_best_coding_and_codes_closer_than_greedy() -> None:
+    from itertools import product
+
+    from neucomp.nn.search import beam_search
+
+    rng = np.random.default_rng(0)
+    books = [rng.normal(size=(4, 3)) * s for s in (1.0, 0.6, 0.4)]
+    norms = [(b**2).sum(1) for b in books]
+    frames = rng.normal(size=(50, 3))
+    # a beam as wide as the last stage's choices is exhaustive: the best of all 4^3 sums
+    codes, coded = beam_search(frames, books, norms, beam=16)
+    for i, x in enumerate(frames):
+        errors = {
+            c: ((x - sum(b[j] for b, j in zip(books, c, strict=True))) ** 2).sum()
+            for c in product(range(4), repeat=3)
+        }
+        best = min(errors, key=lambda c: (errors[c], c))
+        assert errors[tuple(codes[:, i])] == pytest.approx(errors[best], abs=1e-12)
+        # the sum it returns is the decoder's sum, in the decoder's order
+        assert np.array_equal(
+            coded[i], books[0][codes[0, i]] + books[1][codes[1, i]] + books[2][codes[2, i]]
+        )
+    # beam 1 is the greedy search
+    greedy, _ = beam_search(frames, books, norms, beam=1)
+    residual, want = frames.copy(), []
+    for b in books:
+        idx = ((residual[:, None, :] - b[None]) ** 2).sum(-1).argmin(1)
+        residual -= b[idx]
+        want.append(idx)
+    assert np.array_equal(greedy, np.stack(want))
+
+    # in the closed loop: closer than greedy, the decoder still tracks it, streams cut
+    # anywhere give the same codes
+    seqs = _smooth_sequences(6, frames=50)
+    coder = EnvelopeCoder(24000, 320, 8, bands=12, codebooks=3, size=64, prediction=0.9)
+    coder.fit(_smooth_sequences(), iters=5)
+    greedy_error = _error(coder, seqs, 3)
+    codes, end = coder.encode(seqs, 3, beam=8)
+    decoded, decoder_end = coder.decode(codes)
+    assert float((decoded - seqs).pow(2).mean()) < 0.9 * greedy_error
+    assert torch.equal(decoder_end, end)
+    pieces, state = [], None
+    for a, b in ((0, 7), (7, 8), (8, 50)):
+        c, state = coder.encode(seqs[..., a:b], 3, state, beam=8)
+        pieces.append(c)
+    assert torch.equal(torch.cat(pieces, -1), codes)
+
+
+def test_the_learned_rvq_beam_codes_the_latent_closer_and_its_budget_bounds_it() -> None:
+    from neucomp.model import LEARNED_SEARCH_BUDGET
+    from neucomp.nn.quantizer import ResidualVectorQuantizer
+
+    torch.manual_seed(0)
+    rvq = ResidualVectorQuantizer(16, 4, 64)
+    z = torch.randn(2, 16, 300)
+    for k, layer in enumerate(rvq.layers):  # codebooks of shrinking scale, as trained ones
+        layer.embed.copy_(torch.randn(64, 16) * 0.6**k)
+
+    def error(codes: torch.Tensor) -> float:
+        return float((rvq.decode(codes) - z).pow(2).mean())
+
+    greedy = rvq.encode(z, 4)
+    assert torch.equal(rvq.encode(z, 4, beam=1), greedy)
+    beamed = rvq.encode(z, 4, beam=8)
+    assert beamed.shape == greedy.shape and beamed.dtype == torch.long
+    assert error(beamed) < 0.97 * error(greedy)
+    # frames are searched independently: any split of them gives the same codes
+    halves = torch.cat(
+        [rvq.encode(z[..., :111], 4, beam=8), rvq.encode(z[..., 111:], 4, beam=8)], -1
+    )
+    assert torch.equal(halves, beamed)
+    codec = _dpcm_codec()
+    assert codec.learned_beam_for(1) == codec.learned_beam_for(4) == LEARNED_BEAM
+    assert codec.learned_beam_for(16) == max(1, LEARNED_SEARCH_BUDGET // 16)
+
+
 def test_the_layout_puts_each_codebook_in_its_slot() -> None:
     assert [envelope_slots(k, LAYOUT) for k in (2, 4, 8, 16, 32)] == [
         (1, 1),
@@ -128,11 +204,20 @@ def test_a_predictive_model_streams_exactly_as_it_codes_whole_files() -> None:
     d = codec.config.to_dict()
     assert d["envelope_prediction"] == 0.9 and d["envelope_layout"] == LAYOUT
     wav = torch.from_numpy(make_audio(320 * 50 + 77))[None]
-    whole = codec.encode(wav, 8)
-    assert whole.shape == (1, 8, 51)
+    # the greedy search: every bandwidth's codes are a prefix of the next one's
+    codec.envelope_beam = codec.learned_beam = 1
+    greedy = codec.encode(wav, 8)
+    assert greedy.shape == (1, 8, 51)
     env, _ = codec.envelope.analysis(codec.pad_to_frames(wav))
-    assert torch.equal(split(whole, LAYOUT)[0], codec.envelope.encode(env, 3)[0])
-    assert torch.equal(codec.encode(wav, 4), whole[:, :4])  # bandwidths are prefixes
+    assert torch.equal(split(greedy, LAYOUT)[0], codec.envelope.encode(env, 3)[0])
+    assert torch.equal(codec.encode(wav, 4), greedy[:, :4])
+    # the default beams pick other codes, and stream exactly as they code whole files
+    codec.envelope_beam, codec.learned_beam = ENVELOPE_BEAM, LEARNED_BEAM
+    whole = codec.encode(wav, 8)
+    assert not torch.equal(whole, greedy)
+    assert torch.equal(
+        split(whole, LAYOUT)[0], codec.envelope.encode(env, 3, beam=ENVELOPE_BEAM)[0]
+    )
     enc = codec.stream_encoder(8)
     cuts = ((0, 1000), (1000, 7777), (7777, wav.shape[-1]))
     streamed = torch.cat([*(enc.push(wav[..., a:b]) for a, b in cuts), enc.flush()], -1)

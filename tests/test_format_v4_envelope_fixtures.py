@@ -12,6 +12,10 @@ each file's sha256 and shape. One folder per release:
 - `v4_envelope`: session 15, weights 93d62865…, plain RVQ envelope in every other
   codebook;
 - `v4_dpcm`: session 16, the predictive (DPCM) envelope and the `elelelll…` layout.
+- `v4_beam`: the same weights, coded by session 17's encoder, which searches the learned
+  RVQ with a beam (neucomp.nn.search; its beams are in decoded.json, and the byte test
+  sets them again, greedy for the folders before it). Written by
+  `python scripts/make_envelope_fixtures.py tests/data/v4_beam`.
 
 They pin the envelope layout, the envelope coder and the equaliser: another layout,
 another codebook, a lost prediction state or a lost frame of the equaliser's
@@ -35,7 +39,7 @@ from neucomp.container import EcdcReader
 
 DATA = Path(__file__).parent / "data"
 SAMPLE = DATA / "sample.flac"
-FOLDERS = ("v4_envelope", "v4_dpcm")
+FOLDERS = ("v4_envelope", "v4_dpcm", "v4_beam")
 FIXTURES = {"sample_6k": (6.0, "plain"), "sample_3k_lm": (3.0, "lm")}
 CASES = [(folder, name) for folder in FOLDERS for name in FIXTURES]
 
@@ -62,11 +66,20 @@ def test_envelope_fixture_holds_its_codes_and_decodes_as_stored(folder: str, nam
 
 
 @pytest.mark.parametrize(("folder", "name"), CASES)
-def test_sample_still_compresses_to_the_envelope_fixture_bytes(folder: str, name: str) -> None:
+def test_sample_still_compresses_to_the_envelope_fixture_bytes(
+    folder: str, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import soundfile as sf
+
+    from neucomp.registry import load_model
 
     expected = (DATA / folder / f"{name}.ecdc").read_bytes()
     shipped_or_skip(EcdcReader(io.BytesIO(expected)).header, made_by=True)
+    # the encoder's search when the folder was written (before session 17: greedy)
+    beams = _expected(folder).get("beams", {"envelope": 1, "learned": 1})
+    model = load_model()
+    monkeypatch.setattr(model, "envelope_beam", beams["envelope"])
+    monkeypatch.setattr(model, "learned_beam", beams["learned"])
     audio, rate = sf.read(SAMPLE, dtype="float32", always_2d=True)
     bandwidth, coder = FIXTURES[name]
     assert neucomp.compress(audio.T, rate, bandwidth, coder=coder) == expected

@@ -578,9 +578,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown parts {', '.join(sorted(only - set(PARTS)))}")
 
     t0 = time.perf_counter()
-    import torch
+    import torch  # noqa: F401  (set_threads applies to a loaded torch)
 
-    torch.set_num_threads(1)
+    from neucomp import registry
+
+    registry.set_threads(1)  # torch and numpy's BLAS
     import_s = time.perf_counter() - t0
     import neucomp
 

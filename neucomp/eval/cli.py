@@ -126,14 +126,16 @@ def eval_command(
     (speech, with the reference's own). --json keeps every file's row, --plot draws
     bitrate against PESQ, LSD, ViSQOL and DNSMOS, --spectrograms draws every file.
     """
-    import torch
+    import torch  # noqa: F401  (set_threads applies to a loaded torch)
 
+    from neucomp import registry
     from neucomp.eval import baselines as B
     from neucomp.eval import metrics, report, runner
 
     # One thread, like the rest of the CLI: on a small busy machine more threads only
-    # contend (torch.stft for the mel distance was ~100x slower with 2 under load).
-    torch.set_num_threads(1)
+    # contend (torch.stft for the mel distance was ~100x slower with 2 under load, and
+    # numpy's BLAS likewise).
+    registry.set_threads(1)
     domain, offered = _domain(model)
     bws = offered if bandwidths is None else _parse_bandwidths(bandwidths)
     if model is not None:  # an unoffered bandwidth: one line now, not after the first file

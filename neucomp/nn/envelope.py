@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from neucomp.nn.quantizer import ResidualVectorQuantizer, _kmeans
+from neucomp.nn.search import beam_search
 
 
 def _mel_triangles(sample_rate: int, n_fft: int, bands: int) -> Tensor:
@@ -170,7 +171,7 @@ class EnvelopeCoder(nn.Module):
 
     @torch.no_grad()
     def encode(
-        self, env: Tensor, n_q: int, state: Tensor | None = None
+        self, env: Tensor, n_q: int, state: Tensor | None = None, beam: int = 1
     ) -> tuple[Tensor, Tensor | None]:
         """envelope [B, bands, F] → (codes [B, min(n_q, codebooks), F], the state for
         the stream's next piece).
@@ -178,7 +179,8 @@ class EnvelopeCoder(nn.Module):
         The nearest codewords are found in float64 (the learned RVQ's float32 scores
         can differ in their last bit with the number of frames in a call, and then flip
         a near tie: a streamed file would not be the whole file's). A predictive coder
-        goes frame by frame, since each frame's prediction is the last one's decoding."""
+        goes frame by frame, since each frame's prediction is the last one's decoding;
+        its stages are searched with a ``beam`` (neucomp.nn.search; 1: greedy)."""
         k = min(n_q, self.codebooks)
         b, d, f = env.shape
         if not self.prediction:
@@ -196,6 +198,13 @@ class EnvelopeCoder(nn.Module):
         mean, rho = self.mean.double().numpy(), self.prediction
         prev = np.broadcast_to(mean, (b, d)) if state is None else state.numpy()
         out = np.empty((f, k, b), np.int64)
+        if beam > 1:
+            for t in range(f):
+                guess = mean + rho * (prev - mean)
+                out[t], coded = beam_search(frames[t] - guess, books, norms, beam)
+                prev = guess + coded
+            codes = torch.from_numpy(np.ascontiguousarray(out.transpose(2, 1, 0)))
+            return codes, torch.from_numpy(np.array(prev))
         for t in range(f):
             guess = mean + rho * (prev - mean)
             residual = frames[t] - guess

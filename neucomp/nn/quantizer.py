@@ -15,6 +15,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from neucomp.nn.search import beam_search
+
 
 def _all_reduce(t: Tensor) -> Tensor:
     """Sum across data-parallel workers (no-op when not distributed)."""
@@ -171,10 +173,16 @@ class ResidualVectorQuantizer(nn.Module):
         return quantized, codes_t, commit
 
     @torch.no_grad()
-    def encode(self, z: Tensor, n_q: int) -> Tensor:
-        """z [B, D, T] → codes [B, n_q, T] (inference; no codebook updates)."""
+    def encode(self, z: Tensor, n_q: int, beam: int = 1) -> Tensor:
+        """z [B, D, T] → codes [B, n_q, T] (inference; no codebook updates). With a
+        ``beam`` > 1 the stages are searched together (neucomp.nn.search), in float64."""
         b, d, t = z.shape
         residual = z.permute(0, 2, 1).reshape(b * t, d)
+        if beam > 1:
+            books = [layer.embed.double().numpy() for layer in self.layers[:n_q]]
+            norms = [(book**2).sum(1) for book in books]
+            codes, _ = beam_search(residual.double().numpy(), books, norms, beam)
+            return torch.from_numpy(codes).reshape(n_q, b, t).transpose(0, 1)
         codes = []
         for layer in self.layers[:n_q]:
             idx = layer.encode(residual)
