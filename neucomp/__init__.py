@@ -60,6 +60,7 @@ def compress(
     lm: bool | None = None,
     model: str | None = None,
     content: str = "auto",
+    effort: str = "default",
 ) -> bytes:
     """Compress float audio ``[T]`` or ``[C, T]`` in [-1, 1] to `.ecdc` bytes.
 
@@ -68,11 +69,19 @@ def compress(
     "plain". ``model`` is a name ("neucomp_24khz", the default; "neucomp_48khz" for
     full-band stereo; or their short names "24khz", "48khz") or a model file's path.
     ``content``: "auto" (each chunk judged speech or not), "speech" or "other"; the
-    decoder postfilters the speech chunks."""
+    decoder postfilters the speech chunks. ``effort``: how hard the encoder searches
+    for the codes: "fast" (greedy), "default" or "best" (slower, a little closer)."""
     from neucomp.api import compress as _compress
 
     return _compress(
-        audio, sample_rate, bandwidth, coder=coder, lm=lm, model=model, content=content
+        audio,
+        sample_rate,
+        bandwidth,
+        coder=coder,
+        lm=lm,
+        model=model,
+        content=content,
+        effort=effort,
     )
 
 

@@ -126,11 +126,13 @@ def compress_file(
     chunk_seconds: float | None = None,
     progress: Progress | None = None,
     content: str = "auto",
+    effort: str = "default",
 ) -> Result:
     """Compress the audio file ``src`` (or ``"-"``) into ``dst`` (or ``"-"``), atomically.
     ``coder``: "plain", "fast", "lm" or None (the default); ``lm`` is the older flag.
     ``content``: "auto" judges each chunk speech or not (the flag that turns the
-    decoder's postfilter on), "speech" or "other" says so of all of them.
+    decoder's postfilter on), "speech" or "other" says so of all of them. ``effort``:
+    how hard the encoder searches for its codes ("fast", "default", "best").
 
     ``chunk_seconds`` sets the container's chunk length (default 10 s): short chunks are
     the live mode, where each chunk leaves as soon as its audio has come in (and a pipe
@@ -139,6 +141,7 @@ def compress_file(
     check_ecdc_name(dst)
     coder = coder_name(coder, lm)
     check_content(content)
+    check_effort(effort)
     live = chunk_seconds is not None
     with A.open_audio(src, eager=live) as reader:
         check_output(dst, force)
@@ -154,6 +157,7 @@ def compress_file(
                 chunk_frames=frames,
                 progress=progress,
                 content=content,
+                effort=effort,
             )
     if warning:
         result.warnings.insert(0, warning)
@@ -161,6 +165,14 @@ def compress_file(
     result.input_bytes = _file_size(src)
     result.output_bytes = result.ecdc_bytes
     return result
+
+
+def check_effort(effort: str) -> None:
+    """A UsageError naming the efforts offered, unless ``effort`` is one of them."""
+    from neucomp.model import SEARCH_EFFORTS
+
+    if effort not in SEARCH_EFFORTS:
+        raise UsageError(f"unknown effort '{effort}' (offered: {', '.join(SEARCH_EFFORTS)})")
 
 
 def check_content(content: str) -> None:
@@ -309,17 +321,20 @@ def compress(
     lm: bool | None = None,
     model: str | None = None,
     content: str = "auto",
+    effort: str = "default",
 ) -> bytes:
     """Compress float audio ``[T]`` or ``[C, T]`` (values in [-1, 1]) to .ecdc bytes.
     ``coder``: "plain", "fast", "lm" or None (the default: fast where the model's
     tables are installed, else plain); ``lm=True`` / ``lm=False`` are the older way to
     say "lm" / "plain". ``content``: "auto" (judge each chunk speech or not), "speech"
-    or "other"; the decoder postfilters the speech chunks."""
+    or "other"; the decoder postfilters the speech chunks. ``effort``: the encoder's
+    search ("fast", "default", "best")."""
     check_content(content)
+    check_effort(effort)
     reader = A.ArrayReader(audio, sample_rate)
     codec, n_q, chunk_coder, warning = prepare(model, bandwidth, coder_name(coder, lm))
     out = io.BytesIO()
-    result = compress_stream(reader, out, codec, n_q, chunk_coder, content=content)
+    result = compress_stream(reader, out, codec, n_q, chunk_coder, content=content, effort=effort)
     if warning:
         result.warnings.insert(0, warning)
     for message in result.warnings:

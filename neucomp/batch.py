@@ -44,6 +44,7 @@ class CompressOptions:
     model: str | None = None
     chunk_seconds: float | None = None  # None: the default chunks of 10 s
     content: str = "auto"  # the chunks' speech flags (engine.CONTENT_CHOICES)
+    effort: str = "default"  # the encoder's search (model.SEARCH_EFFORTS)
 
 
 @dataclass(frozen=True)
@@ -246,6 +247,8 @@ def check_options(options: Options) -> tuple[Options, str | None]:
     Loads the model, so it imports torch."""
     if not isinstance(options, CompressOptions):
         return options, None
+    api.check_content(options.content)
+    api.check_effort(options.effort)
     *_, warning = api.prepare(options.model, options.bandwidth, options.coder)
     return (replace(options, coder="plain"), warning) if warning else (options, None)
 

@@ -152,10 +152,12 @@ def compress_stream(
     chunk_frames: int = CHUNK_FRAMES,
     progress: Progress | None = None,
     content: str = "auto",
+    effort: str = "default",
 ) -> Result:
     """Encode everything ``reader`` yields into ``out`` (which need not be seekable) with
     ``n_q`` codebooks, each chunk's codes made a payload by ``coder``. ``content``
     (CONTENT_CHOICES) sets the chunks' speech flags: judged per chunk, or all alike.
+    ``effort`` (model.SEARCH_EFFORTS) is how hard the encoder searches for the codes.
 
     Chunks hold ``chunk_frames`` frames (the last may be shorter); each is flushed to
     ``out`` as soon as it is written, so a pipe downstream gets it at once (the live
@@ -180,7 +182,7 @@ def compress_stream(
         codebook_size=cfg.codebook_size,
     )
     resampler = A.Resampler(reader.info.sample_rate, cfg.sample_rate, cfg.channels)
-    encoder = model.stream_encoder(n_q)
+    encoder = model.stream_encoder(n_q, effort)
     guard = _FiniteGuard()
     leveller = Leveller(cfg.channels, chunk_frames * cfg.hop_length, cfg.sample_rate)
     judge = _ChunkJudge(content, cfg.sample_rate)

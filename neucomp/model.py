@@ -47,6 +47,9 @@ TRAINING_STATE = ("cluster_size", "embed_sum", "initialized")
 ENVELOPE_BEAM = 1
 LEARNED_BEAM = 8
 LEARNED_SEARCH_BUDGET = 32
+# What `compress --effort` offers: (envelope beam, learned beam). "default" is the two
+# above (or what a Codec's envelope_beam / learned_beam were set to).
+SEARCH_EFFORTS = {"fast": (1, 1), "default": (ENVELOPE_BEAM, LEARNED_BEAM), "best": (16, 8)}
 
 
 @dataclass
@@ -384,26 +387,45 @@ class Codec(nn.Module):
         return self.codes_of(z, n_q, wav)[0]
 
     def codes_of(
-        self, z: Tensor, n_q: int, wav: Tensor, envelope_past: tuple | None = None
+        self,
+        z: Tensor,
+        n_q: int,
+        wav: Tensor,
+        envelope_past: tuple | None = None,
+        effort: str = "default",
     ) -> tuple[Tensor, tuple | None]:
         """The encoder output z (and, with an envelope, the audio it came from) → codes
         [B, n_q, F], and the envelope's state for the next piece of a stream (the
-        analysis's sample history and the envelope coder's state)."""
+        analysis's sample history and the envelope coder's state). ``effort`` (one of
+        SEARCH_EFFORTS) sets the search's beams."""
+        envelope_beam, learned_beam = self.search_beams(effort)
         if self.envelope is None:
-            return self.quantizer.encode(z, n_q, self.learned_beam_for(n_q)), None
+            return self.quantizer.encode(z, n_q, self.learned_beam_for(n_q, learned_beam)), None
         history, coder_state = (None, None) if envelope_past is None else envelope_past
         env, history = self.envelope.analysis(wav, history)
         layout = self.config.envelope_layout
         n_env, n_learned = envelope_slots(n_q, layout)
-        codes, coder_state = self.envelope.encode(env, n_env, coder_state, self.envelope_beam)
+        codes, coder_state = self.envelope.encode(env, n_env, coder_state, envelope_beam)
         if n_learned:
-            learned = self.quantizer.encode(z, n_learned, self.learned_beam_for(n_learned))
+            beam = self.learned_beam_for(n_learned, learned_beam)
+            learned = self.quantizer.encode(z, n_learned, beam)
             codes = interleave(codes, learned, layout)
         return codes, (history, coder_state)
 
-    def learned_beam_for(self, n_learned: int) -> int:
-        """The learned RVQ's beam for a search over `n_learned` stages."""
-        return max(1, min(self.learned_beam, LEARNED_SEARCH_BUDGET // max(1, n_learned)))
+    def search_beams(self, effort: str = "default") -> tuple[int, int]:
+        """(envelope beam, learned beam) of an encoder ``effort`` (SEARCH_EFFORTS)."""
+        if effort == "default":
+            return self.envelope_beam, self.learned_beam
+        if effort not in SEARCH_EFFORTS:
+            offered = ", ".join(SEARCH_EFFORTS)
+            raise ValueError(f"unknown effort '{effort}' (offered: {offered})")
+        return SEARCH_EFFORTS[effort]
+
+    def learned_beam_for(self, n_learned: int, beam: int | None = None) -> int:
+        """The learned RVQ's beam (``beam``, default this codec's) for a search over
+        `n_learned` stages, within LEARNED_SEARCH_BUDGET."""
+        beam = self.learned_beam if beam is None else beam
+        return max(1, min(beam, LEARNED_SEARCH_BUDGET // max(1, n_learned)))
 
     def split_codes(self, codes: Tensor) -> tuple[Tensor, Tensor]:
         """A stream's codes → (envelope codes, learned codes), by this model's layout."""
@@ -451,8 +473,9 @@ class Codec(nn.Module):
             return y
         return torch.cat([equaliser.push(y, env), equaliser.flush(y.shape[0])], dim=-1)
 
-    def stream_encoder(self, n_q: int) -> StreamingEncoder:
-        return StreamingEncoder(self, n_q)
+    def stream_encoder(self, n_q: int, effort: str = "default") -> StreamingEncoder:
+        self.search_beams(effort)  # an unknown effort fails here, before any audio
+        return StreamingEncoder(self, n_q, effort)
 
     def stream_decoder(self, speech: bool = False) -> StreamingDecoder:
         """A streaming decoder: the general one, or with ``speech`` the speech decoder
@@ -467,9 +490,10 @@ class Codec(nn.Module):
 class StreamingEncoder:
     """Encodes audio pushed in arbitrary pieces; whole frames out as soon as possible."""
 
-    def __init__(self, codec: Codec, n_q: int) -> None:
+    def __init__(self, codec: Codec, n_q: int, effort: str = "default") -> None:
         self.codec = codec
         self.n_q = n_q
+        self.effort = effort
         self.state = None
         self.envelope_past: tuple | None = None
         self.pending: Tensor | None = None
@@ -497,7 +521,9 @@ class StreamingEncoder:
         if wav.shape[-1] == 0:
             return torch.zeros(wav.shape[0], self.n_q, 0, dtype=torch.long)
         z, self.state = self.codec.encoder(wav, self.state)
-        codes, self.envelope_past = self.codec.codes_of(z, self.n_q, wav, self.envelope_past)
+        codes, self.envelope_past = self.codec.codes_of(
+            z, self.n_q, wav, self.envelope_past, self.effort
+        )
         return codes
 
 
