@@ -453,6 +453,13 @@ class Codec(nn.Module):
             latent = latent + self.quantizer.decode(learned)
         return latent
 
+    @property
+    def algorithmic_latency(self) -> int:
+        """Samples from an input sample to the last output sample it changes: a causal
+        encoder and decoder wait for the rest of the frame; the envelope's equaliser
+        holds one frame more (its window reaches into the next frame)."""
+        return self.hop_length * (2 if self.equaliser() is not None else 1)
+
     def equaliser(self) -> EnvelopeEqualiser | None:
         """A fresh equaliser for one stream of decoder output (None: the model has none)."""
         if self.envelope is None or not self.config.envelope_equalise:

@@ -308,6 +308,7 @@ def test_with_the_equaliser_the_algorithmic_latency_is_two_frames() -> None:
     inside frame 10 first changes the output of frame 9: a sample leaves at most two hops
     (26.7 ms at 24 kHz) after it came in."""
     codec = _envelope_codec()
+    assert codec.algorithmic_latency == 2 * 320
     x = torch.from_numpy(make_audio(40 * 320))[None]
     y = x.clone()
     y[..., 10 * 320 + 5 :] = 0.5 * torch.randn(30 * 320 - 5)

@@ -103,6 +103,7 @@ def test_algorithmic_latency_is_one_frame(tiny_model):
     to the frame's end, and the decoder's output up to a frame boundary needs only the
     codes before it. So a sample can leave at most one hop (320 samples = 13.3 ms at
     24 kHz, as EnCodec's 13 ms) after it came in."""
+    assert tiny_model.algorithmic_latency == HOP
     x = torch.from_numpy(make_audio(40 * HOP, RATE))[None]
     y = x.clone()
     y[..., 10 * HOP + 5 :] = 0.5 * torch.randn(30 * HOP - 5)  # changed from inside frame 10

@@ -645,8 +645,8 @@ def main(argv: list[str] | None = None) -> int:
             audio, first_lengths, runs, args.model, tmp, notes
         )
     cfg = codec.config
-    # causal encoder and decoder, no look-ahead: a sample waits for the rest of its frame
-    results["algorithmic_latency_ms"] = 1000 * cfg.hop_length / cfg.sample_rate
+    # causal encoder and decoder, no look-ahead (and the equaliser's one frame)
+    results["algorithmic_latency_ms"] = 1000 * codec.algorithmic_latency / cfg.sample_rate
     if "live" in only:
         chunks = [0.09] if quick else [0.04, 0.09, 0.2, 1.0]
         print(
