@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The lent GPU takes at most 64 MiB per call, the tracked files included (~77 MiB since
+# The lent GPU takes at most 64 MiB per call, the tracked files included (~94 MiB since
+# session 17, whose checkpoints/ holds the 48 kHz run (17 MiB; needed to go on training it),
+# ~77 MiB since
 # session 16: the shipped coders and those of earlier weights in models/legacy/). Training
 # needs neither the LMs nor the kept legacy files, so set them aside for the call:
 #   bash scripts/device_slim.sh aside     # before the `run` call (~30 MiB left)
