@@ -137,6 +137,18 @@ def cli_env(model_dir: Path) -> dict[str, str]:
     return env
 
 
+def default_signals() -> None:
+    """A child's preexec_fn: SIGINT, SIGTERM and SIGHUP at their default dispositions.
+
+    neucomp keeps a signal ignored when it starts ignored (as `nohup` leaves SIGHUP, and
+    a non-interactive shell's `&` leaves SIGINT), so a signal test run under either
+    would see the command ignore it; the tests check what a terminal's user gets."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def make_audio(frames: int, sample_rate: int = 24000, channels: int = 1, seed: int = 0):
     """A deterministic test signal ``[C, T]`` float32: a tone per channel plus noise."""
     rng = np.random.default_rng(seed)

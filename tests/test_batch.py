@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
-from conftest import BIN, make_audio, write_audio
+from conftest import BIN, default_signals, make_audio, write_audio
 
 from neucomp import batch
 from neucomp.cli import main
@@ -169,6 +169,7 @@ def start_batch(cli_env, src: Path, out: Path) -> subprocess.Popen:
         env=cli_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=default_signals,
     )
     deadline = time.monotonic() + 120
     while not list(out.glob(".*.part")) and time.monotonic() < deadline:

@@ -18,6 +18,7 @@ from conftest import (
     BIN,
     build_model_file,
     chunk_spans,
+    default_signals,
     make_audio,
     pipe_wav_bytes,
     write_audio,
@@ -439,6 +440,7 @@ def test_signals_leave_no_temp_file(cli_env, tmp_path, command, sig, code, messa
         env=cli_env,
         stdin=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=default_signals,
     )
     proc.stdin.write(data)
     proc.stdin.flush()
