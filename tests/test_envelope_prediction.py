@@ -155,6 +155,11 @@ def test_the_learned_rvq_beam_codes_the_latent_closer_and_its_budget_bounds_it()
         [rvq.encode(z[..., :111], 4, beam=8), rvq.encode(z[..., 111:], 4, beam=8)], -1
     )
     assert torch.equal(halves, beamed)
+    # the search's float64 copy of a codebook follows in-place changes to it
+    with torch.no_grad():
+        for layer in rvq.layers:
+            layer.embed.mul_(-1.0)
+    assert torch.equal(rvq.encode(-z, 4, beam=8), beamed)
     codec = _dpcm_codec()
     assert codec.learned_beam_for(1) == codec.learned_beam_for(4) == LEARNED_BEAM
     assert codec.learned_beam_for(16) == max(1, LEARNED_SEARCH_BUDGET // 16)

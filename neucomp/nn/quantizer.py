@@ -10,6 +10,7 @@ no entry of the 1024 goes to waste.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -80,6 +81,16 @@ class VectorQuantizer(nn.Module):
 
     def decode(self, indices: Tensor) -> Tensor:
         return F.embedding(indices, self.embed)
+
+    def search_book(self) -> tuple[np.ndarray, np.ndarray]:
+        """The codebook in float64 and its squared norms, for the beam search: made once
+        and kept until the codebook changes (every in-place update bumps the tensor's
+        version), since a live stream encodes ~11 chunks a second."""
+        version = (self.embed._version, self.embed.data_ptr())
+        if getattr(self, "_search_cache", (None,))[0] != version:
+            book = self.embed.detach().double().numpy()
+            self._search_cache = (version, book, (book**2).sum(1))
+        return self._search_cache[1], self._search_cache[2]
 
     @torch.no_grad()
     def _init_codebook(self, x: Tensor) -> None:
@@ -179,9 +190,8 @@ class ResidualVectorQuantizer(nn.Module):
         b, d, t = z.shape
         residual = z.permute(0, 2, 1).reshape(b * t, d)
         if beam > 1:
-            books = [layer.embed.double().numpy() for layer in self.layers[:n_q]]
-            norms = [(book**2).sum(1) for book in books]
-            codes, _ = beam_search(residual.double().numpy(), books, norms, beam)
+            books, norms = zip(*(layer.search_book() for layer in self.layers[:n_q]), strict=True)
+            codes, _ = beam_search(residual.double().numpy(), list(books), list(norms), beam)
             return torch.from_numpy(codes).reshape(n_q, b, t).transpose(0, 1)
         codes = []
         for layer in self.layers[:n_q]:
