@@ -198,22 +198,18 @@ class EnvelopeCoder(nn.Module):
         mean, rho = self.mean.double().numpy(), self.prediction
         prev = np.broadcast_to(mean, (b, d)) if state is None else state.numpy()
         out = np.empty((f, k, b), np.int64)
-        if beam > 1:
-            for t in range(f):
-                guess = mean + rho * (prev - mean)
-                out[t], coded = beam_search(frames[t] - guess, books, norms, beam)
-                prev = guess + coded
-            codes = torch.from_numpy(np.ascontiguousarray(out.transpose(2, 1, 0)))
-            return codes, torch.from_numpy(np.array(prev))
         for t in range(f):
             guess = mean + rho * (prev - mean)
             residual = frames[t] - guess
-            coded = np.zeros((b, d))
-            for j, (book, norm) in enumerate(zip(books, norms, strict=True)):
-                idx = (residual @ book.T * 2 - norm).argmax(1)
-                residual = residual - book[idx]
-                coded = coded + book[idx]
-                out[t, j] = idx
+            if beam > 1:
+                out[t], coded = beam_search(residual, books, norms, beam)
+            else:  # greedy: kept as it was, so its codes stay bit for bit
+                coded = np.zeros((b, d))
+                for j, (book, norm) in enumerate(zip(books, norms, strict=True)):
+                    idx = (residual @ book.T * 2 - norm).argmax(1)
+                    residual = residual - book[idx]
+                    coded = coded + book[idx]
+                    out[t, j] = idx
             prev = guess + coded
         codes = torch.from_numpy(np.ascontiguousarray(out.transpose(2, 1, 0)))
         return codes, torch.from_numpy(np.array(prev))
