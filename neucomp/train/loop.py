@@ -33,6 +33,7 @@ from neucomp.train.discriminator import CombinedDiscriminator
 from neucomp.train.envelope import fit_envelope
 from neucomp.train.losses import (
     ComplexSTFTLoss,
+    FramePeriodicLoss,
     IntelligibilityLoss,
     LogSTFTMagnitudeLoss,
     PhaseDerivativeLoss,
@@ -247,6 +248,7 @@ class Trainer:
             high_floor=cfg.logmag_high_floor,
             high_floor_hz=cfg.logmag_high_floor_hz,
         ).to(self.device)
+        self.periodic_loss = FramePeriodicLoss(self.codec_config.hop_length)
         self.stoi_loss = IntelligibilityLoss(self.codec_config.sample_rate).to(self.device)
         self.sampler = CropSampler(
             cfg.corpus,
@@ -405,6 +407,8 @@ class Trainer:
             losses["phase"] = self.phase_loss(x, y)
         if cfg.weights.get("logmag", 0.0):
             losses["logmag"] = self._logmag(x, y)
+        if cfg.weights.get("periodic", 0.0):
+            losses["periodic"] = self.periodic_loss(x, y)
         if cfg.weights.get("stoi", 0.0):
             stoi = self._stoi(x, y)
             if stoi is not None:
@@ -648,6 +652,7 @@ class Trainer:
             "f0",
             "phase",
             "logmag",
+            "periodic",
             "stoi",
         ]
         start = time.time()
@@ -692,7 +697,19 @@ class Trainer:
 
 def _format_row(row: dict) -> str:
     parts = [f"step {row['step']}", f"{row['sec_per_step']:.2f}s/it"]
-    for k in ("l1", "mel", "phase", "logmag", "stoi", "f0", "adv", "feat", "commit", "d_loss"):
+    for k in (
+        "l1",
+        "mel",
+        "phase",
+        "logmag",
+        "periodic",
+        "stoi",
+        "f0",
+        "adv",
+        "feat",
+        "commit",
+        "d_loss",
+    ):
         if k in row and not math.isnan(row[k]):
             parts.append(f"{k} {row[k]:.4f}")
     if "lr" in row:

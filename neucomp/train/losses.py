@@ -222,6 +222,42 @@ class LogSTFTMagnitudeLoss(MultiResolutionSTFTLoss):
         return weighted.mean()
 
 
+class FramePeriodicLoss(nn.Module):
+    """How much more of the output than of the reference repeats with the code frame, dB.
+
+    A decoder that upsamples its frame-rate latent with transposed convolutions can
+    write a pattern with the period of a frame over everything it outputs (the
+    checkerboard of strided transposed convolutions): a buzz whose energy sits on the
+    harmonics of the frame rate (docs/EXPERIMENTS.md E21). The mel loss hardly sees it,
+    since each mel band above ~1 kHz holds several of those harmonics. Here each signal
+    is folded on the frame grid and averaged over the frames, which keeps what is
+    strictly periodic with the frame (and 1/frames of everything else); the loss is by
+    how many dB the output's fold holds more power than the reference's, per example,
+    zero when it holds less. It compares powers, not waveforms, so it asks for no
+    waveform match; in dB, a buzz 20 dB down still pulls as hard as one 5 dB down.
+    Crops must start on the frame grid (training crops do).
+    """
+
+    def __init__(self, hop: int, floor: float = 1e-4) -> None:
+        super().__init__()
+        self.hop = hop
+        self.floor = floor  # of the reference's power: keeps the logs finite on silence
+
+    def fold(self, x: Tensor) -> Tensor:
+        frames = x.shape[-1] // self.hop
+        return x[..., : frames * self.hop].reshape(*x.shape[:-1], frames, self.hop).mean(-2)
+
+    def forward(self, ref: Tensor, out: Tensor) -> Tensor:
+        if ref.shape[-1] < 2 * self.hop:
+            raise ValueError(f"crops must hold at least two frames of {self.hop} samples")
+        dims = tuple(range(1, ref.dim()))
+        power = ref.pow(2).mean(dim=dims).clamp_min(1e-12)
+        p_ref = self.fold(ref).pow(2).mean(dim=dims) / power
+        p_out = self.fold(out).pow(2).mean(dim=dims) / power
+        excess = 10.0 * (torch.log10(p_out + self.floor) - torch.log10(p_ref + self.floor))
+        return excess.clamp_min(0.0).mean()
+
+
 class PhaseDerivativeLoss(MultiResolutionSTFTLoss):
     """How far the output's phase *derivatives* are from the reference's, per STFT bin.
 

@@ -19,6 +19,7 @@ from neucomp.train.balancer import Balancer
 from neucomp.train.discriminator import MultiScaleSTFTDiscriminator
 from neucomp.train.loop import TrainConfig, Trainer, learning_rate
 from neucomp.train.losses import (
+    FramePeriodicLoss,
     IntelligibilityLoss,
     LogSTFTMagnitudeLoss,
     MultiScaleMelLoss,
@@ -98,6 +99,40 @@ def test_phase_loss_joins_the_sum_when_weighted(config: TrainConfig, monkeypatch
     monkeypatch.setattr(trainer, "_choose_codebooks", lambda: 8)
     phases = [trainer.train_step()["phase"] for _ in range(25)]
     assert np.mean(phases[-5:]) < np.mean(phases[:5])
+
+
+def test_frame_periodic_loss_joins_the_sum_when_weighted(config: TrainConfig) -> None:
+    config.adv_start_step, config.loss_mixing = 10_000, "sum"
+    config.weights = {"l1": 0.1, "mel": 1.0, "periodic": 0.01}
+    trainer = Trainer(config)
+    stats = trainer.train_step()
+    assert "periodic" in stats and stats["periodic"] >= 0.0
+    config.weights = {"l1": 0.1, "mel": 1.0}
+    assert "periodic" not in Trainer(config).train_step()
+
+
+def test_frame_periodic_loss_hears_a_buzz_locked_to_the_frame() -> None:
+    hop, frames = 64, 40
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 2, hop * frames, generator=g)
+    other = torch.randn(3, 2, hop * frames, generator=g)  # as loud, not periodic
+    pattern = torch.randn(hop, generator=g).repeat(frames)
+    loss = FramePeriodicLoss(hop)
+    assert float(loss(x, other)) < 1.0  # a different signal is no more periodic
+    buzz_10 = float(loss(x, other + pattern * 10 ** (-10 / 20)))
+    buzz_20 = float(loss(x, other + pattern * 10 ** (-20 / 20)))
+    assert buzz_10 > 5.0 and buzz_10 > buzz_20 > 0.5  # in dB: a weaker buzz still counts
+    # the same buzz one sample off the frame grid's period is averaged away
+    drifting = torch.randn(hop + 1, generator=g).repeat(frames)[: hop * frames]
+    assert float(loss(x, other + drifting * 10 ** (-10 / 20))) < 1.0
+    assert float(loss(x * 1e-3, (other + pattern * 0.3) * 1e-3)) == pytest.approx(
+        float(loss(x, other + pattern * 0.3)), rel=1e-4
+    )
+    y = (other + pattern * 0.3).requires_grad_()
+    loss(x, y).backward()
+    assert y.grad is not None and float(y.grad.abs().sum()) > 0
+    with pytest.raises(ValueError):
+        loss(x[..., :hop], y[..., :hop])
 
 
 def test_overshoot_applies_to_the_chosen_categories_only(config: TrainConfig) -> None:
