@@ -9,6 +9,7 @@ with the band gains spread linearly or in dB. 20 dev-eval speech clips at −23 
     python scripts/e19/envelope_variants.py --bands 32 --stages 16 --combos 8+8,6+10,16+16,12+20
     python scripts/e19/envelope_variants.py --bands 32 --combos 2+2,4+4 --target -26:-20
 """
+
 import argparse
 import glob
 import time
