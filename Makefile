@@ -23,11 +23,11 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check neucomp tests
-	$(VENV)/bin/ruff format --check neucomp tests
+	$(VENV)/bin/ruff check neucomp tests scripts
+	$(VENV)/bin/ruff format --check neucomp tests scripts
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format neucomp tests
+	$(VENV)/bin/ruff format neucomp tests scripts
 	$(VENV)/bin/ruff check --fix neucomp tests
 
 # Real-audio training corpus and dev-eval clips, from Debian packages (see docs/DATA.md).
