@@ -40,7 +40,7 @@ def db_pair(ref, deg):
 
 def main(model: str, bandwidth: float = 6.0) -> None:
     files = sorted(Path("data/deveval/music").glob("*.flac"))
-    stats: dict[str, list] = {"neucomp": [], "unfolded": [], "opus": []}
+    stats: dict[str, list] = {"neucomp": [], "unfolded": [], "notched": [], "opus": []}
     for f in files:
         x = load_reference(f, RATE, 2)
         data = neucomp.compress(x, RATE, bandwidth=bandwidth, model=model)
@@ -52,7 +52,20 @@ def main(model: str, bandwidth: float = 6.0) -> None:
         whole = dec.shape[-1] // hop * hop
         period = dec[:, :whole].reshape(dec.shape[0], -1, hop).mean(axis=1)
         unfolded = dec - np.tile(period, (1, dec.shape[-1] // hop + 1))[:, : dec.shape[-1]]
-        for name, deg in (("neucomp", dec), ("unfolded", unfolded), ("opus", op)):
+        # an oracle: the whole clip's spectrum with the bins within 1.5 Hz of a multiple of
+        # the frame rate (above 100 Hz) zeroed: what LSD would be without the comb
+        spec = np.fft.rfft(dec, axis=-1)
+        freqs = np.fft.rfftfreq(dec.shape[-1], 1 / RATE)
+        phase = freqs % 75.0
+        comb = ((phase < 1.5) | (phase > 73.5)) & (freqs > 100)
+        spec[:, comb] = 0
+        notched = np.fft.irfft(spec, n=dec.shape[-1], axis=-1)
+        for name, deg in (
+            ("neucomp", dec),
+            ("unfolded", unfolded),
+            ("notched", notched),
+            ("opus", op),
+        ):
             r, d, energy = db_pair(x, deg)
             diff = d - r  # [C, bins, T]
             med = np.median(r, axis=1, keepdims=True)
