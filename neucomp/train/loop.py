@@ -35,6 +35,7 @@ from neucomp.train.losses import (
     ComplexSTFTLoss,
     FramePeriodicLoss,
     IntelligibilityLoss,
+    LevelDifferenceLoss,
     LogSTFTMagnitudeLoss,
     PhaseDerivativeLoss,
     feature_matching_loss,
@@ -249,6 +250,7 @@ class Trainer:
             high_floor_hz=cfg.logmag_high_floor_hz,
         ).to(self.device)
         self.periodic_loss = FramePeriodicLoss(self.codec_config.hop_length)
+        self.ild_loss = LevelDifferenceLoss(self.codec_config.sample_rate).to(self.device)
         self.stoi_loss = IntelligibilityLoss(self.codec_config.sample_rate).to(self.device)
         self.sampler = CropSampler(
             cfg.corpus,
@@ -409,6 +411,8 @@ class Trainer:
             losses["logmag"] = self._logmag(x, y)
         if cfg.weights.get("periodic", 0.0):
             losses["periodic"] = self.periodic_loss(x, y)
+        if cfg.weights.get("ild", 0.0):
+            losses["ild"] = self.ild_loss(x, y)
         if cfg.weights.get("stoi", 0.0):
             stoi = self._stoi(x, y)
             if stoi is not None:
@@ -653,6 +657,7 @@ class Trainer:
             "phase",
             "logmag",
             "periodic",
+            "ild",
             "stoi",
         ]
         start = time.time()
@@ -703,6 +708,7 @@ def _format_row(row: dict) -> str:
         "phase",
         "logmag",
         "periodic",
+        "ild",
         "stoi",
         "f0",
         "adv",

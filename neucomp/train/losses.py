@@ -258,6 +258,40 @@ class FramePeriodicLoss(nn.Module):
         return excess.clamp_min(0.0).mean()
 
 
+class LevelDifferenceLoss(nn.Module):
+    """The stereo balance: the inter-channel level difference per mel band and frame.
+
+    ILD = log10 of the left channel's band power over the right's (both floored at
+    `floor` of the crop's mean band power, so a near-silent tile has no balance to
+    keep); the loss is |ILD_ref − ILD_out| (log10 units: 0.1 is 1 dB) averaged over the
+    reference's active tiles, those within 40 dB of its loudest. The per-channel mel
+    loss sees a centred image of a source panned 4 dB as 2 dB off on each side, among
+    everything else it weighs; this sees only the balance (docs/EXPERIMENTS.md E21).
+    Mono models have no balance: the loss is zero for one channel.
+    """
+
+    def __init__(self, sample_rate: int, n_fft: int = 2048, n_mels: int = 64) -> None:
+        super().__init__()
+        self.mel = MelSpectrogram(sample_rate, n_fft, n_mels, area_norm=False)
+        self.floor = 1e-4
+
+    def forward(self, ref: Tensor, out: Tensor) -> Tensor:
+        if ref.shape[1] != 2:
+            return ref.new_zeros(())
+        b = ref.shape[0]
+        p_ref = self.mel(ref).pow(2).reshape(b, 2, *self.mel(ref[:1]).shape[-2:])
+        p_out = self.mel(out).pow(2).reshape(b, 2, *p_ref.shape[-2:])
+        total = p_ref.sum(dim=1)  # [B, bands, frames]
+        floor = self.floor * total.mean(dim=(1, 2), keepdim=True).clamp_min(1e-20)
+        active = total > total.amax(dim=(1, 2), keepdim=True) * 1e-4
+
+        def ild(p: Tensor) -> Tensor:
+            return torch.log10(p[:, 0] + floor) - torch.log10(p[:, 1] + floor)
+
+        err = (ild(p_ref) - ild(p_out)).abs()
+        return (err * active).sum() / active.sum().clamp_min(1)
+
+
 class PhaseDerivativeLoss(MultiResolutionSTFTLoss):
     """How far the output's phase *derivatives* are from the reference's, per STFT bin.
 

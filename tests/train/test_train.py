@@ -21,6 +21,7 @@ from neucomp.train.loop import TrainConfig, Trainer, learning_rate
 from neucomp.train.losses import (
     FramePeriodicLoss,
     IntelligibilityLoss,
+    LevelDifferenceLoss,
     LogSTFTMagnitudeLoss,
     MultiScaleMelLoss,
     PhaseDerivativeLoss,
@@ -133,6 +134,31 @@ def test_frame_periodic_loss_hears_a_buzz_locked_to_the_frame() -> None:
     assert y.grad is not None and float(y.grad.abs().sum()) > 0
     with pytest.raises(ValueError):
         loss(x[..., :hop], y[..., :hop])
+
+
+def test_level_difference_loss_sees_the_balance_and_nothing_else() -> None:
+    g = torch.Generator().manual_seed(1)
+    src = torch.randn(2, 1, 24000, generator=g)
+    panned = torch.cat([src * 10 ** (4 / 20), src], 1)  # 4 dB to the left
+    loss = LevelDifferenceLoss(24000, n_fft=1024)
+    centred = torch.cat([src, src], 1) * 10 ** (2 / 20)
+    assert float(loss(panned, centred)) == pytest.approx(0.4, abs=0.02)  # 4 dB, log10
+    swapped = panned.flip(1)
+    assert float(loss(panned, swapped)) == pytest.approx(0.8, abs=0.04)
+    assert float(loss(panned, panned)) == 0.0
+    # the balance, not the level or the content
+    other = torch.randn(2, 1, 24000, generator=g)
+    assert float(loss(panned, torch.cat([other * 10 ** (4 / 20), other], 1))) < 0.1
+    assert float(loss(src, src * 2)) == 0.0  # mono: no balance to keep
+    y = centred.clone().requires_grad_()
+    loss(panned, y).backward()
+    assert y.grad is not None and float(y.grad.abs().sum()) > 0
+
+
+def test_level_difference_loss_joins_the_sum_when_weighted(config: TrainConfig) -> None:
+    config.adv_start_step, config.loss_mixing = 10_000, "sum"
+    config.weights = {"l1": 0.1, "mel": 1.0, "ild": 1.0}
+    assert "ild" in Trainer(config).train_step()
 
 
 def test_overshoot_applies_to_the_chosen_categories_only(config: TrainConfig) -> None:
